@@ -1,0 +1,17 @@
+"""Datasets: vocabularies, readers, the :class:`Dataset` object and the name registry."""
+
+from .dataset import Dataset, UnknownLabelError
+from .readers import DataFormatError
+from .registry import DatasetEntry, load_dataset, register_dataset, registered_datasets
+from .vocabulary import Vocabulary
+
+__all__ = [
+    "DataFormatError",
+    "Dataset",
+    "DatasetEntry",
+    "UnknownLabelError",
+    "Vocabulary",
+    "load_dataset",
+    "register_dataset",
+    "registered_datasets",
+]

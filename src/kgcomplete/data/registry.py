@@ -1,0 +1,70 @@
+"""Dataset lookup by name: bundled datasets, registered loaders, or a folder path.
+
+Other modules (e.g. downloadable benchmark builders) add entries with :func:`register_dataset`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Optional
+
+from .dataset import Dataset
+
+BUNDLED_DIR = Path(str(resources.files("kgcomplete.data") / "bundled"))
+
+
+@dataclass
+class DatasetEntry:
+    """A named dataset: ``loader(unknown=...) -> Dataset``, plus facts for ``kgc datasets``."""
+
+    name: str
+    loader: Callable[..., Dataset]
+    description: str = ""
+    source: str = "bundled"  # "bundled" or "download"
+    licence: str = ""
+
+
+_REGISTRY: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(entry: DatasetEntry) -> None:
+    _REGISTRY[entry.name.lower()] = entry
+
+
+def registered_datasets() -> list[DatasetEntry]:
+    return sorted(_REGISTRY.values(), key=lambda e: (e.source != "bundled", e.name))
+
+
+def _bundled_loader(name: str) -> Callable[..., Dataset]:
+    def load(unknown: str = "error") -> Dataset:
+        return Dataset.from_folder(BUNDLED_DIR / name, name=name, unknown=unknown)
+
+    return load
+
+
+for _name, _desc in {
+    "umls": "Unified Medical Language System KG (135 entities, 46 relations, 6.5k triples; ConvE split)",
+    "nations": "Nations (14 entities, 55 relations, 2k triples; ConvE split)",
+}.items():
+    register_dataset(
+        DatasetEntry(_name, _bundled_loader(_name), _desc, "bundled", "research use; see data/bundled/ORIGIN.md")
+    )
+
+
+def load_dataset(name_or_path: str | Path, unknown: str = "error") -> Dataset:
+    """Load a dataset by registered name (``umls``, ``nations``, ...) or from a folder path.
+
+    ``unknown``: what to do with valid/test triples whose entities/relations are not in train
+    (``"error"`` default, ``"drop"``, ``"keep"``).
+    """
+    key = str(name_or_path)
+    path = Path(key).expanduser()
+    if path.is_dir():
+        return Dataset.from_folder(path, unknown=unknown)
+    entry = _REGISTRY.get(key.lower())
+    if entry is not None:
+        return entry.loader(unknown=unknown)
+    known = ", ".join(e.name for e in registered_datasets())
+    raise FileNotFoundError(f"no dataset named {key!r} and no folder at {path}; known datasets: {known}")

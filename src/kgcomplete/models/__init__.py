@@ -1,0 +1,36 @@
+"""Shallow KGE models and the name -> class registry."""
+
+from __future__ import annotations
+
+from .base import KGEModel
+from .bilinear import ComplEx, ConvE, DistMult
+from .distance import BoxE, InterHT, PairRE, RotatE, TranS, TransE, TransH, TripleRE, TripleREv2
+
+MODELS: dict[str, type[KGEModel]] = {
+    cls.name: cls
+    for cls in (TransE, TransH, RotatE, PairRE, TripleRE, TripleREv2, DistMult, ComplEx, ConvE, BoxE, InterHT, TranS)
+}
+#: aliases -> (class name, fixed options)
+ALIASES: dict[str, tuple[str, dict]] = {
+    "transe_l1": ("transe", {"p_norm": 1}),
+    "transe_l2": ("transe", {"p_norm": 2}),
+    "triplere_v1": ("triplere", {}),
+}
+
+
+def model_names() -> list[str]:
+    return sorted(MODELS) + sorted(ALIASES)
+
+
+def build_model(name: str, num_entities: int, num_relations: int, **options) -> KGEModel:
+    """Instantiate a model by name (case-insensitive), e.g. ``build_model("complex", E, R, dim=100)``."""
+    key = name.lower().replace("-", "_")
+    if key in ALIASES:
+        key, fixed = ALIASES[key]
+        options = {**options, **fixed}
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(model_names())}")
+    return MODELS[key](num_entities, num_relations, **options)
+
+
+__all__ = ["KGEModel", "MODELS", "build_model", "model_names", *[c.__name__ for c in MODELS.values()]]

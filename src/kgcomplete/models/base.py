@@ -1,0 +1,231 @@
+"""Shared machinery of the shallow KGE models.
+
+A model owns an entity table ``(E, entity_width)`` and a relation table
+``(R or 2R, relation_width)`` (2R with reciprocal relations: relation ``r + R`` is the inverse
+of ``r``). Each subclass defines one broadcasting scoring function :meth:`KGEModel.score_emb`;
+scoring against many candidates is derived from it in memory-bounded chunks. Models whose score
+is a dot product or a distance between a *query vector* and the candidate embedding also define
+``tail_query``/``head_query`` so that candidate scoring is a single matrix product (BLAS).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+# Elements (batch x candidates x width) materialised at once by the chunked generic path.
+CHUNK_ELEMENTS = 1 << 24
+
+
+class KGEModel(nn.Module):
+    """Base class. Subclasses set ``entity_width``/``relation_width`` and implement ``score_emb``.
+
+    Args:
+        num_entities, num_relations: table sizes (relations before adding inverses).
+        dim: embedding size per component (complex models: number of complex coordinates).
+        reciprocal: learn a separate inverse relation ``r + R``; head queries ``(?, r, t)`` are then
+            answered as tail queries ``(t, r + R, ?)``.
+        init_scale: scale of the initial values (std of a normal / half-width of a uniform).
+        sparse: entity/relation lookups produce sparse gradients (rows in the batch only).
+    """
+
+    name = "base"
+    #: "dot", "l1", "l2" when ``tail_query``/``head_query`` give a query vector to compare with
+    #: candidate embeddings; None when only the generic broadcast path applies.
+    similarity: Optional[str] = None
+    #: entity vectors are complex ([real | imaginary] halves) - affects N3 regularisation.
+    complex_entities = False
+    #: relation vectors are complex ([real | imaginary] halves).
+    complex_relations = False
+    #: needs reciprocal relations for head queries (ConvE).
+    requires_reciprocal = False
+    init = "normal"
+
+    def __init__(
+        self,
+        num_entities: int,
+        num_relations: int,
+        dim: int = 100,
+        reciprocal: bool = False,
+        init_scale: float = 1e-3,
+        sparse: bool = True,
+        p_norm: int = 1,
+        **kwargs,
+    ):
+        super().__init__()
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unexpected options {sorted(kwargs)}")
+        self.num_entities = num_entities
+        self.num_base_relations = num_relations
+        self.dim = dim
+        self.reciprocal = reciprocal or self.requires_reciprocal
+        self.p_norm = p_norm
+        self.init_scale = init_scale
+        n_rel = num_relations * (2 if self.reciprocal else 1)
+        self.entity_emb = nn.Embedding(num_entities, self.entity_width(), sparse=sparse)
+        self.relation_emb = nn.Embedding(n_rel, self.relation_width(), sparse=sparse)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------ to override
+    def entity_width(self) -> int:
+        return self.dim
+
+    def relation_width(self) -> int:
+        return self.dim
+
+    def reset_parameters(self) -> None:
+        for emb in (self.entity_emb, self.relation_emb):
+            if self.init == "normal":
+                nn.init.normal_(emb.weight, std=self.init_scale)
+            else:
+                nn.init.uniform_(emb.weight, -self.init_scale, self.init_scale)
+
+    def score_emb(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        """Scores of broadcastable embeddings: h ``(..., We)``, r ``(..., Wr)``, t ``(..., We)`` -> ``(...)``."""
+        raise NotImplementedError
+
+    def tail_query(self, h: Tensor, r: Tensor) -> Tensor:
+        """``(B, We), (B, Wr) -> (B, Wq)`` query compared with tail candidates by ``similarity``."""
+        raise NotImplementedError
+
+    def head_query(self, r: Tensor, t: Tensor) -> Tensor:
+        """``(B, Wr), (B, We) -> (B, Wq)`` query compared with head candidates by ``similarity``."""
+        raise NotImplementedError
+
+    def candidate_features(self, e: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        """Candidate embeddings ``(..., We)`` -> (vectors compared with a query, additive bias or None)."""
+        return e, None
+
+    # ----------------------------------------------------------- public scoring
+    @property
+    def num_relations(self) -> int:
+        """Number of relation embeddings (2R with reciprocal relations)."""
+        return self.relation_emb.num_embeddings
+
+    def entities(self, ids: Optional[Tensor] = None) -> Tensor:
+        """Entity rows ``(len(ids), We)``; all rows ``(E, We)`` when ids is None."""
+        if ids is None:
+            if torch.is_grad_enabled():  # through the lookup so gradients stay sparse
+                ids = torch.arange(self.num_entities, device=self.entity_emb.weight.device)
+            else:
+                return self.entity_emb.weight
+        return self.entity_emb(ids)
+
+    def relations(self, ids: Tensor) -> Tensor:
+        return self.relation_emb(ids)
+
+    def inverse(self, r: Tensor) -> Tensor:
+        """Ids of the inverse relations (reciprocal models only)."""
+        return r + self.num_base_relations
+
+    def score_triples(self, triples: Tensor) -> Tensor:
+        """``(B, 3)`` ids -> ``(B,)`` scores."""
+        h, r, t = triples[:, 0], triples[:, 1], triples[:, 2]
+        return self.score_emb(self.entities(h), self.relations(r), self.entities(t))
+
+    def score_tails(self, h: Tensor, r: Tensor, candidates: Optional[Tensor] = None) -> Tensor:
+        """Score ``(h, r, ?)`` queries.
+
+        Args:
+            h, r: ``(B,)`` ids.
+            candidates: None (all entities), ``(C,)`` ids shared by the batch, or ``(B, C)`` ids per query.
+        Returns:
+            ``(B, C)`` scores (C = E when candidates is None).
+        """
+        return self._score_side(self.entities(h), self.relations(r), candidates, tails=True)
+
+    def score_heads(self, r: Tensor, t: Tensor, candidates: Optional[Tensor] = None) -> Tensor:
+        """Score ``(?, r, t)`` queries; same conventions as :meth:`score_tails`."""
+        if self.reciprocal:
+            return self._score_side(self.entities(t), self.relations(self.inverse(r)), candidates, tails=True)
+        return self._score_side(self.entities(t), self.relations(r), candidates, tails=False)
+
+    def score_queries(self, anchor: Tensor, r: Tensor, candidates: Optional[Tensor] = None, head: bool = False) -> Tensor:
+        """Tail queries ``(anchor, r, ?)`` or, with ``head=True``, head queries ``(?, r, anchor)``."""
+        return self.score_heads(r, anchor, candidates) if head else self.score_tails(anchor, r, candidates)
+
+    # -------------------------------------------------------------- internals
+    def _score_side(self, anchor: Tensor, rel: Tensor, candidates: Optional[Tensor], tails: bool) -> Tensor:
+        cand = self.entities(candidates)  # (E, W), (C, W) or (B, C, W)
+        if self.similarity is not None:
+            q = self.tail_query(anchor, rel) if tails else self.head_query(rel, anchor)
+            vec, bias = self.candidate_features(cand)
+            s = _similarity(q, vec, self.similarity)
+            return s if bias is None else s + bias
+        return self._broadcast_chunks(anchor, rel, cand, tails)
+
+    def _broadcast_chunks(self, anchor: Tensor, rel: Tensor, cand: Tensor, tails: bool) -> Tensor:
+        """Generic path: score_emb over ``(B, chunk, W)`` blocks of candidates."""
+        b, w = anchor.shape[0], cand.shape[-1]
+        n = cand.shape[-2]
+        chunk = max(1, CHUNK_ELEMENTS // max(1, b * w))
+        a, rr = anchor.unsqueeze(1), rel.unsqueeze(1)
+        out = []
+        for s in range(0, n, chunk):
+            c = cand[..., s : s + chunk, :]
+            if c.dim() == 2:
+                c = c.unsqueeze(0)
+            out.append(self.score_emb(a, rr, c) if tails else self.score_emb(c, rr, a))
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
+
+    # --------------------------------------------------------- regularisation
+    def regularizer(self, triples: Tensor, kind: str) -> Tensor:
+        """Penalty on the embeddings of a batch ``(B, 3)``: ``"l2"`` (sum of squares) or ``"n3"``
+        (sum of cubed absolute values / complex moduli), averaged over the batch."""
+        parts = [self.entities(triples[:, 0]), self.relations(triples[:, 1]), self.entities(triples[:, 2])]
+        if kind == "l2":
+            return sum(p.pow(2).sum() for p in parts) / triples.shape[0]
+        if kind == "n3":
+            flags = (self.complex_entities, self.complex_relations, self.complex_entities)
+            total = 0.0
+            for p, is_complex in zip(parts, flags):
+                if is_complex:
+                    re, im = p.chunk(2, dim=-1)
+                    total = total + torch.sqrt(re * re + im * im + 1e-12).pow(3).sum()
+                else:
+                    total = total + p.abs().pow(3).sum()
+            return total / triples.shape[0]
+        raise ValueError(f"unknown regularizer {kind!r}: expected 'l2' or 'n3'")
+
+    def extra_repr(self) -> str:
+        return (
+            f"entities={self.num_entities}, relations={self.num_relations}, dim={self.dim}, "
+            f"reciprocal={self.reciprocal}"
+        )
+
+
+def _similarity(q: Tensor, cand: Tensor, kind: str) -> Tensor:
+    """q ``(B, W)`` vs cand ``(C, W)`` or ``(B, C, W)`` -> ``(B, C)``."""
+    if kind == "dot":
+        return q @ cand.T if cand.dim() == 2 else torch.einsum("bw,bcw->bc", q, cand)
+    if kind == "l2":
+        if cand.dim() == 2:
+            # ||q - c||^2 = ||q||^2 + ||c||^2 - 2 q.c  (one matrix product)
+            d2 = q.pow(2).sum(-1, keepdim=True) + cand.pow(2).sum(-1) - 2.0 * (q @ cand.T)
+            return -torch.sqrt(d2.clamp_min(1e-12))
+        return -torch.linalg.vector_norm(q.unsqueeze(1) - cand, ord=2, dim=-1)
+    if kind == "l1":
+        if cand.dim() == 2:
+            return -torch.cdist(q.unsqueeze(0), cand.unsqueeze(0), p=1.0).squeeze(0)
+        return -(q.unsqueeze(1) - cand).abs().sum(-1)
+    raise ValueError(kind)
+
+
+def complex_mul(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise product of complex vectors stored as ``[re | im]`` halves."""
+    ar, ai = a.chunk(2, dim=-1)
+    br, bi = b.chunk(2, dim=-1)
+    return torch.cat([ar * br - ai * bi, ar * bi + ai * br], dim=-1)
+
+
+def complex_conj(a: Tensor) -> Tensor:
+    ar, ai = a.chunk(2, dim=-1)
+    return torch.cat([ar, -ai], dim=-1)
+
+
+def uniform_phase_(t: Tensor) -> Tensor:
+    with torch.no_grad():
+        return t.uniform_(-math.pi, math.pi)
