@@ -271,7 +271,7 @@ class Dataset:
 
 def _align(series: pd.Series, vocab: Vocabulary, fill_with_label: bool) -> np.ndarray:
     """Metadata Series keyed by label -> (len(vocab),) object array in id order."""
-    vals = series.reindex(vocab.labels).to_numpy(dtype=object)
+    vals = np.array(series.reindex(vocab.labels).to_numpy(dtype=object), dtype=object, copy=True)
     missing = pd.isna(vals)
     if missing.any():
         vals[missing] = vocab.labels[missing] if fill_with_label else ""

@@ -24,6 +24,12 @@ class DatasetEntry:
     description: str = ""
     source: str = "bundled"  # "bundled" or "download"
     licence: str = ""
+    # Downloadable entries (kgcomplete.data.catalog): published files (download.RemoteFile: URLs,
+    # expected size, sha256/md5 where published), home page, citation, published statistics.
+    files: tuple = ()
+    homepage: str = ""
+    citation: str = ""
+    stats: str = ""
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
@@ -68,3 +74,5 @@ def load_dataset(name_or_path: str | Path, unknown: str = "error") -> Dataset:
         return entry.loader(unknown=unknown)
     known = ", ".join(e.name for e in registered_datasets())
     raise FileNotFoundError(f"no dataset named {key!r} and no folder at {path}; known datasets: {known}")
+
+from . import catalog as _catalog  # noqa: E402,F401  (registers the downloadable benchmarks)

@@ -183,12 +183,16 @@ class KGEModel(nn.Module):
             total = 0.0
             for p, is_complex in zip(parts, flags):
                 if is_complex:
-                    re, im = p.chunk(2, dim=-1)
+                    re, im = self.complex_parts(p)
                     total = total + torch.sqrt(re * re + im * im + 1e-12).pow(3).sum()
                 else:
                     total = total + p.abs().pow(3).sum()
             return total / triples.shape[0]
         raise ValueError(f"unknown regularizer {kind!r}: expected 'l2' or 'n3'")
+
+    def complex_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Real and imaginary parts of complex rows (stored as ``[re | im]`` halves)."""
+        return x.chunk(2, dim=-1)
 
     def extra_repr(self) -> str:
         return (

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import KGEModel, complex_conj, complex_mul
+from .base import KGEModel
 
 
 def _norm(x: Tensor, p: int) -> Tensor:
@@ -57,7 +57,11 @@ class TransH(KGEModel):
 
 
 class RotatE(KGEModel):
-    """RotatE (Sun et al. 2019): ``-sum_k |h_k e^{i theta_k} - t_k|``. We = 2*dim ([re|im]), Wr = dim (phases)."""
+    """RotatE (Sun et al. 2019): ``-sum_k |h_k e^{i theta_k} - t_k|``.
+
+    Entity rows hold ``dim`` complex numbers interleaved (``[re_0, im_0, re_1, im_1, ...]``,
+    We = 2*dim) so they view as ``torch.complex64`` without a copy; relations hold ``dim`` phases.
+    """
 
     name = "rotate"
     complex_entities = True
@@ -70,31 +74,26 @@ class RotatE(KGEModel):
         nn.init.uniform_(self.entity_emb.weight, -self.init_scale, self.init_scale)
         nn.init.uniform_(self.relation_emb.weight, -torch.pi, torch.pi)
 
-    @staticmethod
-    def _rotation(phase: Tensor) -> Tensor:
-        return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+    def complex_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x[..., 0::2], x[..., 1::2]
 
     @staticmethod
-    def _complex_l1(x: Tensor) -> Tensor:
-        re, im = x.chunk(2, dim=-1)
-        return torch.sqrt(re * re + im * im + 1e-9).sum(-1)
+    def _c(x: Tensor) -> Tensor:
+        return torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2).contiguous())
 
     def score_emb(self, h, r, t):
-        return -self._complex_l1(complex_mul(h, self._rotation(r)) - t)
+        return -(self._c(h) * torch.polar(torch.ones_like(r), r) - self._c(t)).abs().sum(-1)
 
     def _score_side(self, anchor, rel, candidates, tails):
-        # Rotate the anchor once per query, then compare with candidates chunk by chunk.
-        rot = self._rotation(rel)
-        q = complex_mul(anchor, rot if tails else complex_conj(rot))
-        cand = self.entities(candidates)
+        # Rotate the anchor once per query (conjugate rotation for head queries), then take the
+        # complex L1 distance to the candidates in chunks of at most CHUNK_ELEMENTS.
+        rot = torch.polar(torch.ones_like(rel), rel if tails else -rel)
+        q = (self._c(anchor) * rot).unsqueeze(1)  # (B, 1, dim)
+        cand = self._c(self.entities(candidates))
         if cand.dim() == 3:
-            return -self._complex_l1(q.unsqueeze(1) - cand)
-        b, w = q.shape
-        chunk = max(1, (1 << 24) // max(1, b * w))
-        return torch.cat(
-            [-self._complex_l1(q.unsqueeze(1) - cand[s : s + chunk].unsqueeze(0)) for s in range(0, cand.shape[0], chunk)],
-            dim=1,
-        )
+            return -(q - cand).abs().sum(-1)
+        chunk = max(1, (1 << 22) // max(1, q.shape[0] * self.dim))
+        return torch.cat([-(q - cand[s : s + chunk]).abs().sum(-1) for s in range(0, cand.shape[0], chunk)], dim=1)
 
 
 class PairRE(KGEModel):

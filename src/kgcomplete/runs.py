@@ -1,0 +1,487 @@
+"""Run folders: everything a training run writes, and the objects that reopen them.
+
+Layout of ``RUN/``::
+
+    config.yaml               full configuration (defaults filled in)
+    entities.tsv, relations.tsv   vocabularies (id<TAB>label)
+    entity_names.tsv ...      dataset metadata copies (names for predictions)
+    splits/{train,valid,test}.npy  only when the dataset was given in code (no name/folder to reload)
+    checkpoint.safetensors    latest model parameters (written atomically)
+    best.safetensors          best-on-validation parameters
+    trainer_state.safetensors + trainer_state.json   optimizer, RNG and counters for --resume
+    log.jsonl                 one JSON record per epoch (loss, lr, time, triples/s, valid MRR)
+    metrics.json              {"valid": {...}, "test": {...}, "train_time_s": ..., ...}
+
+:func:`load_run` dispatches on ``config.yaml``'s ``model.name`` (KGE models here; ``kgt5`` to
+:mod:`kgcomplete.seq2seq`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import Config, apply_override, build_config
+from .data.dataset import Dataset
+from .data.registry import load_dataset
+from .data.vocabulary import Vocabulary
+from .evaluation.evaluator import evaluate as evaluate_scorer
+from .evaluation.filter_index import FilterIndex
+from .models import build_model
+from .models.base import KGEModel
+from .training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
+from .training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ file helpers
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and ``os.replace`` (never a torn file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: Optional[dict] = None) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_log(run_dir: str | Path) -> list[dict]:
+    p = Path(run_dir) / "log.jsonl"
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------- run folder
+class RunFolder:
+    """Paths and writers of one run folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def create(self, config: Config, dataset: Dataset) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        config.save(self / "config.yaml")
+        dataset.entities.save(self / "entities.tsv")
+        dataset.relations.save(self / "relations.tsv")
+        for fname, frame in dataset.metadata_frames().items():
+            frame.to_csv(self / fname, sep="\t", header=False, index=False)
+        if config.data.source is None:
+            (self / "splits").mkdir(exist_ok=True)
+            for k, v in dataset.splits.items():
+                np.save(self / "splits" / f"{k}.npy", v)
+
+    def append_log(self, record: dict) -> None:
+        with open(self / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def metrics(self) -> dict:
+        p = self / "metrics.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def update_metrics(self, **parts) -> dict:
+        m = self.metrics()
+        m.update(parts)
+        atomic_write_json(self / "metrics.json", m)
+        return m
+
+    def dataset(self, config: Config) -> Dataset:
+        """Reload the run's dataset (by name/folder, or from the saved splits) and check vocabularies."""
+        if config.data.source is None:
+            splits = {p.stem: np.load(p) for p in sorted((self / "splits").glob("*.npy"))}
+            ds = Dataset(
+                name=self.path.name,
+                entities=Vocabulary.load(self / "entities.tsv"),
+                relations=Vocabulary.load(self / "relations.tsv"),
+                splits=splits,
+            )
+            ds.attach_metadata_folder(self.path)
+            return ds
+        ds = load_dataset(config.data.source, unknown=config.data.unknown)
+        ents = Vocabulary.load(self / "entities.tsv")
+        if len(ents) != ds.num_entities or not np.array_equal(ents.labels, ds.entities.labels):
+            raise ValueError(
+                f"{self.path}: dataset {config.data.source!r} no longer matches the run's entities.tsv "
+                f"({ds.num_entities} vs {len(ents)} entities)"
+            )
+        return ds
+
+
+# ----------------------------------------------------------------- KGE runs
+class KGERun:
+    """A trained shallow KGE model with its dataset: evaluate, predict, export.
+
+    ``run.score_queries(anchor, r, candidates, head)`` makes it usable wherever a scorer is.
+    """
+
+    def __init__(self, path: Optional[Path], config: Config, model: KGEModel, dataset: Dataset):
+        self.path = Path(path) if path else None
+        self.config, self.model, self.dataset = config, model, dataset
+        self._filters: dict[str, FilterIndex] = {}
+
+    def __repr__(self) -> str:
+        return f"KGERun({self.path}, model={self.config.model.name}, dataset={self.dataset.name})"
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.path)
+
+    @classmethod
+    def load(cls, path: str | Path, dataset: Optional[Dataset] = None, which: str = "best", device="cpu") -> "KGERun":
+        """Open a run folder; ``which``: ``best`` (falls back to latest) or ``latest`` parameters."""
+        folder = RunFolder(path)
+        if not (folder / "config.yaml").exists():
+            raise FileNotFoundError(f"{path}: not a run folder (no config.yaml)")
+        config = Config.load(folder / "config.yaml")
+        dataset = dataset if dataset is not None else folder.dataset(config)
+        model = make_model(config, dataset)
+        ckpt = folder / "best.safetensors"
+        if which != "best" or not ckpt.exists():
+            ckpt = folder / "checkpoint.safetensors"
+        if not ckpt.exists():
+            raise FileNotFoundError(f"{path}: no checkpoint (training never saved one)")
+        model.load_state_dict(load_file(ckpt))
+        model.to(device).eval()
+        return cls(folder.path, config, model, dataset)
+
+    # ----------------------------------------------------------- scoring API
+    def score_queries(self, anchor, r, candidates=None, head: bool = False):
+        return self.model.score_queries(anchor, r, candidates, head=head)
+
+    def score_triples(self, triples) -> np.ndarray:
+        """``(B, 3)`` ids -> ``(B,)`` scores."""
+        with torch.no_grad():
+            return self.model.score_triples(torch.as_tensor(np.asarray(triples, np.int64))).numpy()
+
+    def evaluate(self, split: str = "test", filtered: bool = True, progress: bool = False) -> dict:
+        """Filtered (default) or raw ranking metrics on a split."""
+        return evaluate_scorer(
+            self.model,
+            self.dataset,
+            split,
+            filtered=filtered,
+            chunk_elements=self.config.evaluation.batch_elements,
+            per_relation=self.config.evaluation.per_relation,
+            progress=progress,
+            filter_index=self.filter_index("all") if filtered else None,
+        )
+
+    def filter_index(self, which: str = "all") -> FilterIndex:
+        """Known triples of ``all`` splits or of one split (cached)."""
+        if which not in self._filters:
+            triples = self.dataset.all_triples() if which == "all" else self.dataset.splits[which]
+            self._filters[which] = FilterIndex(triples, self.dataset.num_relations)
+        return self._filters[which]
+
+    def resolve_entity(self, text: str) -> int:
+        """Entity id from its label or (unique) name; KeyError with close matches otherwise."""
+        return resolve(self.dataset.entities, self.dataset.entity_names, text, "entity")
+
+    def resolve_relation(self, text: str) -> int:
+        return resolve(self.dataset.relations, self.dataset.relation_names, text, "relation")
+
+    def predict(
+        self, head: Optional[str] = None, relation: Optional[str] = None, tail: Optional[str] = None, k: int = 10,
+        exclude_known: bool = False,
+    ) -> list[dict]:
+        """Top-k tails of ``(head, relation, ?)`` or heads of ``(?, relation, tail)``.
+
+        Returns ``[{"rank", "id", "entity", "name", "score", "known"}]``; ``known`` names the split
+        that already holds the triple (``train``/``valid``/``test``) or is None.
+        """
+        if relation is None or (head is None) == (tail is None):
+            raise ValueError("give a relation and exactly one of head or tail")
+        r = self.resolve_relation(relation)
+        is_head_query = head is None
+        anchor = self.resolve_entity(tail if is_head_query else head)
+        return self.predict_ids(np.array([anchor]), np.array([r]), is_head_query, k, exclude_known)[0]
+
+    def predict_ids(self, anchor: np.ndarray, r: np.ndarray, head: bool, k: int = 10, exclude_known: bool = False) -> list[list[dict]]:
+        """Batched top-k for ``(B,)`` anchors/relations (used by ``predict`` and the server)."""
+        k = max(1, min(int(k), self.dataset.num_entities))
+        with torch.no_grad():
+            scores = self.score_queries(torch.as_tensor(anchor), torch.as_tensor(r), None, head=head).float()
+            if exclude_known:
+                q, ent = self.filter_index("all").known(anchor, r, head=head)
+                scores[torch.as_tensor(q), torch.as_tensor(ent)] = float("-inf")
+            top = torch.topk(scores, k, dim=1)
+        ids, vals = top.indices.numpy(), top.values.numpy()
+        out = []
+        for b in range(len(anchor)):  # one list per query (k rows each)
+            rows = ids[b]
+            triples = np.stack([rows, np.full(k, r[b]), np.full(k, anchor[b])], 1) if head else \
+                np.stack([np.full(k, anchor[b]), np.full(k, r[b]), rows], 1)
+            known = self.known_split(triples)
+            labels = self.dataset.entities.labels[rows]
+            names = self.dataset.entity_text(rows)
+            out.append([
+                {"rank": i + 1, "id": int(rows[i]), "entity": str(labels[i]), "name": str(names[i]),
+                 "score": float(vals[b, i]), "known": known[i]}
+                for i in range(k)
+            ])
+        return out
+
+    def known_split(self, triples: np.ndarray) -> list[Optional[str]]:
+        """For ``(B, 3)`` triples: the first split that contains each, or None."""
+        status = np.full(len(triples), None, dtype=object)
+        for split in self.dataset.splits:
+            hit = self.filter_index(split).contains(triples) & (status == None)  # noqa: E711
+            status[hit] = split
+        return status.tolist()
+
+    def export(self, out: Optional[str | Path] = None) -> dict[str, Path]:
+        """Write ``entity_embeddings.npy``, ``relation_embeddings.npy`` and vocabulary TSVs."""
+        out = Path(out) if out else self.path / "export"
+        out.mkdir(parents=True, exist_ok=True)
+        files = {
+            "entity_embeddings": out / "entity_embeddings.npy",
+            "relation_embeddings": out / "relation_embeddings.npy",
+            "entities": out / "entities.tsv",
+            "relations": out / "relations.tsv",
+        }
+        np.save(files["entity_embeddings"], self.model.entity_emb.weight.detach().cpu().numpy())
+        np.save(files["relation_embeddings"], self.model.relation_emb.weight.detach().cpu().numpy())
+        import pandas as pd
+
+        pd.DataFrame({"id": np.arange(self.dataset.num_entities), "label": self.dataset.entities.labels,
+                      "name": self.dataset.entity_text(np.arange(self.dataset.num_entities))}).to_csv(
+            files["entities"], sep="\t", index=False)
+        pd.DataFrame({"id": np.arange(self.model.num_relations),
+                      "label": _relation_labels(self.dataset, self.model.num_relations)}).to_csv(
+            files["relations"], sep="\t", index=False)
+        return files
+
+
+def _relation_labels(dataset: Dataset, n: int) -> np.ndarray:
+    labels = dataset.relations.labels
+    if n > len(labels):  # reciprocal relations
+        labels = np.concatenate([labels, np.array([f"{x}^-1" for x in labels], dtype=object)])
+    return labels
+
+
+def resolve(vocab: Vocabulary, names: Optional[np.ndarray], text: str, kind: str) -> int:
+    i = vocab.encode([text])[0]
+    if i >= 0:
+        return int(i)
+    if names is not None:
+        hits = np.flatnonzero(names == text)
+        if len(hits) == 1:
+            return int(hits[0])
+        if len(hits) > 1:
+            raise KeyError(f"{kind} name {text!r} is ambiguous: labels {vocab.labels[hits[:5]].tolist()}")
+    close = vocab.close_matches(text)
+    if names is not None and len(close) < 5:
+        name_vocab = Vocabulary(np.unique(names.astype(str)))
+        close += [n for n in name_vocab.close_matches(text) if n not in close][: 5 - len(close)]
+    raise KeyError(f"unknown {kind} {text!r}; close matches: {close}")
+
+
+def make_model(config: Config, dataset: Dataset) -> KGEModel:
+    m = config.model
+    return build_model(
+        m.name, dataset.num_entities, dataset.num_relations,
+        dim=m.dim, reciprocal=m.reciprocal, init_scale=m.init_scale, p_norm=m.p_norm, **m.options,
+    )
+
+
+# ------------------------------------------------------------------- training
+def _save_checkpoint(folder: RunFolder, trainer: Trainer, reason: str) -> None:
+    atomic_save_safetensors(trainer.model.state_dict(), folder / "checkpoint.safetensors")
+    if trainer.best_state is not None:
+        atomic_save_safetensors(trainer.best_state, folder / "best.safetensors")
+    tensors, skeleton = optimizer_state_tensors(trainer.optimizer)
+    tensors["__rng__/generator"] = trainer.generator.get_state()
+    tensors["__rng__/torch"] = torch.get_rng_state()
+    atomic_save_safetensors(tensors, folder / "trainer_state.safetensors")
+    state = trainer.state()
+    state.update(optimizer=skeleton, reason=reason, saved_at=time.time())
+    atomic_write_json(folder / "trainer_state.json", state)
+
+
+def _restore(folder: RunFolder, trainer: Trainer) -> None:
+    trainer.model.load_state_dict(load_file(folder / "checkpoint.safetensors"))
+    state = json.loads((folder / "trainer_state.json").read_text())
+    tensors = load_file(folder / "trainer_state.safetensors")
+    trainer.generator.set_state(tensors.pop("__rng__/generator"))
+    torch.set_rng_state(tensors.pop("__rng__/torch"))
+    trainer.optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state["optimizer"]))
+    trainer.load_state(state)
+    if (folder / "best.safetensors").exists():
+        trainer.best_state = load_file(folder / "best.safetensors")
+    trainer.history = read_log(folder.path)
+
+
+def train(
+    dataset: Dataset | str | None = None,
+    model: Optional[str] = None,
+    out: Optional[str | Path] = None,
+    config: Optional[Config | str | Path] = None,
+    resume: bool = False,
+    evaluate_test: bool = True,
+    **overrides,
+):
+    """Train a model and return its run (:class:`KGERun`, or a KGT5 run for ``model="kgt5"``).
+
+    Args:
+        dataset: a :class:`Dataset`, a registered name or a folder (default: the config's, i.e. umls).
+        model: model name (default complex).
+        out: run folder; None -> ``runs/<dataset>-<model>-<time>``.
+        config: a :class:`Config` or a YAML file.
+        resume: continue the run in ``out`` from its last checkpoint (its config.yaml wins;
+            ``training.epochs`` may be raised through overrides).
+        overrides: dotted keys with ``__`` or ``.``, e.g. ``epochs=50``, ``dim=64`` (shortcuts) or
+            ``**{"training.lr": 0.05}``.
+
+    Example::
+
+        run = kgcomplete.train("umls", model="complex", out="runs/umls")
+        run.evaluate("test")["mrr"]
+    """
+    ov = _expand_overrides(overrides)
+    if resume:
+        if out is None:
+            raise ValueError("resume needs the run folder (out=...)")
+        folder = RunFolder(out)
+        if not (folder / "config.yaml").exists():
+            raise FileNotFoundError(f"{out}: nothing to resume (no config.yaml)")
+        cfg = Config.load(folder / "config.yaml")
+        for k, v in ov.items():
+            apply_override(cfg, k, v)
+    elif isinstance(config, Config):
+        cfg = config
+        for k, v in ov.items():
+            apply_override(cfg, k, v)
+    else:
+        if model is not None:
+            ov["model.name"] = model
+        cfg = build_config(model, config, ov)
+    if isinstance(dataset, Dataset):
+        ds = dataset
+        if not resume:
+            cfg.data.source = None
+    else:
+        if dataset is not None and not resume:
+            cfg.data.source = str(dataset)
+        ds = RunFolder(out).dataset(cfg) if resume else load_dataset(cfg.data.source, unknown=cfg.data.unknown)
+    if out is None:
+        out = Path("runs") / f"{Path(ds.name).name}-{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = RunFolder(out)
+    if cfg.model.name.lower() == "kgt5":
+        from .seq2seq.run import train_kgt5
+
+        return train_kgt5(ds, folder.path, cfg.to_dict(), resume=resume)
+    if not resume:
+        if (folder / "checkpoint.safetensors").exists():
+            raise FileExistsError(f"{out} already holds a trained run; use resume or another --out")
+        folder.create(cfg, ds)
+    else:
+        cfg.save(folder / "config.yaml")
+    torch.manual_seed(cfg.training.seed)
+    kge = make_model(cfg, ds)
+    trainer = Trainer(
+        kge, ds, cfg.training, cfg.evaluation.batch_elements,
+        checkpoint=lambda t, reason: _save_checkpoint(folder, t, reason),
+        log_epoch=folder.append_log,
+    )
+    if resume and (folder / "checkpoint.safetensors").exists():
+        _restore(folder, trainer)
+        log.info("resumed %s at epoch %d", out, trainer.epoch)
+    trainer.fit()
+    trainer.load_best()
+    run = KGERun(folder.path, cfg, kge, ds)
+    info = {
+        "dataset": ds.summary(),
+        "model": cfg.model.name,
+        "epochs": trainer.epoch,
+        "best_epoch": trainer.best_epoch,
+        "train_time_s": trainer.train_time_s,
+        "train_triples_per_s": trainer.train_triples / max(trainer.train_time_s, 1e-9),
+        "num_parameters": int(sum(p.numel() for p in kge.parameters())),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+    if evaluate_test:
+        if len(ds.valid):
+            info["valid"] = run.evaluate("valid")
+        if len(ds.test):
+            t0 = time.perf_counter()
+            info["test"] = run.evaluate("test")
+            info["test_eval_time_s"] = time.perf_counter() - t0
+    folder.update_metrics(**info)
+    return run
+
+
+_SHORTCUTS = {
+    "dim": "model.dim", "reciprocal": "model.reciprocal", "init_scale": "model.init_scale", "p_norm": "model.p_norm",
+    "epochs": "training.epochs", "batch_size": "training.batch_size", "lr": "training.lr",
+    "optimizer": "training.optimizer", "loss": "training.loss", "mode": "training.mode",
+    "num_negatives": "training.num_negatives", "corrupt": "training.corrupt", "seed": "training.seed",
+    "margin": "training.margin", "regularizer": "training.regularizer", "reg_weight": "training.reg_weight",
+    "eval_every": "training.eval_every", "patience": "training.patience", "progress": "training.progress",
+    "negative_sampler": "training.negative_sampler", "lr_schedule": "training.lr_schedule",
+    "adversarial_temperature": "training.adversarial_temperature", "label_smoothing": "training.label_smoothing",
+    "threads": "training.threads", "unknown": "data.unknown",
+}
+
+
+def _expand_overrides(overrides: dict) -> dict:
+    out = {}
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        key = _SHORTCUTS.get(k, k.replace("__", "."))
+        if "." not in key:
+            raise TypeError(f"unknown option {k!r}; use a dotted config key like 'training.{k}'")
+        out[key] = v
+    return out
+
+
+def load_run(path: str | Path, **kwargs):
+    """Open any run folder (KGE or KGT5)."""
+    cfg_path = Path(path) / "config.yaml"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{path}: not a run folder (no config.yaml)")
+    import yaml
+
+    name = ((yaml.safe_load(cfg_path.read_text()) or {}).get("model") or {}).get("name", "")
+    if str(name).lower() == "kgt5":
+        from .seq2seq.run import KGT5Run
+
+        return KGT5Run.load(path, **kwargs)
+    return KGERun.load(path, **kwargs)

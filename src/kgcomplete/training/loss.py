@@ -1,0 +1,71 @@
+"""Losses. Shapes: positive scores ``(B,)``, negative scores ``(B, N)``, full scores ``(B, E)``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def negative_sampling_loss(
+    pos: Tensor,
+    neg: Tensor,
+    kind: str = "logsigmoid",
+    margin: float = 6.0,
+    adversarial_temperature: float = 0.0,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Mean loss over the batch.
+
+    - ``logsigmoid``: ``-log s(margin + pos) - sum_j w_j log s(-margin - neg_j)``; ``w`` uniform, or
+      ``softmax(temperature * neg)`` (detached) with self-adversarial weighting (RotatE paper).
+    - ``margin``: ``mean_j relu(margin - pos + neg_j)``.
+    - ``bce``: binary cross-entropy, positives 1, negatives 0 (optionally smoothed).
+    - ``softmax``: sampled softmax, cross-entropy over ``[pos, neg_1..N]``.
+    """
+    if kind == "logsigmoid":
+        if adversarial_temperature > 0:
+            w = torch.softmax(adversarial_temperature * neg.detach(), dim=1)
+        else:
+            w = torch.full_like(neg, 1.0 / neg.shape[1])
+        pos_term = F.logsigmoid(margin + pos)
+        neg_term = (w * F.logsigmoid(-margin - neg)).sum(1)
+        return -(pos_term + neg_term).mean() / 2
+    if kind == "margin":
+        return F.relu(margin - pos.unsqueeze(1) + neg).mean()
+    if kind == "bce":
+        eps = label_smoothing
+        logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
+        target = torch.zeros_like(logits)
+        target[:, 0] = 1.0
+        if eps:
+            target = target * (1 - eps) + eps / logits.shape[1]
+        return F.binary_cross_entropy_with_logits(logits, target)
+    if kind in ("softmax", "ce"):
+        logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device),
+                               label_smoothing=label_smoothing)
+    raise ValueError(f"unknown loss {kind!r} for negative sampling: logsigmoid | margin | bce | softmax")
+
+
+def one_vs_all_loss(scores: Tensor, target: Tensor, kind: str = "ce", label_smoothing: float = 0.0) -> Tensor:
+    """1vsAll: ``scores (B, E)``, ``target (B,)`` true entity ids. ``ce`` (full cross-entropy) or ``bce``."""
+    if kind == "ce":
+        return F.cross_entropy(scores, target, label_smoothing=label_smoothing)
+    if kind == "bce":
+        t = torch.zeros_like(scores)
+        t[torch.arange(len(target)), target] = 1.0
+        return kvsall_loss(scores, t, "bce", label_smoothing)
+    raise ValueError(f"unknown loss {kind!r} for 1vsAll: ce | bce")
+
+
+def kvsall_loss(scores: Tensor, targets: Tensor, kind: str = "bce", label_smoothing: float = 0.0) -> Tensor:
+    """KvsAll: ``scores (B, E)``, ``targets (B, E)`` multi-hot. ``bce`` or ``ce`` (targets normalised)."""
+    if kind == "bce":
+        if label_smoothing:
+            targets = (1.0 - label_smoothing) * targets + 1.0 / scores.shape[1]
+        return F.binary_cross_entropy_with_logits(scores, targets)
+    if kind == "ce":
+        p = targets / targets.sum(1, keepdim=True).clamp_min(1)
+        return -(p * F.log_softmax(scores, dim=1)).sum(1).mean()
+    raise ValueError(f"unknown loss {kind!r} for KvsAll: bce | ce")

@@ -1,0 +1,288 @@
+"""The training loop: batches, losses, optimizer, validation, early stopping, checkpoints.
+
+One :class:`Trainer` serves all shallow models and three modes:
+
+- ``1vsAll``: each triple gives a tail query ``(h, r, ?)`` and a head query ``(?, r, t)``
+  (answered as ``(t, r^-1, ?)`` with reciprocal relations), each scored against every entity.
+- ``KvsAll``: each distinct training query, with all its true answers as multi-hot targets.
+- ``negatives``: each triple against ``N`` negatives shared by the batch, corrupting head,
+  tail or both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..config import TrainingConfig
+from ..data.dataset import Dataset
+from ..evaluation.evaluator import Evaluator
+from ..evaluation.filter_index import CSRIndex, FilterIndex
+from ..models.base import KGEModel
+from .loss import kvsall_loss, negative_sampling_loss, one_vs_all_loss
+from .negative_sampler import NegativeSampler
+from .optimizers import build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Trains ``model`` on ``dataset.train``.
+
+    Args:
+        checkpoint: ``callback(trainer, reason)`` that persists state (the run folder passes one);
+            called after validations, at the end, on interruption and every ``checkpoint_every_s``.
+        log_epoch: ``callback(record: dict)`` called after every epoch (the run folder appends to log.jsonl).
+    """
+
+    def __init__(
+        self,
+        model: KGEModel,
+        dataset: Dataset,
+        cfg: TrainingConfig,
+        eval_chunk_elements: int = 1 << 22,
+        checkpoint: Optional[Callable[["Trainer", str], None]] = None,
+        log_epoch: Optional[Callable[[dict], None]] = None,
+        checkpoint_every_s: float = 120.0,
+    ):
+        self.model, self.dataset, self.cfg = model, dataset, cfg
+        self.checkpoint_cb, self.log_cb = checkpoint, log_epoch
+        self.checkpoint_every_s = checkpoint_every_s
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.optimizer = build_optimizer(cfg.optimizer, model, cfg.lr)
+        self.base_lr = cfg.lr
+        self.epoch = 0  # epochs completed
+        self.best_mrr = -1.0
+        self.best_epoch = 0
+        self.bad_validations = 0
+        self.best_state: Optional[dict] = None
+        self.history: list[dict] = []
+        self.train_time_s = 0.0
+        self.train_triples = 0
+        self.train = torch.as_tensor(dataset.train)
+        self.mode = cfg.mode.lower()
+        if self.mode not in ("1vsall", "kvsall", "negatives"):
+            raise ValueError(f"training.mode={cfg.mode!r}: expected 1vsAll, KvsAll or negatives")
+        if self.mode == "negatives":
+            self.sampler = NegativeSampler(
+                dataset.num_entities, cfg.num_negatives, cfg.negative_sampler, dataset.entity_types, self.generator
+            )
+        if self.mode == "kvsall":
+            self._build_kvsall_queries()
+        self._valid_evaluator: Optional[Evaluator] = None
+        self.eval_chunk_elements = eval_chunk_elements
+
+    # ----------------------------------------------------------------- batches
+    def _build_kvsall_queries(self) -> None:
+        """Distinct (anchor, relation') queries; relation' = r for tails, r + R (reciprocal) or
+        -(r + 1) (head side, non-reciprocal) for heads. Answers in a CSR index."""
+        tr = self.dataset.train.astype(np.int64)
+        R = self.dataset.num_relations
+        head_rel = tr[:, 1] + R if self.model.reciprocal else tr[:, 1] + 2 * R
+        anchors = np.concatenate([tr[:, 0], tr[:, 2]])
+        rels = np.concatenate([tr[:, 1], head_rel])
+        answers = np.concatenate([tr[:, 2], tr[:, 0]])
+        n_rel = 3 * R
+        self.kvs_index = CSRIndex.build(anchors * n_rel + rels, answers)
+        self.kvs_nrel = n_rel
+        self.kvs_queries = torch.as_tensor(self.kvs_index.keys)
+
+    def _epoch_batches(self):
+        n = len(self.kvs_queries) if self.mode == "kvsall" else len(self.train)
+        perm = torch.randperm(n, generator=self.generator)
+        bs = self.cfg.batch_size
+        for s in range(0, n, bs):
+            yield perm[s : s + bs]
+
+    # -------------------------------------------------------------------- loss
+    def batch_loss(self, idx: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Loss of one batch of row indices; returns (loss, number of positive triples/queries)."""
+        cfg, model = self.cfg, self.model
+        if self.mode == "kvsall":
+            keys = self.kvs_queries[idx]
+            anchor, rel = keys // self.kvs_nrel, keys % self.kvs_nrel
+            q, ent = self.kvs_index.lookup(keys.numpy())
+            targets = torch.zeros(len(keys), model.num_entities)
+            targets[torch.as_tensor(q), torch.as_tensor(ent)] = 1.0
+            R = self.dataset.num_relations
+            is_head = rel >= 2 * R
+            scores = torch.empty(len(keys), model.num_entities)
+            if (~is_head).any():
+                scores[~is_head] = model.score_tails(anchor[~is_head], rel[~is_head])
+            if is_head.any():
+                scores[is_head] = model.score_heads(rel[is_head] - 2 * R, anchor[is_head])
+            loss = kvsall_loss(scores, targets, cfg.loss if cfg.loss in ("bce", "ce") else "bce", cfg.label_smoothing)
+            batch = None
+            n = len(keys)
+        else:
+            batch = self.train[idx]
+            h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
+            n = len(batch)
+            if self.mode == "1vsall":
+                loss_kind = cfg.loss if cfg.loss in ("ce", "bce") else "ce"
+                losses = []
+                if model.reciprocal and cfg.corrupt == "both":
+                    anchor = torch.cat([h, t])
+                    rel = torch.cat([r, model.inverse(r)])
+                    target = torch.cat([t, h])
+                    losses.append(one_vs_all_loss(model.score_tails(anchor, rel), target, loss_kind, cfg.label_smoothing))
+                else:
+                    if cfg.corrupt in ("tail", "both"):
+                        losses.append(one_vs_all_loss(model.score_tails(h, r), t, loss_kind, cfg.label_smoothing))
+                    if cfg.corrupt in ("head", "both"):
+                        losses.append(one_vs_all_loss(model.score_heads(r, t), h, loss_kind, cfg.label_smoothing))
+                loss = sum(losses) / len(losses)
+            else:
+                pos = model.score_triples(batch)
+                losses = []
+                kw = dict(
+                    kind=cfg.loss if cfg.loss != "ce" else "softmax",
+                    margin=cfg.margin,
+                    adversarial_temperature=cfg.adversarial_temperature,
+                    label_smoothing=cfg.label_smoothing,
+                )
+                if cfg.corrupt in ("tail", "both"):
+                    losses.append(negative_sampling_loss(pos, model.score_tails(h, r, self.sampler.sample(t)), **kw))
+                if cfg.corrupt in ("head", "both"):
+                    losses.append(negative_sampling_loss(pos, model.score_heads(r, t, self.sampler.sample(h)), **kw))
+                loss = sum(losses) / len(losses)
+        if cfg.regularizer != "none" and cfg.reg_weight > 0:
+            if batch is None:  # KvsAll: regularise the anchors and relations of the queries
+                rel_ids = torch.where(rel >= 2 * self.dataset.num_relations, rel - 2 * self.dataset.num_relations, rel)
+                batch = torch.stack([anchor, rel_ids, anchor], 1)
+            loss = loss + cfg.reg_weight * model.regularizer(batch, cfg.regularizer)
+        return loss, n
+
+    # -------------------------------------------------------------------- loop
+    def _set_lr(self) -> float:
+        cfg = self.cfg
+        if cfg.lr_schedule == "cosine":
+            lr = self.base_lr * 0.5 * (1 + math.cos(math.pi * self.epoch / max(1, cfg.epochs)))
+        elif cfg.lr_schedule == "exponential":
+            lr = self.base_lr * cfg.lr_decay**self.epoch
+        elif cfg.lr_schedule in ("none", "plateau"):
+            lr = self.optimizer.param_groups[0]["lr"]
+        else:
+            raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}: none | cosine | exponential | plateau")
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def run_epoch(self) -> dict:
+        """One pass over the training data; returns the epoch's log record."""
+        self.model.train()
+        lr = self._set_lr()
+        total, count, t0 = 0.0, 0, time.perf_counter()
+        batches = list(self._epoch_batches())
+        bar = None
+        if self.cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(batches), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", leave=False)
+        for i, idx in enumerate(batches):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, n = self.batch_loss(idx)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {self.epoch + 1}, batch {i}; lower training.lr")
+            loss.backward()
+            self.optimizer.step()
+            total += loss.item() * n
+            count += n
+            if bar is not None:
+                bar.update(1)
+                if i % 10 == 0 or i == len(batches) - 1:
+                    bar.set_postfix(loss=f"{total / max(count, 1):.4f}", triples_s=f"{count / (time.perf_counter() - t0):,.0f}")
+        if bar is not None:
+            bar.close()
+        dt = time.perf_counter() - t0
+        self.epoch += 1
+        self.train_time_s += dt
+        self.train_triples += count
+        return {"epoch": self.epoch, "loss": total / max(count, 1), "lr": lr, "time_s": dt, "triples_per_s": count / dt}
+
+    def validate(self) -> float:
+        """Filtered MRR on the validation split."""
+        if self._valid_evaluator is None:
+            self._valid_evaluator = Evaluator(
+                FilterIndex(self.dataset.all_triples(), self.dataset.num_relations), self.eval_chunk_elements
+            )
+        res = self._valid_evaluator.rank(
+            self.model, self.dataset.valid, self.dataset.num_entities, True, self.dataset.candidates.get("valid")
+        )
+        return float(res.metrics(per_relation=False)["mrr"])
+
+    def fit(self) -> "Trainer":
+        """Train until ``cfg.epochs`` (continuing from ``self.epoch`` after a resume) or early stop."""
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        has_valid = len(self.dataset.valid) > 0
+        last_save = time.perf_counter()
+        try:
+            while self.epoch < cfg.epochs:
+                record = self.run_epoch()
+                stop = False
+                if has_valid and cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
+                    t0 = time.perf_counter()
+                    mrr = self.validate()
+                    record.update(valid_mrr=mrr, valid_time_s=time.perf_counter() - t0)
+                    if mrr > self.best_mrr:
+                        self.best_mrr, self.best_epoch, self.bad_validations = mrr, self.epoch, 0
+                        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    else:
+                        self.bad_validations += 1
+                        if cfg.lr_schedule == "plateau":
+                            for g in self.optimizer.param_groups:
+                                g["lr"] *= cfg.lr_decay
+                        stop = cfg.patience > 0 and self.bad_validations >= cfg.patience
+                self.history.append(record)
+                if self.log_cb:
+                    self.log_cb(record)
+                log.info("epoch %s", json.dumps(record))
+                validated = "valid_mrr" in record
+                if self.checkpoint_cb and (validated or time.perf_counter() - last_save > self.checkpoint_every_s):
+                    self.checkpoint_cb(self, "epoch")
+                    last_save = time.perf_counter()
+                if stop:
+                    log.info("early stop at epoch %d (best valid MRR %.4f at epoch %d)", self.epoch, self.best_mrr, self.best_epoch)
+                    break
+        except KeyboardInterrupt:
+            if self.checkpoint_cb:
+                self.checkpoint_cb(self, "interrupted")
+            raise
+        if self.checkpoint_cb:
+            self.checkpoint_cb(self, "end")
+        return self
+
+    def load_best(self) -> None:
+        """Put the best validated parameters back into the model (no-op without validation)."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict:
+        """JSON-able counters (RNG and optimizer tensors are saved separately)."""
+        return {
+            "epoch": self.epoch,
+            "best_mrr": self.best_mrr,
+            "best_epoch": self.best_epoch,
+            "bad_validations": self.bad_validations,
+            "train_time_s": self.train_time_s,
+            "train_triples": self.train_triples,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "config": asdict(self.cfg),
+        }
+
+    def load_state(self, state: dict) -> None:
+        for k in ("epoch", "best_mrr", "best_epoch", "bad_validations", "train_time_s", "train_triples"):
+            setattr(self, k, state[k])
+        for g in self.optimizer.param_groups:
+            g["lr"] = state["lr"]
