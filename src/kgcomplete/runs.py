@@ -405,6 +405,10 @@ def train(
         from .seq2seq.run import train_kgt5
 
         return train_kgt5(ds, folder.path, cfg.to_dict(), resume=resume)
+    if distributed_requested(cfg):
+        from .distributed.launch import train_distributed
+
+        return train_distributed(cfg, ds, folder.path, resume=resume)
     if not resume:
         if (folder / "checkpoint.safetensors").exists():
             raise FileExistsError(f"{out} already holds a trained run; use resume or another --out")
@@ -472,8 +476,18 @@ def _expand_overrides(overrides: dict) -> dict:
     return out
 
 
+def distributed_requested(cfg: Config) -> bool:
+    """More than one worker asked for (``distributed.workers``), or launched by torchrun."""
+    workers = int((cfg.extra.get("distributed") or {}).get("workers", 1) or 1)
+    return workers > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def load_run(path: str | Path, **kwargs):
-    """Open any run folder (KGE or KGT5)."""
+    """Open any run folder (KGE, sharded KGE, or KGT5)."""
+    if (Path(path) / "sharding.json").exists():
+        from .distributed.run import ShardedRun
+
+        return ShardedRun.load(path, **kwargs)
     cfg_path = Path(path) / "config.yaml"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{path}: not a run folder (no config.yaml)")

@@ -52,6 +52,8 @@ def cli(verbose: bool) -> None:
 @click.option("--reciprocal/--no-reciprocal", default=None, help="Learn inverse relations.")
 @click.option("--seed", type=int, default=None)
 @click.option("--threads", type=int, default=None, help="Torch CPU threads.")
+@click.option("--workers", type=int, default=None,
+              help="BESS: shard entities over N local worker processes (see docs/distributed.md).")
 @click.option("--drop-unknown", is_flag=True, help="Drop valid/test triples with entities/relations unseen in train.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. training.margin=9.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
@@ -61,10 +63,13 @@ def train(dataset, model, out, config_file, resume, sets, drop_unknown, no_progr
     from ..config import parse_override
     from ..runs import train as train_run
 
+    workers = flags.pop("workers", None)
     overrides = {k: v for k, v in flags.items() if v is not None}
     for s in sets:
         k, v = parse_override(s)
         overrides[k] = v
+    if workers is not None:
+        overrides["distributed.workers"] = workers
     if drop_unknown:
         overrides["data.unknown"] = "drop"
     if no_progress:
