@@ -117,7 +117,7 @@ class Evaluator:
         """Rank the true head and tail of every triple ``(N, 3)``.
 
         ``candidates``: OGB protocol, ``{"head": (N, K), "tail": (N, K)}`` entity ids to rank
-        against (the true answer is added, candidates are not filtered).
+        against (the true answer is added; candidates equal to it are skipped; no other filtering).
         """
         if filtered and self.filter_index is None and candidates is None:
             raise ValueError("filtered ranking needs a filter_index")
@@ -167,9 +167,10 @@ class Evaluator:
             else:
                 ids = np.concatenate([answer[:, None], cand[s : s + chunk]], axis=1)
                 scores = scorer.score_queries(anchor, rel, torch.as_tensor(ids, device=self.device), head=head).float()
-                target = scores[:, 0]
-                better, tied = rank_counts(scores[:, 1:], target)
-                better, tied = better.cpu().numpy(), tied.cpu().numpy()
+                target = scores[:, 0].unsqueeze(1)
+                other = torch.as_tensor(ids[:, 1:] != answer[:, None], device=self.device)  # skip the answer itself
+                better = ((scores[:, 1:] > target) & other).sum(1).cpu().numpy()
+                tied = ((scores[:, 1:] == target) & other).sum(1).cpu().numpy()
             out[s : s + len(batch)] = realistic_rank(better, tied)
         return out
 
