@@ -1,0 +1,228 @@
+"""The HTTP JSON API and web explorer of ``kgc serve`` (FastAPI; served by uvicorn).
+
+Endpoints (all JSON; see ``docs/serving.md``)::
+
+    GET  /api/health                       liveness + batching counters
+    GET  /api/run                          run info, config, metrics, training log
+    GET  /api/predict/tails?head=&relation=&k=10&exclude_known=false
+    GET  /api/predict/heads?relation=&tail=&k=10&exclude_known=false
+    POST /api/predict   {"queries": [{"head": .., "relation": ..} | {"relation": .., "tail": ..}], "k": 10}
+    POST /api/score     {"triples": [["h", "r", "t"] | {"head": .., "relation": .., "tail": ..}]}
+    GET  /api/entities?prefix=&limit=10    autocomplete by label / name / word prefix
+    GET  /api/relations?prefix=&limit=10
+    GET  /                                 the explorer page (static/index.html, no build step)
+
+Unknown names -> 404 with ``close_matches``; out-of-range ``k``/``limit``, too many queries,
+malformed JSON or wrong fields -> 422. The run is loaded once (``create_app(run)``) and
+concurrent top-k queries are merged by a :class:`~kgcomplete.serving.engine.MicroBatcher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .engine import Limits, MicroBatcher, QueryEngine, UnknownName
+
+STATIC = Path(__file__).with_name("static")
+
+
+class QuerySpec(BaseModel):
+    """One top-k query: ``head`` + ``relation`` (predict tails) or ``relation`` + ``tail`` (heads)."""
+
+    model_config = ConfigDict(extra="forbid")
+    head: Optional[str] = None
+    relation: str
+    tail: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one_anchor(self):
+        if (self.head is None) == (self.tail is None):
+            raise ValueError("give exactly one of 'head' or 'tail'")
+        return self
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    queries: list[QuerySpec] = Field(min_length=1)
+    k: int = Field(10, ge=1)
+    exclude_known: bool = False
+
+
+class TripleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    head: str
+    relation: str
+    tail: str
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    triples: list[Union[TripleSpec, tuple[str, str, str]]] = Field(min_length=1)
+
+
+def _not_found(e: UnknownName, index: Optional[int] = None) -> HTTPException:
+    detail: dict[str, Any] = {"error": e.message, "kind": e.kind, "value": e.text, "close_matches": e.close_matches}
+    if index is not None:
+        detail["index"] = index
+    return HTTPException(status_code=404, detail=detail)
+
+
+def create_app(run: Any, limits: Optional[Limits] = None) -> FastAPI:
+    """A FastAPI app over an opened run (``kgcomplete.load_run(path)``, KGT5 or ensemble).
+
+    The run is wrapped once in a :class:`QueryEngine`; ``app.state.engine`` / ``app.state.batcher``
+    expose it (e.g. for tests).
+    """
+    limits = limits or Limits()
+    engine = run if isinstance(run, QueryEngine) else QueryEngine(run)
+    batcher = MicroBatcher(engine, max_wait_ms=limits.max_wait_ms, max_batch=max(limits.max_batch, 64))
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if engine.num_entities and engine.num_relations:  # warm-up: builds the known-triple indexes once
+            await batcher.run_blocking(engine.predict_ids, np.zeros(1, np.int64), np.zeros(1, np.int64), False, 1)
+        yield
+        await batcher.aclose()
+        batcher.shutdown()
+
+    app = FastAPI(title="kgcomplete", version=_version(), lifespan=lifespan,
+                  description="Top-k link prediction, triple scoring and autocomplete over a trained run.")
+    app.state.engine, app.state.batcher, app.state.limits = engine, batcher, limits
+
+    def check_batch(n: int, what: str) -> None:
+        if n > limits.max_batch:
+            raise HTTPException(422, detail={"error": f"too many {what}: {n} > {limits.max_batch} per request"})
+
+    async def answer(specs: list[QuerySpec], k: int, exclude_known: bool) -> list[dict]:
+        anchors, rels, heads = [], [], []
+        for i, q in enumerate(specs):  # resolve all names first (4xx before any model work)
+            try:
+                rels.append(engine.resolve_relation(q.relation))
+                anchors.append(engine.resolve_entity(q.head if q.head is not None else q.tail))
+            except UnknownName as e:
+                raise _not_found(e, i if len(specs) > 1 else None)
+            heads.append(q.head is None)
+        anchors_np, rels_np, heads_np = np.array(anchors), np.array(rels), np.array(heads)
+        groups = [np.flatnonzero(heads_np == h) for h in (False, True)]
+        parts = await asyncio.gather(*[
+            batcher.submit(anchors_np[idx], rels_np[idx], bool(h), k, exclude_known)
+            for h, idx in zip((False, True), groups) if len(idx)
+        ])
+        rows: list = [None] * len(specs)
+        for idx, part in zip([g for g in groups if len(g)], parts):
+            for i, res in zip(idx, part):
+                rows[i] = res
+        out = []
+        for i, q in enumerate(specs):
+            head_q = q.head is None
+            out.append({
+                "query": {
+                    "head": None if head_q else str(engine.entity_labels[anchors[i]]),
+                    "relation": str(engine.relation_labels[rels[i]]),
+                    "tail": str(engine.entity_labels[anchors[i]]) if head_q else None,
+                    "predict": "head" if head_q else "tail",
+                    "k": k,
+                },
+                "predictions": rows[i],
+            })
+        return out
+
+    # ------------------------------------------------------------------ routes
+    @app.get("/api/health")
+    async def health() -> dict:
+        return {"status": "ok", "run_type": type(engine.run).__name__, "model": engine.model_name,
+                "entities": engine.num_entities, "relations": engine.num_relations,
+                "uptime_s": round(time.time() - started, 3), "batching": batcher.stats.as_dict()}
+
+    info_cache: dict = {}
+
+    @app.get("/api/run")
+    async def run_info() -> dict:
+        if not info_cache:
+            info_cache.update(engine.info())
+            info_cache["limits"] = {"max_k": limits.max_k, "max_batch": limits.max_batch,
+                                    "max_complete": limits.max_complete}
+        return info_cache
+
+    @app.get("/api/predict/tails")
+    async def predict_tails(head: str, relation: str, k: int = Query(10, ge=1, le=limits.max_k),
+                            exclude_known: bool = False) -> dict:
+        return (await answer([QuerySpec(head=head, relation=relation)], k, exclude_known))[0]
+
+    @app.get("/api/predict/heads")
+    async def predict_heads(relation: str, tail: str, k: int = Query(10, ge=1, le=limits.max_k),
+                            exclude_known: bool = False) -> dict:
+        return (await answer([QuerySpec(relation=relation, tail=tail)], k, exclude_known))[0]
+
+    @app.post("/api/predict")
+    async def predict_batch(req: PredictRequest) -> dict:
+        if req.k > limits.max_k:
+            raise HTTPException(422, detail={"error": f"k must be between 1 and {limits.max_k}"})
+        check_batch(len(req.queries), "queries")
+        return {"results": await answer(req.queries, req.k, req.exclude_known)}
+
+    @app.post("/api/score")
+    async def score(req: ScoreRequest) -> dict:
+        check_batch(len(req.triples), "triples")
+        ids = np.empty((len(req.triples), 3), np.int64)
+        for i, t in enumerate(req.triples):
+            h, r, tl = (t.head, t.relation, t.tail) if isinstance(t, TripleSpec) else t
+            try:
+                ids[i] = engine.resolve_entity(h), engine.resolve_relation(r), engine.resolve_entity(tl)
+            except UnknownName as e:
+                raise _not_found(e, i)
+        scores, known = await batcher.run_blocking(lambda: (engine.score_triples(ids), engine.known_split(ids)))
+        return {"scores": [
+            {"head": str(engine.entity_labels[h]), "relation": str(engine.relation_labels[r]),
+             "tail": str(engine.entity_labels[t]), "score": float(s) if np.isfinite(s) else None, "known": kn}
+            for (h, r, t), s, kn in zip(ids.tolist(), scores, known)
+        ]}
+
+    @app.get("/api/entities")
+    async def entities(prefix: str = "", limit: int = Query(10, ge=1, le=limits.max_complete)) -> dict:
+        return {"prefix": prefix, "items": engine.complete("entity", prefix, limit)}
+
+    @app.get("/api/relations")
+    async def relations(prefix: str = "", limit: int = Query(10, ge=1, le=limits.max_complete)) -> dict:
+        return {"prefix": prefix, "items": engine.complete("relation", prefix, limit)}
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.exception_handler(ValueError)
+    async def value_error(request, exc: ValueError) -> JSONResponse:  # e.g. a run rejecting a query
+        return JSONResponse({"detail": {"error": str(exc)}}, status_code=422)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _version() -> str:
+    try:
+        from .. import __version__
+
+        return __version__
+    except ImportError:  # pragma: no cover
+        return "0"
+
+
+def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Load the run once and serve the API + explorer with uvicorn (blocking)."""
+    import uvicorn
+
+    from ..runs import load_run
+
+    app = create_app(load_run(run_path))
+    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
