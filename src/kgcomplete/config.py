@@ -52,8 +52,8 @@ class TrainingConfig:
     regularizer: str = "n3"  #: none | l2 | n3
     reg_weight: float = 5e-3
     seed: int = 0
-    eval_every: int = 10
-    patience: int = 5  #: validations without improvement before stopping (0 = never stop early)
+    eval_every: int = 5
+    patience: int = 4  #: validations without improvement before stopping (0 = never stop early)
     threads: int = 0  #: torch threads (0 = leave as is)
     progress: bool = True
 
@@ -98,14 +98,14 @@ _SECTIONS = {"data", "model", "training", "evaluation"}
 
 #: Per-model defaults, chosen to reach published accuracy on small KGs (umls, nations) on CPU.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "complex": {},
+    "complex": {"model.dim": 512},
     "distmult": {"model.reciprocal": True},
     "conve": {
         "model.dim": 200, "model.init_scale": 1.0, "training.optimizer": "adam", "training.lr": 0.003,
         "training.regularizer": "none", "training.batch_size": 128, "training.label_smoothing": 0.1,
     },
     "rotate": {
-        "model.dim": 128, "model.init_scale": 0.1, "training.optimizer": "adam", "training.lr": 0.003,
+        "model.dim": 32, "model.init_scale": 0.1, "training.optimizer": "adam", "training.lr": 0.03,
         "training.regularizer": "none",
     },
 }

@@ -399,7 +399,11 @@ def train(
             cfg.data.source = str(dataset)
         ds = RunFolder(out).dataset(cfg) if resume else load_dataset(cfg.data.source, unknown=cfg.data.unknown)
     if out is None:
-        out = Path("runs") / f"{Path(ds.name).name}-{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stem = Path("runs") / f"{Path(ds.name).name}-{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out, n = stem, 1
+        while out.exists():
+            n += 1
+            out = stem.with_name(f"{stem.name}-{n}")
     folder = RunFolder(out)
     if cfg.model.name.lower() == "kgt5":
         from .seq2seq.run import train_kgt5

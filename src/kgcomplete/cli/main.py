@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -78,6 +79,8 @@ def train(dataset, model, out, config_file, resume, sets, drop_unknown, no_progr
         run = train_run(dataset, model=model, out=resume or out, config=config_file, resume=bool(resume), **overrides)
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, TypeError) as e:
         _fail(e)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
     metrics = json.loads((Path(run.path) / "metrics.json").read_text())
     if as_json:
         click.echo(json.dumps({k: v for k, v in metrics.items()}, indent=2))

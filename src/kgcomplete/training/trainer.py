@@ -152,7 +152,11 @@ class Trainer:
                 if cfg.corrupt in ("tail", "both"):
                     losses.append(negative_sampling_loss(pos, model.score_tails(h, r, self.sampler.sample(t)), **kw))
                 if cfg.corrupt in ("head", "both"):
-                    losses.append(negative_sampling_loss(pos, model.score_heads(r, t, self.sampler.sample(h)), **kw))
+                    # with reciprocal relations head negatives are scored as (t, r^-1, h'), so the
+                    # positive they compete with is (t, r^-1, h)
+                    pos_h = model.score_emb(model.entities(t), model.relations(model.inverse(r)), model.entities(h)) \
+                        if model.reciprocal else pos
+                    losses.append(negative_sampling_loss(pos_h, model.score_heads(r, t, self.sampler.sample(h)), **kw))
                 loss = sum(losses) / len(losses)
         if cfg.regularizer != "none" and cfg.reg_weight > 0:
             if batch is None:  # KvsAll: regularise the anchors and relations of the queries

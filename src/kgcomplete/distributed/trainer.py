@@ -1,0 +1,259 @@
+"""The BESS training loop of one worker (shared-negative mode, core losses and optimizers).
+
+Each worker owns a core :class:`~kgcomplete.models.base.KGEModel` whose entity table is its shard
+(``S`` rows) and whose relation table (and any dense layers) is a replica. A step:
+
+1. ``sampling``: the shared step plan (same seed everywhere) and this worker's view of it;
+2. ``gather``: local lookup of the rows any worker needs from this shard;
+3. ``exchange``: the collectives (forward and backward);
+4. ``compute``: scores, core ``negative_sampling_loss`` (+ regularizer), backward;
+5. ``update``: sum the replicated gradients over workers (one ``all_reduce``), optimizer step on
+   the local shard rows and the replicas.
+
+Every worker backpropagates ``loss_i / n``, so the summed gradients are those of the mean loss of
+the whole step, exactly as one process computing the step would get them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data.dataset import Dataset
+from ..evaluation.filter_index import FilterIndex
+from ..models.base import KGEModel
+from ..training.optimizers import build_optimizer
+from .batch_sampler import PartitionedTriples, build_batch_sampler
+from .exchange import EXCHANGES, Comm, StepTimer
+from .inference import DEFAULT_WINDOW, distributed_rank
+from .negative_sampler import ShardedNegativeSampler
+from .sharding import Sharding
+from .step import (WorkerView, forward_step, make_plan, regularizer_emb, restrict_entity_grad,
+                   sync_replicated_grads, use_regularizer, worker_loss)
+
+log = logging.getLogger(__name__)
+PHASES = ("sampling", "gather", "exchange", "compute", "update")
+
+
+@dataclass
+class DistConfig:
+    """``cfg.extra["distributed"]`` with defaults (see docs/distributed.md)."""
+
+    workers: int = 1
+    backend: str = "auto"  #: auto | gloo | nccl
+    device: str = "auto"  #: auto (cuda:LOCAL_RANK when available) | cpu | cuda
+    exchange: str = "embeddings"  #: embeddings | scores | allgather
+    batch_sampler: str = "rigid"  #: rigid | random (with replacement)
+    positives_per_block: int = 0  #: P; 0 = max(1, training.batch_size // workers**2)
+    negatives_per_shard: int = 0  #: k; 0 = max(1, training.num_negatives // workers)
+    sharding_seed: Optional[int] = None  #: None = training.seed
+    master_addr: str = "127.0.0.1"
+    master_port: int = 0  #: 0 = a free port (local launch)
+    timeout_s: float = 600.0  #: collectives fail instead of hanging after this long
+    window: int = DEFAULT_WINDOW  #: shard rows scored at once in inference
+    threads: int = 0  #: torch threads per worker (0 = cores // workers)
+    start_method: str = "spawn"  #: local launch: spawn | fork (faster start, e.g. in tests)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "DistConfig":
+        d = dict(cfg.extra.get("distributed") or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise KeyError(f"unknown distributed option(s) {unknown}; known: {', '.join(sorted(known))}")
+        out = cls(**d)
+        if out.exchange not in EXCHANGES:
+            raise ValueError(f"distributed.exchange={out.exchange!r}: expected one of {', '.join(EXCHANGES)}")
+        return out
+
+    def sizes(self, cfg: Config, n: int) -> tuple[int, int]:
+        """(positives per block P, negatives per shard k)."""
+        P = self.positives_per_block or max(1, cfg.training.batch_size // (n * n))
+        k = self.negatives_per_shard or max(1, cfg.training.num_negatives // n)
+        return P, k
+
+
+class BessTrainer:
+    """Trains worker ``comm.rank``'s shard ``model`` (all workers call the same methods in step)."""
+
+    def __init__(self, cfg: Config, dataset: Dataset, sharding: Sharding, model: KGEModel, comm: Comm,
+                 dcfg: Optional[DistConfig] = None, device="cpu",
+                 checkpoint: Optional[Callable[["BessTrainer", str], None]] = None,
+                 log_epoch: Optional[Callable[[dict], None]] = None):
+        self.cfg, self.tcfg, self.dataset, self.sharding = cfg, cfg.training, dataset, sharding
+        self.model, self.comm, self.device = model, comm, torch.device(device)
+        self.dcfg = dcfg or DistConfig.from_config(cfg)
+        self.checkpoint_cb, self.log_cb = checkpoint, log_epoch
+        n = sharding.n_shard
+        if comm.world != n:
+            raise ValueError(f"{comm.world} workers for a sharding of {n} shards")
+        if self.tcfg.mode.lower() != "negatives":
+            log.info("BESS trains with shared negatives (training.mode=%s is ignored)", self.tcfg.mode)
+        self.P, self.k = self.dcfg.sizes(cfg, n)
+        self.parts = PartitionedTriples(dataset.train, sharding)
+        self.batches = build_batch_sampler(self.dcfg.batch_sampler, self.parts, self.P, self.tcfg.seed)
+        self.negatives = ShardedNegativeSampler(sharding, self.k, self.tcfg.corrupt, self.tcfg.negative_sampler)
+        self.optimizer = build_optimizer(self.tcfg.optimizer, model, self.tcfg.lr)
+        self.base_lr = self.tcfg.lr
+        self.timer = StepTimer(self.device)
+        comm.timer = self.timer
+        self.epoch, self.best_mrr, self.best_epoch, self.bad_validations = 0, -1.0, 0, 0
+        self.best_state: Optional[dict] = None
+        self.history: list[dict] = []
+        self.train_time_s, self.train_triples, self.steps = 0.0, 0, 0
+        self._filter: Optional[FilterIndex] = None
+
+    # ---------------------------------------------------------------- step
+    def train_step(self, idx: np.ndarray, rng: np.random.Generator) -> float:
+        """One step on ``(n, n, P)`` block indices; returns the step's mean loss (all workers)."""
+        T, n = self.timer, self.comm.world
+        t0 = T.now()
+        plan = make_plan(self.parts.triples[idx], self.negatives, rng)
+        view = WorkerView.build(plan, self.sharding, self.negatives, self.comm.rank, self.device)
+        t1 = T.now()
+        T.add("sampling", t1 - t0)
+        ex0, g0 = T.totals["exchange"], T.totals["gather"]
+        self.optimizer.zero_grad(set_to_none=True)
+        pos, negs, (h, r, t) = forward_step(self.model, view, self.comm, self.dcfg.exchange, T)
+        reg = regularizer_emb(self.model, h, r, t, self.tcfg.regularizer) if use_regularizer(self.tcfg) else None
+        loss = worker_loss(pos, negs, self.tcfg, reg)
+        (loss / n).backward()
+        t2 = T.now()
+        T.add("compute", (t2 - t1) - (T.totals["exchange"] - ex0) - (T.totals["gather"] - g0))
+        ex1 = T.totals["exchange"]
+        if self.dcfg.exchange == "allgather":
+            restrict_entity_grad(self.model, view.touched)
+        total = sync_replicated_grads(self.model, self.comm, loss.detach().reshape(1))
+        self.optimizer.step()
+        T.add("update", T.now() - t2 - (T.totals["exchange"] - ex1))
+        self.steps += 1
+        return float(total[0]) / n
+
+    # ---------------------------------------------------------------- loop
+    def _set_lr(self) -> float:
+        c = self.tcfg
+        if c.lr_schedule == "cosine":
+            lr = self.base_lr * 0.5 * (1 + math.cos(math.pi * self.epoch / max(1, c.epochs)))
+        elif c.lr_schedule == "exponential":
+            lr = self.base_lr * c.lr_decay**self.epoch
+        elif c.lr_schedule in ("none", "plateau"):
+            lr = self.optimizer.param_groups[0]["lr"]
+        else:
+            raise ValueError(f"unknown lr_schedule {c.lr_schedule!r}")
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def run_epoch(self, max_steps: Optional[int] = None) -> dict:
+        self.model.train()
+        lr = self._set_lr()
+        rng = np.random.default_rng((self.tcfg.seed, self.epoch, 7))
+        self.timer.reset()
+        total, steps, t0 = 0.0, 0, time.perf_counter()
+        show = self.tcfg.progress and self.comm.rank == 0
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.batches.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.tcfg.epochs}",
+                       unit="step", leave=False)
+        for idx in self.batches.epoch(self.epoch):
+            loss = self.train_step(idx, rng)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at epoch {self.epoch + 1}; lower training.lr")
+            total += loss
+            steps += 1
+            if bar is not None:
+                bar.update(1)
+            if max_steps and steps >= max_steps:
+                break
+        if bar is not None:
+            bar.close()
+        dt = time.perf_counter() - t0
+        positives = steps * self.comm.world**2 * self.P
+        self.epoch += 1
+        self.train_time_s += dt
+        self.train_triples += positives
+        rec = {"epoch": self.epoch, "loss": total / max(steps, 1), "lr": lr, "time_s": dt,
+               "triples_per_s": positives / dt, "steps": steps,
+               "ms_per_step": {p: 1e3 * self.timer.totals[p] / max(steps, 1) for p in PHASES}}
+        return rec
+
+    def filter_index(self) -> FilterIndex:
+        if self._filter is None:
+            self._filter = FilterIndex(self.dataset.all_triples(), self.dataset.num_relations)
+        return self._filter
+
+    def rank(self, triples: np.ndarray, filtered: bool = True):
+        return distributed_rank(self.model, self.sharding, self.comm, triples,
+                                self.filter_index() if filtered else None,
+                                self.cfg.evaluation.batch_elements, self.dcfg.window)
+
+    def validate(self) -> float:
+        return float(self.rank(self.dataset.valid).metrics(per_relation=False)["mrr"])
+
+    def fit(self) -> "BessTrainer":
+        c = self.tcfg
+        has_valid = len(self.dataset.valid) > 0
+        while self.epoch < c.epochs:
+            rec = self.run_epoch()
+            stop = False
+            if has_valid and c.eval_every > 0 and (self.epoch % c.eval_every == 0 or self.epoch == c.epochs):
+                t0 = time.perf_counter()
+                mrr = self.validate()
+                rec.update(valid_mrr=mrr, valid_time_s=time.perf_counter() - t0)
+                if mrr > self.best_mrr:
+                    self.best_mrr, self.best_epoch, self.bad_validations = mrr, self.epoch, 0
+                    self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                else:
+                    self.bad_validations += 1
+                    if c.lr_schedule == "plateau":
+                        for g in self.optimizer.param_groups:
+                            g["lr"] *= c.lr_decay
+                    stop = c.patience > 0 and self.bad_validations >= c.patience
+            self.history.append(rec)
+            if self.log_cb and self.comm.rank == 0:
+                self.log_cb(rec)
+            log.info("epoch %s", json.dumps(rec))
+            if self.checkpoint_cb and "valid_mrr" in rec:
+                self.checkpoint_cb(self, "epoch")
+            if stop:
+                break
+        if self.checkpoint_cb:
+            self.checkpoint_cb(self, "end")
+        return self
+
+    def load_best(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    # --------------------------------------------------------------- state
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "best_mrr": self.best_mrr, "best_epoch": self.best_epoch,
+                "bad_validations": self.bad_validations, "train_time_s": self.train_time_s,
+                "train_triples": self.train_triples, "steps": self.steps,
+                "lr": self.optimizer.param_groups[0]["lr"], "config": asdict(self.tcfg)}
+
+    def load_state(self, state: dict) -> None:
+        for k in ("epoch", "best_mrr", "best_epoch", "bad_validations", "train_time_s", "train_triples", "steps"):
+            setattr(self, k, state.get(k, getattr(self, k)))
+        for g in self.optimizer.param_groups:
+            g["lr"] = state["lr"]
+
+    def memory(self) -> dict:
+        """Bytes of this worker's entity shard and of the optimizer state attached to it."""
+        w = self.model.entity_emb.weight
+        opt = 0
+        for o in self.optimizer.optimizers:
+            for t in o.state.get(w, {}).values():
+                if torch.is_tensor(t) and t.dim() >= 1 and t.shape[0] == w.shape[0]:  # per-row state
+                    opt += t.numel() * t.element_size()
+        return {"entity_bytes": w.numel() * w.element_size(), "entity_optimizer_bytes": opt}
