@@ -124,6 +124,7 @@ def main() -> None:
             print(f"{system} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
             continue
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
     print(f"\nWN18RR, ComplEx d={HPARAMS['dim']}, batch {HPARAMS['batch_size']}, {HPARAMS['num_negatives']} negatives, "
           f"{args.epochs} epochs, torch threads={args.threads or 'default'}\n")
     print("| system | positive triples/s | time/epoch (s) | filtered eval (s) | peak RSS (MB) | test MRR | Hits@10 |")

@@ -28,6 +28,8 @@ class ModelConfig:
     reciprocal: bool = True
     init_scale: float = 1e-3
     p_norm: int = 1
+    #: entity table dtype: float32 | float16 | bfloat16 (math stays float32; needs optimizer rowadagrad)
+    storage_dtype: str = "float32"
     options: dict = field(default_factory=dict)  #: model-specific keyword arguments
 
 
@@ -56,6 +58,9 @@ class TrainingConfig:
     patience: int = 4  #: validations without improvement before stopping (0 = never stop early)
     threads: int = 0  #: torch threads (0 = leave as is)
     progress: bool = True
+    #: refuse to start when the up-front memory estimate exceeds this ("16GiB", "500MB", a number
+    #: of GiB); "" = no limit (the estimate is still printed, with a warning above the machine's RAM)
+    max_memory: str = ""
 
 
 @dataclass

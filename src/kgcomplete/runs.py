@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ from .evaluation.evaluator import evaluate as evaluate_scorer
 from .evaluation.filter_index import FilterIndex
 from .models import build_model
 from .models.base import KGEModel
+from .training.memory import check_memory, estimate_for_dataset, parse_memory
 from .training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
 from .training.trainer import Trainer
 
@@ -204,7 +206,7 @@ class KGERun:
     def filter_index(self, which: str = "all") -> FilterIndex:
         """Known triples of ``all`` splits or of one split (cached)."""
         if which not in self._filters:
-            triples = self.dataset.all_triples() if which == "all" else self.dataset.splits[which]
+            triples = list(self.dataset.splits.values()) if which == "all" else self.dataset.splits[which]
             self._filters[which] = FilterIndex(triples, self.dataset.num_relations)
         return self._filters[which]
 
@@ -274,7 +276,7 @@ class KGERun:
             "entities": out / "entities.tsv",
             "relations": out / "relations.tsv",
         }
-        np.save(files["entity_embeddings"], self.model.entity_emb.weight.detach().cpu().numpy())
+        np.save(files["entity_embeddings"], self.model.entity_emb.weight.detach().float().cpu().numpy())
         np.save(files["relation_embeddings"], self.model.relation_emb.weight.detach().cpu().numpy())
         import pandas as pd
 
@@ -315,7 +317,8 @@ def make_model(config: Config, dataset: Dataset) -> KGEModel:
     m = config.model
     return build_model(
         m.name, dataset.num_entities, dataset.num_relations,
-        dim=m.dim, reciprocal=m.reciprocal, init_scale=m.init_scale, p_norm=m.p_norm, **m.options,
+        dim=m.dim, reciprocal=m.reciprocal, init_scale=m.init_scale, p_norm=m.p_norm,
+        storage_dtype=m.storage_dtype, **m.options,
     )
 
 
@@ -412,6 +415,9 @@ def train(
     if distributed_requested(cfg):
         from .distributed.launch import train_distributed
 
+        if cfg.model.storage_dtype != "float32":
+            raise ValueError("model.storage_dtype other than float32 is not supported with distributed workers yet")
+
         return train_distributed(cfg, ds, folder.path, resume=resume)
     if not resume:
         if (folder / "checkpoint.safetensors").exists():
@@ -419,6 +425,11 @@ def train(
         folder.create(cfg, ds)
     else:
         cfg.save(folder / "config.yaml")
+    estimate = estimate_for_dataset(cfg, ds)
+    if cfg.training.progress or cfg.training.max_memory:
+        print(estimate.table(parse_memory(cfg.training.max_memory)), file=sys.stderr, flush=True)
+    log.info("%s", estimate.table())
+    check_memory(estimate, cfg.training.max_memory)  # before any table is allocated
     torch.manual_seed(cfg.training.seed)
     kge = make_model(cfg, ds)
     trainer = Trainer(
@@ -440,6 +451,7 @@ def train(
         "train_time_s": trainer.train_time_s,
         "train_triples_per_s": trainer.train_triples / max(trainer.train_time_s, 1e-9),
         "num_parameters": int(sum(p.numel() for p in kge.parameters())),
+        "memory_estimate": estimate.as_dict(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
@@ -464,7 +476,8 @@ _SHORTCUTS = {
     "eval_every": "training.eval_every", "patience": "training.patience", "progress": "training.progress",
     "negative_sampler": "training.negative_sampler", "lr_schedule": "training.lr_schedule",
     "adversarial_temperature": "training.adversarial_temperature", "label_smoothing": "training.label_smoothing",
-    "threads": "training.threads", "unknown": "data.unknown",
+    "threads": "training.threads", "unknown": "data.unknown", "max_memory": "training.max_memory",
+    "storage_dtype": "model.storage_dtype",
 }
 
 

@@ -45,7 +45,8 @@ def cli(verbose: bool) -> None:
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None, help="Learning rate.")
-@click.option("--optimizer", type=click.Choice(["adagrad", "rowadagrad", "adam", "sgd"]), default=None)
+@click.option("--optimizer", type=click.Choice(["adagrad", "rowadagrad", "adam", "sgd", "adamw", "adafactor"]), default=None,
+              help="KGE: adagrad|rowadagrad|adam|sgd; KGT5: adamw|adafactor.")
 @click.option("--mode", type=click.Choice(["1vsAll", "KvsAll", "negatives"], case_sensitive=False), default=None,
               help="Training mode.")
 @click.option("--loss", type=click.Choice(["ce", "bce", "logsigmoid", "margin", "softmax"]), default=None)
@@ -55,6 +56,8 @@ def cli(verbose: bool) -> None:
 @click.option("--threads", type=int, default=None, help="Torch CPU threads.")
 @click.option("--workers", type=int, default=None,
               help="BESS: shard entities over N local worker processes (see docs/distributed.md).")
+@click.option("--max-memory", default=None, metavar="SIZE",
+              help="Refuse to start if the memory estimate exceeds SIZE (e.g. 16GiB, 500MB).")
 @click.option("--drop-unknown", is_flag=True, help="Drop valid/test triples with entities/relations unseen in train.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. training.margin=9.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")

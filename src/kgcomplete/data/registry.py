@@ -13,6 +13,8 @@ from typing import Callable, Optional
 from .dataset import Dataset
 
 BUNDLED_DIR = Path(str(resources.files("kgcomplete.data") / "bundled"))
+#: Folders whose train.txt is at least this large load through :func:`compact.load_folder`.
+LARGE_FOLDER_BYTES = 256 << 20
 
 
 @dataclass
@@ -68,6 +70,12 @@ def load_dataset(name_or_path: str | Path, unknown: str = "error") -> Dataset:
     key = str(name_or_path)
     path = Path(key).expanduser()
     if path.is_dir():
+        train = path / "train.txt"
+        if train.exists() and train.stat().st_size >= LARGE_FOLDER_BYTES:
+            # large folders go through a cached, memory-mapped compact copy (streamed once)
+            from .compact import load_folder
+
+            return load_folder(path, unknown=unknown)
         return Dataset.from_folder(path, unknown=unknown)
     entry = _REGISTRY.get(key.lower())
     if entry is not None:

@@ -23,6 +23,11 @@ from torch import Tensor
 from .filter_index import FilterIndex
 
 HITS_AT = (1, 3, 10)
+#: Below this many queries per chunk (``chunk_elements // E``), rank by streaming entity blocks.
+STREAM_BELOW_QUERIES = 32
+#: Queries per chunk and minimum entities per block of the streaming path.
+STREAM_QUERIES = 1024
+STREAM_MIN_BLOCK = 4096
 
 
 class QueryScorer(Protocol):
@@ -139,6 +144,8 @@ class Evaluator:
         n = len(triples)
         width = num_entities if cand is None else cand.shape[1] + 1
         chunk = max(1, self.chunk_elements // max(1, width))
+        if cand is None and chunk < STREAM_BELOW_QUERIES:
+            return self._rank_side_streaming(scorer, triples, num_entities, head, filtered, progress)
         out = np.empty(n, dtype=np.float64)
         anchor_col, answer_col = (2, 0) if head else (0, 2)
         starts = range(0, n, chunk)
@@ -175,6 +182,61 @@ class Evaluator:
         return out
 
 
+    def _rank_side_streaming(self, scorer, triples, num_entities, head, filtered, progress) -> np.ndarray:
+        """Large graphs: chunks of ``STREAM_QUERIES`` queries against blocks of entities, so no
+        ``(queries, E)`` score matrix exists; per block, counts of better / tied scores (and of
+        known answers, from the CSR filter) accumulate per query.
+
+        The answer's own score comes from the same shared-candidates scoring path as the blocks
+        (the answers of the chunk as one candidate set); its column is skipped in the counts.
+        """
+        n = len(triples)
+        q_chunk = min(max(n, 1), STREAM_QUERIES)
+        block = max(STREAM_MIN_BLOCK, self.chunk_elements // q_chunk)
+        out = np.empty(n, dtype=np.float64)
+        anchor_col, answer_col = (2, 0) if head else (0, 2)
+        dev = self.device
+        starts = range(0, n, q_chunk)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"ranking {'heads' if head else 'tails'} (streaming)", unit="chunk", leave=False)
+        for s in starts:
+            batch = triples[s : s + q_chunk]
+            b = len(batch)
+            anchor = torch.as_tensor(batch[:, anchor_col], device=dev)
+            rel = torch.as_tensor(batch[:, 1], device=dev)
+            answer = batch[:, answer_col]
+            ans = torch.as_tensor(answer, device=dev)
+            target = scorer.score_queries(anchor, rel, ans, head=head).float().diagonal().clone().unsqueeze(1)
+            better = torch.zeros(b, dtype=torch.long, device=dev)
+            tied = torch.zeros(b, dtype=torch.long, device=dev)
+            if filtered:
+                q, ent = self.filter_index.known(batch[:, anchor_col], batch[:, 1], head=head)
+                other = ent != answer[q]
+                q, ent = q[other], ent[other]
+                order = np.argsort(ent, kind="stable")  # known answers by entity, sliced per block
+                q, ent = q[order], ent[order]
+            rows = torch.arange(b, device=dev)
+            for lo in range(0, num_entities, block):
+                hi = min(num_entities, lo + block)
+                sc = scorer.score_queries(anchor, rel, torch.arange(lo, hi, device=dev), head=head).float()
+                inside = (ans >= lo) & (ans < hi)
+                sc[rows[inside], ans[inside] - lo] = float("nan")  # the answer itself: neither better nor tied
+                better += (sc > target).sum(1)
+                tied += (sc == target).sum(1)
+                if filtered:
+                    a, z = np.searchsorted(ent, [lo, hi])
+                    if z > a:
+                        kq = torch.as_tensor(q[a:z], device=dev)
+                        ks = sc[kq, torch.as_tensor(ent[a:z] - lo, device=dev)]
+                        kt = target[kq, 0]
+                        better -= torch.bincount(kq[ks > kt], minlength=b)
+                        tied -= torch.bincount(kq[ks == kt], minlength=b)
+            out[s : s + b] = realistic_rank(better.cpu().numpy(), tied.cpu().numpy())
+        return out
+
+
 def evaluate(
     scorer: QueryScorer,
     dataset,
@@ -191,7 +253,7 @@ def evaluate(
     Uses the dataset's evaluation candidates for that split when it has them (OGB protocol).
     """
     if filter_index is None and filtered:
-        filter_index = FilterIndex(dataset.all_triples(), dataset.num_relations)
+        filter_index = FilterIndex.from_dataset(dataset)
     ev = Evaluator(filter_index, chunk_elements, device)
     cand = dataset.candidates.get(split) if dataset.candidates else None
     result = ev.rank(scorer, dataset.splits[split], dataset.num_entities, filtered, cand, progress)

@@ -18,6 +18,10 @@ from torch import Tensor, nn
 
 # Elements (batch x candidates x width) materialised at once by the chunked generic path.
 CHUNK_ELEMENTS = 1 << 24
+#: Rows of a low-precision entity table converted to float32 at once when scoring all entities.
+ENTITY_BLOCK_ROWS = 1 << 16
+#: ``model.storage_dtype`` names -> torch dtypes of the entity table (math is always float32).
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class KGEModel(nn.Module):
@@ -30,6 +34,8 @@ class KGEModel(nn.Module):
             answered as tail queries ``(t, r + R, ?)``.
         init_scale: scale of the initial values (std of a normal / half-width of a uniform).
         sparse: entity/relation lookups produce sparse gradients (rows in the batch only).
+        storage_dtype: dtype of the entity table, ``float32`` (default), ``float16`` or ``bfloat16``
+            (half the memory); looked-up rows are converted to float32, so all math is float32.
     """
 
     name = "base"
@@ -53,6 +59,7 @@ class KGEModel(nn.Module):
         init_scale: float = 1e-3,
         sparse: bool = True,
         p_norm: int = 1,
+        storage_dtype: str = "float32",
         **kwargs,
     ):
         super().__init__()
@@ -65,7 +72,11 @@ class KGEModel(nn.Module):
         self.p_norm = p_norm
         self.init_scale = init_scale
         n_rel = num_relations * (2 if self.reciprocal else 1)
-        self.entity_emb = nn.Embedding(num_entities, self.entity_width(), sparse=sparse)
+        if str(storage_dtype) not in STORAGE_DTYPES:
+            raise ValueError(f"storage_dtype={storage_dtype!r}: expected one of {', '.join(STORAGE_DTYPES)}")
+        self.storage_dtype = str(storage_dtype)
+        self.entity_emb = nn.Embedding(num_entities, self.entity_width(), sparse=sparse,
+                                       dtype=STORAGE_DTYPES[self.storage_dtype])
         self.relation_emb = nn.Embedding(n_rel, self.relation_width(), sparse=sparse)
         self.reset_parameters()
 
@@ -106,13 +117,18 @@ class KGEModel(nn.Module):
         return self.relation_emb.num_embeddings
 
     def entities(self, ids: Optional[Tensor] = None) -> Tensor:
-        """Entity rows ``(len(ids), We)``; all rows ``(E, We)`` when ids is None."""
+        """Float32 entity rows ``(*ids.shape, We)``; all rows ``(E, We)`` when ids is None."""
         if ids is None:
             if torch.is_grad_enabled():  # through the lookup so gradients stay sparse
                 ids = torch.arange(self.num_entities, device=self.entity_emb.weight.device)
             else:
-                return self.entity_emb.weight
-        return self.entity_emb(ids)
+                return self.entity_emb.weight.float()  # no copy for float32 tables
+        w = self.entity_emb.weight
+        if w.dtype == torch.float32:
+            return self.entity_emb(ids)
+        if torch.is_grad_enabled() and w.requires_grad:
+            return _LowPrecisionLookup.apply(ids, w)
+        return w[ids].float()
 
     def relations(self, ids: Tensor) -> Tensor:
         return self.relation_emb(ids)
@@ -149,7 +165,17 @@ class KGEModel(nn.Module):
 
     # -------------------------------------------------------------- internals
     def _score_side(self, anchor: Tensor, rel: Tensor, candidates: Optional[Tensor], tails: bool) -> Tensor:
-        cand = self.entities(candidates)  # (E, W), (C, W) or (B, C, W)
+        w = self.entity_emb.weight
+        if candidates is None and w.dtype != torch.float32 and not torch.is_grad_enabled() \
+                and self.num_entities > ENTITY_BLOCK_ROWS:
+            # low-precision table: convert blocks of rows, never a float32 copy of the whole table
+            return torch.cat([self.score_side_emb(anchor, rel, w[s : s + ENTITY_BLOCK_ROWS].float(), tails)
+                              for s in range(0, self.num_entities, ENTITY_BLOCK_ROWS)], dim=1)
+        return self.score_side_emb(anchor, rel, self.entities(candidates), tails)
+
+    def score_side_emb(self, anchor: Tensor, rel: Tensor, cand: Tensor, tails: bool) -> Tensor:
+        """Scores from embeddings: anchor ``(B, We)``, rel ``(B, Wr)``, cand ``(C, We)`` or
+        ``(B, C, We)`` -> ``(B, C)``. ``tails``: the candidates fill the tail slot (else the head)."""
         if self.similarity is not None:
             q = self.tail_query(anchor, rel) if tails else self.head_query(rel, anchor)
             vec, bias = self.candidate_features(cand)
@@ -201,6 +227,60 @@ class KGEModel(nn.Module):
         )
 
 
+class _LowPrecisionLookup(torch.autograd.Function):
+    """Rows ``weight[ids]`` of a float16/bfloat16 table as float32 ``(*ids.shape, W)``.
+
+    Backward keeps the row gradients in float32 and queues them on the table
+    (``weight.pending_row_grads``: list of ``(ids (n,), grads (n, W))``) instead of building a
+    low-precision sparse ``.grad``; :class:`~kgcomplete.training.optimizers.RowAdagrad` consumes them.
+    """
+
+    @staticmethod
+    def forward(ctx, ids: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(ids)
+        ctx.weight = weight
+        return weight[ids].float()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (ids,) = ctx.saved_tensors
+        w = ctx.weight
+        if not hasattr(w, "pending_row_grads"):
+            w.pending_row_grads = []
+        w.pending_row_grads.append((ids.reshape(-1), grad.reshape(-1, grad.shape[-1]).float()))
+        return None, None
+
+
+class _NegL2(torch.autograd.Function):
+    """``-||q_b - c_j||_2`` for q ``(B, W)``, c ``(C, W)`` -> ``(B, C)`` through one matrix product
+    (``||q||^2 + ||c||^2 - 2 q.c``), with a hand-written backward: two more matrix products and
+    one elementwise pass, instead of autograd's chain of ``(B, C)`` temporaries."""
+
+    EPS = 1e-12
+
+    @staticmethod
+    def forward(ctx, q: Tensor, c: Tensor) -> Tensor:
+        d = torch.addmm(c.pow(2).sum(-1), q, c.T, beta=1.0, alpha=-2.0)  # ||c||^2 - 2 q.c
+        s = d.add_(q.pow(2).sum(-1, keepdim=True)).clamp_min_(_NegL2.EPS).sqrt_().neg_()
+        ctx.save_for_backward(q, c, s)
+        return s
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        q, c, s = ctx.saved_tensors
+        # d s / d d2 = 1 / (2 s); with d2 = ||q||^2 + ||c||^2 - 2 q.c and H = grad / s:
+        # dq = q * sum_j H - H c,  dc = c * sum_b H - H^T q
+        h = grad / s
+        if s.max() >= -math.sqrt(_NegL2.EPS) * (1 + 1e-6):  # clamped distances pass no gradient
+            h.masked_fill_(s >= -math.sqrt(_NegL2.EPS) * (1 + 1e-6), 0.0)
+        dq = dc = None
+        if ctx.needs_input_grad[0]:
+            dq = torch.addmm(q * h.sum(1, keepdim=True), h, c, alpha=-1.0)
+        if ctx.needs_input_grad[1]:
+            dc = torch.addmm(c * h.sum(0).unsqueeze(1), h.T, q, alpha=-1.0)
+        return dq, dc
+
+
 def _similarity(q: Tensor, cand: Tensor, kind: str) -> Tensor:
     """q ``(B, W)`` vs cand ``(C, W)`` or ``(B, C, W)`` -> ``(B, C)``."""
     if kind == "dot":
@@ -208,8 +288,7 @@ def _similarity(q: Tensor, cand: Tensor, kind: str) -> Tensor:
     if kind == "l2":
         if cand.dim() == 2:
             # ||q - c||^2 = ||q||^2 + ||c||^2 - 2 q.c  (one matrix product)
-            d2 = q.pow(2).sum(-1, keepdim=True) + cand.pow(2).sum(-1) - 2.0 * (q @ cand.T)
-            return -torch.sqrt(d2.clamp_min(1e-12))
+            return _NegL2.apply(q, cand)
         return -torch.linalg.vector_norm(q.unsqueeze(1) - cand, ord=2, dim=-1)
     if kind == "l1":
         if cand.dim() == 2:

@@ -24,13 +24,14 @@ def negative_sampling_loss(
     - ``softmax``: sampled softmax, cross-entropy over ``[pos, neg_1..N]``.
     """
     if kind == "logsigmoid":
+        # -log s(x) = softplus(-x): two passes over the (B, N) scores instead of four
+        neg_loss = F.softplus(neg + margin)
         if adversarial_temperature > 0:
             w = torch.softmax(adversarial_temperature * neg.detach(), dim=1)
+            neg_term = (w * neg_loss).sum(1)
         else:
-            w = torch.full_like(neg, 1.0 / neg.shape[1])
-        pos_term = F.logsigmoid(margin + pos)
-        neg_term = (w * F.logsigmoid(-margin - neg)).sum(1)
-        return -(pos_term + neg_term).mean() / 2
+            neg_term = neg_loss.mean(1)
+        return (F.softplus(-margin - pos) + neg_term).mean() / 2
     if kind == "margin":
         return F.relu(margin - pos.unsqueeze(1) + neg).mean()
     if kind == "bce":

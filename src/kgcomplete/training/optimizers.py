@@ -9,12 +9,21 @@ from torch import Tensor, nn
 class RowAdagrad(torch.optim.Optimizer):
     """Row-wise Adagrad: one accumulator per table row (the mean of its squared gradient).
 
-    State is ``(rows,)`` instead of ``(rows, width)``; sparse gradients update only the rows in the
-    batch. 1-D parameters keep one accumulator per element.
+    State is ``(rows,)`` float32 instead of ``(rows, width)``; sparse gradients update only the rows
+    in the batch. 1-D parameters keep one accumulator per element. Low-precision tables
+    (``float16``/``bfloat16``) are updated in float32 on the touched rows and rounded back
+    (``bfloat16``: stochastic rounding, so updates smaller than its precision still count on average).
     """
 
     def __init__(self, params, lr: float = 0.1, eps: float = 1e-10, initial_accumulator_value: float = 0.0):
         super().__init__(params, dict(lr=lr, eps=eps, init=initial_accumulator_value))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none=set_to_none)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if getattr(p, "pending_row_grads", None):
+                    p.pending_row_grads.clear()
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -22,7 +31,8 @@ class RowAdagrad(torch.optim.Optimizer):
         for group in self.param_groups:
             lr, eps = group["lr"], group["eps"]
             for p in group["params"]:
-                if p.grad is None:
+                pending = getattr(p, "pending_row_grads", None)
+                if p.grad is None and not pending:
                     continue
                 state = self.state[p]
                 if "sum" not in state:
@@ -30,19 +40,42 @@ class RowAdagrad(torch.optim.Optimizer):
                     state["sum"] = torch.full(shape, group["init"], dtype=torch.float32, device=p.device)
                 acc = state["sum"]
                 g = p.grad
+                if pending:  # float32 row gradients of a low-precision table (models.base)
+                    ids = torch.cat([i for i, _ in pending])
+                    vals = torch.cat([v for _, v in pending])
+                    pending.clear()
+                    g = torch.sparse_coo_tensor(ids.unsqueeze(0), vals, (p.shape[0], vals.shape[1]), check_invariants=False)
                 if g.is_sparse:
                     g = g.coalesce()
-                    rows, values = g.indices()[0], g.values()
-                    sq = values.float().pow(2).mean(1) if values.dim() > 1 else values.float().pow(2)
+                    rows, values = g.indices()[0], g.values().float()
+                    sq = values.pow(2).mean(1) if values.dim() > 1 else values.pow(2)
                     acc.index_add_(0, rows, sq)
-                    scale = (lr / (acc[rows].sqrt() + eps)).to(p.dtype)
-                    p.index_add_(0, rows, -values * (scale.unsqueeze(1) if values.dim() > 1 else scale))
+                    scale = lr / (acc[rows].sqrt_().add_(eps))
+                    step = values * (scale.unsqueeze(1) if values.dim() > 1 else scale)
+                    if p.dtype == torch.float32:
+                        p.index_add_(0, rows, step, alpha=-1.0)
+                    else:  # rows are unique after coalesce: update in float32, store rounded
+                        p.index_copy_(0, rows, round_to(p[rows].float().sub_(step), p.dtype))
                 else:
                     sq = g.float().pow(2).mean(tuple(range(1, g.dim()))) if g.dim() > 1 else g.float().pow(2)
                     acc.add_(sq)
-                    scale = (lr / (acc.sqrt() + eps)).to(p.dtype)
-                    p.add_(-g * scale.view(-1, *([1] * (g.dim() - 1))))
+                    scale = lr / (acc.sqrt() + eps)
+                    new = p.float() - g.float() * scale.view(-1, *([1] * (g.dim() - 1)))
+                    p.copy_(round_to(new, p.dtype))
         return loss
+
+
+def round_to(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """float32 ``x`` in ``dtype``: round to nearest, stochastic rounding for bfloat16."""
+    if dtype == torch.float32:
+        return x
+    if dtype != torch.bfloat16:
+        return x.to(dtype)
+    bits = x.contiguous().view(torch.int32)
+    noise = torch.randint_like(bits, 0, 1 << 16)
+    # adding uniform noise below the kept 16 bits, then truncating, rounds up with probability =
+    # the dropped fraction (the conversion of a value with zero low bits is exact)
+    return ((bits + noise) & -65536).view(torch.float32).to(torch.bfloat16)
 
 
 class CombinedOptimizer:
@@ -81,6 +114,10 @@ def build_optimizer(name: str, model: nn.Module, lr: float) -> CombinedOptimizer
     sparse_ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in sparse_ids and p.requires_grad]
     name = name.lower()
+    low = [p for p in sparse + dense if p.dtype in (torch.float16, torch.bfloat16)]
+    if low and name != "rowadagrad":
+        raise ValueError(f"a {low[0].dtype} embedding table (model.storage_dtype) needs optimizer rowadagrad "
+                         f"(float32 row state, float32 updates), not {name!r}")
     opts: list[torch.optim.Optimizer] = []
     if name == "adagrad":
         opts.append(torch.optim.Adagrad(sparse + dense, lr=lr))

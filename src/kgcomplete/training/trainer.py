@@ -141,29 +141,64 @@ class Trainer:
                         losses.append(one_vs_all_loss(model.score_heads(r, t), h, loss_kind, cfg.label_smoothing))
                 loss = sum(losses) / len(losses)
             else:
-                pos = model.score_triples(batch)
-                losses = []
-                kw = dict(
-                    kind=cfg.loss if cfg.loss != "ce" else "softmax",
-                    margin=cfg.margin,
-                    adversarial_temperature=cfg.adversarial_temperature,
-                    label_smoothing=cfg.label_smoothing,
-                )
-                if cfg.corrupt in ("tail", "both"):
-                    losses.append(negative_sampling_loss(pos, model.score_tails(h, r, self.sampler.sample(t)), **kw))
-                if cfg.corrupt in ("head", "both"):
-                    # with reciprocal relations head negatives are scored as (t, r^-1, h'), so the
-                    # positive they compete with is (t, r^-1, h)
-                    pos_h = model.score_emb(model.entities(t), model.relations(model.inverse(r)), model.entities(h)) \
-                        if model.reciprocal else pos
-                    losses.append(negative_sampling_loss(pos_h, model.score_heads(r, t, self.sampler.sample(h)), **kw))
-                loss = sum(losses) / len(losses)
+                loss = self._negatives_loss(h, r, t)
         if cfg.regularizer != "none" and cfg.reg_weight > 0:
             if batch is None:  # KvsAll: regularise the anchors and relations of the queries
                 rel_ids = torch.where(rel >= 2 * self.dataset.num_relations, rel - 2 * self.dataset.num_relations, rel)
                 batch = torch.stack([anchor, rel_ids, anchor], 1)
             loss = loss + cfg.reg_weight * model.regularizer(batch, cfg.regularizer)
         return loss, n
+
+    def _negatives_loss(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Shared-negatives loss of a batch ``(B,)`` heads, relations, tails.
+
+        Every entity row the step needs (heads, tails, both sides' negatives) is gathered with one
+        lookup and every relation row with another, so the sparse gradients hold each batch row
+        once per lookup and scoring runs on the gathered rows (BLAS for dot/L2 models).
+        """
+        cfg, model = self.cfg, self.model
+        kw = dict(
+            kind=cfg.loss if cfg.loss != "ce" else "softmax",
+            margin=cfg.margin,
+            adversarial_temperature=cfg.adversarial_temperature,
+            label_smoothing=cfg.label_smoothing,
+        )
+        sides = [s for s in ("tail", "head") if cfg.corrupt in (s, "both")]
+        negs = {s: self.sampler.sample(t if s == "tail" else h) for s in sides}  # same RNG order as before
+        if type(model)._score_side is not KGEModel._score_side:  # model-specific candidate scoring
+            pos = model.score_triples(torch.stack([h, r, t], 1))
+            losses = []
+            for side in sides:
+                if side == "tail":
+                    losses.append(negative_sampling_loss(pos, model.score_tails(h, r, negs[side]), **kw))
+                else:
+                    pos_h = model.score_emb(model.entities(t), model.relations(model.inverse(r)), model.entities(h)) \
+                        if model.reciprocal else pos
+                    losses.append(negative_sampling_loss(pos_h, model.score_heads(r, t, negs[side]), **kw))
+            return sum(losses) / len(losses)
+        B = len(h)
+        ids = torch.cat([h, t] + [negs[s].reshape(-1) for s in sides])
+        # split (not slicing): its backward is one concatenation, not a zero-filled buffer per slice
+        h_e, t_e, *parts = model.entities(ids).split([B, B] + [negs[s].numel() for s in sides])
+        cand = {s: p.view(*negs[s].shape, -1) for s, p in zip(sides, parts)}  # (N, W) or (B, N, W)
+        inv_head = "head" in sides and model.reciprocal
+        if inv_head:
+            r_e, r_inv = model.relations(torch.cat([r, model.inverse(r)])).split([B, B])
+        else:
+            r_e = model.relations(r)
+        pos = model.score_emb(h_e, r_e, t_e)
+        losses = []
+        for side in sides:
+            if side == "tail":
+                neg = model.score_side_emb(h_e, r_e, cand[side], tails=True)
+                losses.append(negative_sampling_loss(pos, neg, **kw))
+            elif inv_head:  # (t, r^-1, h') competes with (t, r^-1, h)
+                neg = model.score_side_emb(t_e, r_inv, cand[side], tails=True)
+                losses.append(negative_sampling_loss(model.score_emb(t_e, r_inv, h_e), neg, **kw))
+            else:
+                neg = model.score_side_emb(t_e, r_e, cand[side], tails=False)
+                losses.append(negative_sampling_loss(pos, neg, **kw))
+        return sum(losses) / len(losses)
 
     # -------------------------------------------------------------------- loop
     def _set_lr(self) -> float:
@@ -185,12 +220,14 @@ class Trainer:
         self.model.train()
         lr = self._set_lr()
         total, count, t0 = 0.0, 0, time.perf_counter()
-        batches = list(self._epoch_batches())
+        n_rows = len(self.kvs_queries) if self.mode == "kvsall" else len(self.train)
+        n_batches = -(-n_rows // self.cfg.batch_size)
+        batches = self._epoch_batches()  # views of one permutation, made lazily
         bar = None
         if self.cfg.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(batches), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", leave=False)
+            bar = tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", leave=False)
         for i, idx in enumerate(batches):
             self.optimizer.zero_grad(set_to_none=True)
             loss, n = self.batch_loss(idx)
@@ -202,7 +239,7 @@ class Trainer:
             count += n
             if bar is not None:
                 bar.update(1)
-                if i % 10 == 0 or i == len(batches) - 1:
+                if i % 10 == 0 or i == n_batches - 1:
                     bar.set_postfix(loss=f"{total / max(count, 1):.4f}", triples_s=f"{count / (time.perf_counter() - t0):,.0f}")
         if bar is not None:
             bar.close()
@@ -216,7 +253,7 @@ class Trainer:
         """Filtered MRR on the validation split."""
         if self._valid_evaluator is None:
             self._valid_evaluator = Evaluator(
-                FilterIndex(self.dataset.all_triples(), self.dataset.num_relations), self.eval_chunk_elements
+                FilterIndex.from_dataset(self.dataset), self.eval_chunk_elements
             )
         res = self._valid_evaluator.rank(
             self.model, self.dataset.valid, self.dataset.num_entities, True, self.dataset.candidates.get("valid")

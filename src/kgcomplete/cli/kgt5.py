@@ -1,0 +1,122 @@
+"""``kgc qa``: KGT5 question answering (generate / train / evaluate / ask).
+
+KGT5 link prediction itself goes through ``kgc train --model kgt5``, ``kgc evaluate`` and
+``kgc predict`` (with ``--ensemble KGE_RUN``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc).strip("'\""))
+
+
+@click.group("qa")
+def qa() -> None:
+    """Question answering with a fine-tuned KGT5 run."""
+
+
+@qa.command("generate")
+@click.option("--dataset", "-d", required=True, help="Registered dataset name or folder.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder for train/valid/test files.")
+@click.option("--valid", type=float, default=0.1, show_default=True, help="Fraction of questions for valid.")
+@click.option("--test", type=float, default=0.1, show_default=True, help="Fraction of questions for test.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "metaqa"]), default="jsonl", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def generate(dataset, out, valid, test, fmt, seed) -> None:
+    """Template questions from a KG (one per (h, r, ?) and (?, r, t); answers = all known entities)."""
+    from ..data.registry import load_dataset
+    from ..seq2seq.qa import generate_questions, split_qa
+
+    try:
+        ds = load_dataset(dataset)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(e)
+    parts = split_qa(generate_questions(ds), valid, test, seed)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for name, part in parts.items():
+        path = Path(out) / (f"{name}.jsonl" if fmt == "jsonl" else f"qa_{name}.txt")
+        (part.write_jsonl if fmt == "jsonl" else part.write_metaqa)(path, ds)
+        click.echo(f"{name}: {len(part):,} questions -> {path}")
+
+
+@qa.command("train")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--train", "train_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="QA training file (JSONL, TSV or MetaQA).")
+@click.option("--valid", "valid_file", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="QA run folder to create.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--no-mix-kg", is_flag=True, help="Train on questions only (default: also link prediction).")
+@click.option("--resume", is_flag=True)
+def train(run, train_file, valid_file, out, epochs, batch_size, lr, no_mix_kg, resume) -> None:
+    """Fine-tune the KGT5 run RUN on questions."""
+    from ..seq2seq.qa import read_qa, train_qa
+    from ..seq2seq.run import KGT5Run
+
+    try:
+        base = KGT5Run.load(run)
+        tr = read_qa(train_file, base.dataset, base.texts)
+        va = read_qa(valid_file, base.dataset, base.texts) if valid_file else None
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _fail(e)
+    if tr.dropped:
+        click.echo(f"warning: {tr.dropped} training questions without a known topic/answer were skipped", err=True)
+    opts = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr}.items() if v is not None}
+    if no_mix_kg:
+        opts["mix_kg"] = False
+    qa_run = train_qa(base, tr, out, va, opts, resume=resume)
+    m = json.loads((qa_run.path / "metrics.json").read_text())
+    click.echo(f"QA run: {qa_run.path} ({m['epochs']} epochs, {m['train_time_s']:.1f}s)")
+    if "valid" in m:
+        click.echo("valid: " + "  ".join(f"{k}={v:.4f}" for k, v in m["valid"].items() if k != "count"))
+
+
+@qa.command("evaluate")
+@click.argument("qa_run", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="QA file to evaluate on.")
+@click.option("--k", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(qa_run, data, k, as_json) -> None:
+    """Hits@1, Hits@k and MRR of the QA run on a QA file."""
+    from ..seq2seq.qa import QARun, read_qa
+
+    try:
+        r = QARun.load(qa_run)
+        d = read_qa(data, r.dataset, r.texts)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _fail(e)
+    m = r.evaluate_qa(d, k=k)
+    m["skipped"] = d.dropped
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+    else:
+        click.echo("  ".join(f"{key}={v:.4f}" if isinstance(v, float) else f"{key}={v}" for key, v in m.items()))
+
+
+@qa.command("ask")
+@click.argument("qa_run", type=click.Path(exists=True, file_okay=False))
+@click.argument("question")
+@click.option("--topic", default=None, help="Topic entity (else taken from [brackets] in the question).")
+@click.option("--k", type=int, default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def ask(qa_run, question, topic, k, as_json) -> None:
+    """Answer QUESTION with the QA run."""
+    from ..seq2seq.qa import QARun
+
+    try:
+        rows = QARun.load(qa_run).ask(question, topic=topic, k=k)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['rank']:>3}  {row['score']:>9.4f}  {row['name']}")

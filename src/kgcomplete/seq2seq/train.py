@@ -1,0 +1,209 @@
+"""KGT5 training loop: teacher-forced cross-entropy on (input ids, target entity) examples.
+
+* Optimizers: Adafactor (the paper's default: relative step size, parameter scaling, no fixed lr)
+  or AdamW (fixed lr with linear warm-up).
+* Hugging Face ``accelerate``: mixed precision (bf16/fp16) and multi-GPU data parallelism when GPUs
+  are present (launch with ``accelerate launch``); plain CPU otherwise. Each process takes every
+  ``world``-th example of the same seeded permutation.
+* Checkpoints: ``checkpoint.safetensors`` (weights, atomic tmp file + ``os.replace``) and
+  ``checkpoint_state.pt`` (optimizer, epoch, RNG, best validation score) after every epoch;
+  ``model.safetensors`` holds the best weights (best validation MRR, else the last epoch).
+  ``resume=True`` continues from the checkpoint.
+* ``log.jsonl``: one JSON object per epoch (epoch, loss, lr, time_s, examples_per_s, valid_mrr).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from .tokenizer import PAD_ID
+
+CHECKPOINT = "checkpoint.safetensors"
+STATE = "checkpoint_state.pt"
+BEST = "model.safetensors"
+LOG = "log.jsonl"
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 100
+    batch_size: int = 256
+    optimizer: str = "adafactor"  #: adafactor | adamw
+    lr: Optional[float] = None  #: None: Adafactor relative step / AdamW 1e-3
+    warmup_steps: int = 100  #: AdamW linear warm-up
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  #: AdamW only (Adafactor clips its updates itself)
+    seed: int = 0
+    eval_every: int = 10  #: epochs between validations (0 = never)
+    patience: int = 0  #: validations without improvement before stopping (0 = never)
+    time_budget_s: Optional[float] = None  #: stop after the epoch that crosses this wall time
+    #: stop after the epoch that crosses this much process CPU time (e.g. 2 cores x 15 min = 1800;
+    #: a machine-independent budget when the cores are shared with other work)
+    cpu_budget_s: Optional[float] = None
+    mixed_precision: str = "auto"  #: auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16
+    progress: bool = True
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
+def save_weights(model, path: Path, metadata: Optional[dict] = None) -> None:
+    """Safetensors weights (shared/tied tensors deduplicated), atomically."""
+    from safetensors.torch import save_model
+
+    _atomic(Path(path), lambda p: save_model(model, p, metadata={k: str(v) for k, v in (metadata or {}).items()}))
+
+
+def load_weights(model, path: Path) -> None:
+    from safetensors.torch import load_model
+
+    missing, unexpected = load_model(model, str(path), strict=False)
+    tied = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight", "shared.weight"}
+    bad = [k for k in missing if k not in tied] + list(unexpected)
+    if bad:
+        raise ValueError(f"{path}: weights do not match the model: {bad[:5]}")
+    model.tie_weights()
+
+
+def make_optimizer(model, opts: TrainOptions):
+    name = opts.optimizer.lower()
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        if opts.lr is None:
+            return Adafactor(model.parameters(), lr=None, scale_parameter=True, relative_step=True,
+                             warmup_init=False, weight_decay=opts.weight_decay)
+        return Adafactor(model.parameters(), lr=opts.lr, scale_parameter=False, relative_step=False,
+                         warmup_init=False, weight_decay=opts.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=opts.lr or 1e-3, weight_decay=opts.weight_decay)
+    raise ValueError(f"unknown KGT5 optimizer {opts.optimizer!r}: adafactor | adamw")
+
+
+def _current_lr(opts: TrainOptions, step: int) -> float:
+    if opts.optimizer.lower() == "adafactor" and opts.lr is None:
+        return min(1e-2, 1.0 / math.sqrt(max(step, 1)))  # relative step (times the parameter RMS)
+    base = opts.lr or 1e-3
+    return base * min(1.0, step / max(1, opts.warmup_steps)) if opts.optimizer.lower() == "adamw" else base
+
+
+def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out_dir: Path,
+        resume: bool = False, evaluate_fn: Optional[Callable[[object], float]] = None,
+        extra_state: Optional[dict] = None) -> dict:
+    """Train ``model`` on ``inputs (n, L)`` (right-padded input ids) -> ``targets (n,)`` entity ids.
+
+    ``encoder.targets(ids)`` gives the label ids. ``evaluate_fn(model) -> valid MRR`` runs every
+    ``eval_every`` epochs. Returns ``{"epochs", "train_time_s", "examples_per_s", "best_valid_mrr", ...}``.
+    """
+    from accelerate import Accelerator
+
+    out_dir = Path(out_dir)
+    cuda = torch.cuda.is_available()
+    mp = opts.mixed_precision
+    if mp == "auto":
+        mp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    acc = Accelerator(mixed_precision=mp, cpu=not cuda)
+    n = len(inputs)
+    optimizer = make_optimizer(model, opts)
+    start_epoch, step, best, spent, bad_evals, cpu_used = 0, 0, -1.0, 0.0, 0, 0.0
+    if resume and (out_dir / STATE).exists() and (out_dir / CHECKPOINT).exists():
+        state = torch.load(out_dir / STATE, map_location="cpu", weights_only=False)
+        load_weights(model, out_dir / CHECKPOINT)
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step, best = state["epoch"], state["step"], state["best"]
+        spent, bad_evals = state.get("train_time_s", 0.0), state.get("bad_evals", 0)
+        cpu_used = state.get("cpu_s", 0.0)
+        torch.set_rng_state(state["rng"])
+        acc.print(f"resuming KGT5 training from epoch {start_epoch}")
+    model, optimizer = acc.prepare(model, optimizer)
+    scheduler = None
+    if opts.optimizer.lower() == "adamw":
+        step0 = step
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1 + step0) / max(1, opts.warmup_steps)))
+    world, rank = acc.num_processes, acc.process_index
+    per_rank = n // world
+    log_path = out_dir / LOG
+    if not resume and acc.is_main_process and log_path.exists():
+        log_path.unlink()
+    t_start, cpu_start = time.time(), time.process_time()
+    epoch = start_epoch
+    for epoch in range(start_epoch, opts.epochs):
+        model.train()
+        t0, c0 = time.time(), time.process_time()
+        g = torch.Generator().manual_seed(opts.seed * 100_003 + epoch)
+        perm = torch.randperm(n, generator=g)[rank::world][:per_rank]
+        starts = range(0, per_rank, opts.batch_size)
+        if opts.progress and acc.is_local_main_process:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"kgt5 epoch {epoch + 1}/{opts.epochs}", unit="batch", leave=False)
+        total, count = 0.0, 0
+        for s in starts:
+            idx = perm[s:s + opts.batch_size]
+            ids = inputs[idx]
+            mask = (ids != PAD_ID)
+            width = int(mask.sum(1).max())
+            ids, mask = ids[:, :width].to(acc.device), mask[:, :width].long().to(acc.device)
+            labels = encoder.targets(targets[idx]).to(acc.device)
+            with acc.autocast():
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            acc.backward(loss)
+            if scheduler is not None and opts.grad_clip:
+                acc.clip_grad_norm_(model.parameters(), opts.grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            if hasattr(starts, "set_postfix") and step % 10 == 0:
+                starts.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        dt = time.time() - t0
+        spent += dt
+        entry = {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": _current_lr(opts, step),
+                 "time_s": round(dt, 3), "cpu_s": round(time.process_time() - c0, 3), "examples_per_s": round(count * world / max(dt, 1e-9), 1)}
+        last = (epoch + 1 >= opts.epochs
+                or (opts.time_budget_s is not None and time.time() - t_start >= opts.time_budget_s)
+                or (opts.cpu_budget_s is not None and cpu_used + time.process_time() - cpu_start >= opts.cpu_budget_s))
+        improved = False
+        if evaluate_fn is not None and opts.eval_every and ((epoch + 1) % opts.eval_every == 0 or last):
+            if acc.is_main_process:
+                mrr = float(evaluate_fn(acc.unwrap_model(model)))
+                entry["valid_mrr"] = mrr
+                improved = mrr > best
+                best = max(best, mrr)
+                bad_evals = 0 if improved else bad_evals + 1
+        if acc.is_main_process:
+            unwrapped = acc.unwrap_model(model)
+            save_weights(unwrapped, out_dir / CHECKPOINT, {"epoch": epoch + 1})
+            state = {"optimizer": optimizer.state_dict(), "epoch": epoch + 1, "step": step, "best": best,
+                     "train_time_s": spent, "bad_evals": bad_evals,
+                     "cpu_s": cpu_used + time.process_time() - cpu_start, "rng": torch.get_rng_state(),
+                     **(extra_state or {})}
+            _atomic(out_dir / STATE, lambda p: torch.save(state, p))
+            if improved or evaluate_fn is None or not opts.eval_every:
+                save_weights(unwrapped, out_dir / BEST, {"epoch": epoch + 1})
+            with open(log_path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        acc.wait_for_everyone()
+        if last or (opts.patience and bad_evals >= opts.patience):
+            break
+    if acc.is_main_process and not (out_dir / BEST).exists():
+        save_weights(acc.unwrap_model(model), out_dir / BEST, {"epoch": epoch + 1})
+    return {"epochs": epoch + 1, "train_time_s": spent, "examples_per_s": n * (epoch + 1) / max(spent, 1e-9),
+            "best_valid_mrr": best if best >= 0 else None, "steps": step,
+            "cpu_s": cpu_used + time.process_time() - cpu_start}

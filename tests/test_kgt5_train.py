@@ -1,0 +1,154 @@
+"""KGT5 training, run folders, resume, load_run/CLI integration and the KGE ensemble."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+from kgt5_fixtures import micro_config, one_thread, tiny_kg, trained_kgt5  # noqa: E402,F401
+
+from kgcomplete.seq2seq.ensemble import EnsembleRun, combine  # noqa: E402
+from kgcomplete.seq2seq.run import KGT5Run, resolve_config, train_kgt5  # noqa: E402
+
+
+def test_run_folder_contents(trained_kgt5):
+    ds, out, run = trained_kgt5
+    for f in ("config.yaml", "entities.tsv", "relations.tsv", "entity_texts.tsv", "tokenizer.json",
+              "model_config.json", "model.safetensors", "checkpoint.safetensors", "checkpoint_state.pt",
+              "log.jsonl", "metrics.json"):
+        assert (out / f).exists(), f
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["model"]["name"] == "kgt5" and cfg["kgt5"]["preset"] == "micro"
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == list(range(1, 41))
+    assert {"loss", "lr", "time_s", "examples_per_s"} <= set(log[0])
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+    assert "valid_mrr" in log[19]
+    m = json.loads((out / "metrics.json").read_text())
+    assert {"mrr", "mr", "hits@1", "hits@3", "hits@10"} <= set(m["test"])
+    assert m["train_time_s"] > 0 and m["throughput"] > 0
+
+
+def test_model_learns_training_triples(trained_kgt5):
+    ds, out, run = trained_kgt5
+    m = run.evaluate("train", filtered=True)
+    assert m["mrr"] > 0.8  # random ranking of 10 entities gives ~0.29
+
+
+def test_load_predict_and_load_run(trained_kgt5):
+    ds, out, run = trained_kgt5
+    again = KGT5Run.load(out)  # dataset given in code: reloaded from the saved splits
+    assert np.array_equal(again.dataset.train, ds.train)
+    a, r = torch.as_tensor(ds.test[:, 0]), torch.as_tensor(ds.test[:, 1])
+    assert torch.equal(again.score_queries(a, r), run.score_queries(a, r))
+    h, rel, t = ds.train[0]
+    rows = again.predict(head=str(ds.entities.labels[h]), relation=str(ds.relations.labels[rel]), k=3)
+    assert 1 <= len(rows) <= 3 and rows[0]["rank"] == 1
+    assert {"rank", "id", "entity", "name", "score", "known"} <= set(rows[0])
+    assert all(rows[i]["score"] >= rows[i + 1]["score"] for i in range(len(rows) - 1))
+    by_name = again.predict(tail="left | right", relation="next", k=2)  # names in (with the separator)
+    assert by_name and by_name[0]["entity"] in ds.entities.labels
+    excl = again.predict(head=str(ds.entities.labels[h]), relation=str(ds.relations.labels[rel]), k=5, exclude_known=True)
+    assert all(row["known"] is None for row in excl)
+    with pytest.raises(ValueError):
+        again.predict(head="e0", tail="e1", relation="next")
+    with pytest.raises(KeyError):
+        again.predict(head="no such entity", relation="next")
+    runs = pytest.importorskip("kgcomplete.runs")
+    assert isinstance(runs.load_run(out), KGT5Run)
+
+
+def test_resume_continues(tmp_path):
+    ds = tiny_kg()
+    cfg = micro_config(epochs=2)
+    train_kgt5(ds, tmp_path / "r", cfg)
+    cfg["training"]["epochs"] = 4
+    train_kgt5(ds, tmp_path / "r", cfg, resume=True)
+    log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2, 3, 4]
+    state = torch.load(tmp_path / "r" / "checkpoint_state.pt", weights_only=False)
+    assert state["epoch"] == 4 and state["step"] == 4 * 3  # 48 examples / batch 16 = 3 steps per epoch
+
+
+def test_resolve_config_ignores_kge_optimizer():
+    cfg = resolve_config({"training": {"optimizer": "adagrad", "lr": 0.1, "epochs": None}, "kgt5": {}})
+    assert cfg["kgt5"]["optimizer"] == "adamw" and cfg["kgt5"]["lr"] == 2e-3
+    assert cfg["training"]["epochs"] == 100 and cfg["model"]["name"] == "kgt5"
+    cfg = resolve_config({"training": {"optimizer": "adafactor", "lr": None}, "kgt5": {"preset": "small"}})
+    assert cfg["kgt5"]["optimizer"] == "adafactor" and cfg["kgt5"]["lr"] is None
+
+
+def test_adafactor_step(tmp_path):
+    ds = tiny_kg()
+    cfg = micro_config(epochs=2, optimizer="adafactor", lr=None)
+    train_kgt5(ds, tmp_path / "a", cfg)
+    log = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and np.isfinite(log[-1]["loss"])
+
+
+class _FakeKGE:
+    """A KGE 'run': fixed random scores per (query, entity)."""
+
+    def __init__(self, ds, seed=0):
+        self.dataset = ds
+        g = torch.Generator().manual_seed(seed)
+        self.table = torch.randn(ds.num_entities, ds.num_relations, 2, ds.num_entities, generator=g)
+
+    def score_queries(self, anchor, r, candidates=None, head=False):
+        s = self.table[anchor, r, int(head)]
+        if candidates is not None:
+            s = s[:, candidates] if candidates.dim() == 1 else s.gather(1, candidates)
+        return s
+
+
+def test_combine_rule():
+    kge = torch.tensor([[3.0, 1.0, 2.0, 0.0]])
+    t5 = torch.tensor([[float("-inf"), -0.1, float("-inf"), -2.0]])
+    assert combine(kge, t5, 0.0).argsort(descending=True).tolist() == [[0, 2, 1, 3]]  # KGE alone
+    assert combine(kge, t5, 1.0).argsort(descending=True).tolist() == [[1, 3, 0, 2]]  # KGT5 candidates first
+
+
+def test_ensemble_tuned_on_valid(trained_kgt5):
+    ds, out, run = trained_kgt5
+    kge = _FakeKGE(ds)
+    ens = EnsembleRun(run, kge)
+    w = ens.weight
+    assert w in ens.tuning and ens.tuning[w] == max(ens.tuning.values())
+    from kgcomplete.evaluation.evaluator import evaluate
+
+    kge_valid = evaluate(kge, ds, "valid", per_relation=False)["mrr"]
+    assert ens.tuning[0.0] == pytest.approx(kge_valid)  # w = 0 is the KGE model alone
+    m = ens.evaluate("test")
+    assert m["ensemble"]["weight"] == w and 0 < m["mrr"] <= 1
+    rows = ens.predict(head="e0", relation="next", k=3)
+    assert len(rows) == 3 and rows[0]["score"] >= rows[-1]["score"]
+    small = KGT5Run.load(out)
+    small._scorer = small.scorer(beam_size=3)  # 3 of the 10 entities are KGT5 candidates
+    fixed = EnsembleRun(small, kge, weight=1.0)
+    s = fixed.score_queries(torch.tensor([0, 4]), torch.tensor([0, 1]))
+    gen = torch.isfinite(small.score_queries(torch.tensor([0, 4]), torch.tensor([0, 1])))
+    assert (gen.sum(1) == 3).all()
+    for i in range(2):  # with w = 1 KGT5's candidates outrank everything else
+        assert s[i][gen[i]].min() > s[i][~gen[i]].max()
+
+
+def test_cli_train_kgt5(tmp_path):
+    main = pytest.importorskip("kgcomplete.cli.main")
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(main.cli, [
+        "train", "--model", "kgt5", "--dataset", "nations", "--out", str(tmp_path / "n"), "--epochs", "1",
+        "--set", "kgt5.preset=micro", "--set", "training.batch_size=512", "--set", "kgt5.decoding.beam_size=2",
+        "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "n" / "metrics.json").exists()
+    res = CliRunner().invoke(main.cli, ["evaluate", str(tmp_path / "n"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert 0 < json.loads(res.output[res.output.index("{"):])["mrr"] <= 1

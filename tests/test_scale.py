@@ -1,0 +1,240 @@
+"""Scale features: memory estimate + guard, low-precision entity storage, row-wise Adagrad on it,
+the BLAS L2 kernel, the one-lookup negatives step, the lean/mmap filter index, streaming evaluation."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import kgcomplete as kgc
+from kgcomplete.cli.main import cli
+from kgcomplete.config import build_config
+from kgcomplete.data import load_dataset
+from kgcomplete.data.dataset import Dataset
+from kgcomplete.evaluation.evaluator import Evaluator
+from kgcomplete.evaluation.filter_index import CSRIndex, FilterIndex
+from kgcomplete.models import build_model
+from kgcomplete.models.base import _NegL2
+from kgcomplete.training import Trainer, build_optimizer
+from kgcomplete.training.memory import (MemoryBudgetError, check_memory, estimate_training_memory,
+                                        parse_memory)
+from kgcomplete.training.optimizers import round_to
+
+
+@pytest.fixture(scope="module")
+def umls():
+    return load_dataset("umls")
+
+
+# ------------------------------------------------------------------------------ memory estimate
+def test_parse_memory_units():
+    assert parse_memory("16GiB") == 16 << 30
+    assert parse_memory("500MB") == 500 * 10**6
+    assert parse_memory("2g") == 2 << 30
+    assert parse_memory(1.5) == int(1.5 * (1 << 30))
+    assert parse_memory("") is None and parse_memory(None) is None
+    with pytest.raises(ValueError, match="max_memory"):
+        parse_memory("lots")
+
+
+def test_estimate_matches_real_tables_and_optimizer_state():
+    """The table and optimizer parts equal the bytes a built model + RowAdagrad really hold."""
+    E, R = 5000, 7
+    for dtype, opt in (("float32", "rowadagrad"), ("float16", "rowadagrad"), ("float32", "adam")):
+        cfg = build_config("transe", None, {"model.dim": 24, "model.storage_dtype": dtype, "training.optimizer": opt,
+                                            "training.mode": "negatives", "model.reciprocal": True})
+        est = estimate_training_memory(cfg, E, R, num_train=10_000)
+        m = build_model("transe", E, R, dim=24, reciprocal=True, storage_dtype=dtype)
+        assert est.parts["entity table"] == m.entity_emb.weight.nbytes
+        assert est.parts["relation table + dense layers"] == m.relation_emb.weight.nbytes
+        optim = build_optimizer(opt, m, 0.1)
+        m.score_triples(torch.tensor([[0, 1, 2], [3, 4, 5]])).sum().backward()
+        optim.step()
+        state = sum(t.nbytes for o in optim.optimizers for s in o.state.values() for t in s.values()
+                    if torch.is_tensor(t) and t.dim() > 0)
+        assert est.parts["optimizer state"] == state, (dtype, opt)
+        assert est.parts["triples"] == 10_000 * 3 * 8
+    half = estimate_training_memory(build_config("transe", None, {"model.storage_dtype": "float16"}), E, R, 10)
+    full = estimate_training_memory(build_config("transe", None, {}), E, R, 10)
+    assert half.parts["entity table"] * 2 == full.parts["entity table"]
+
+
+def test_guard_refuses_with_the_numbers():
+    cfg = build_config("complex", None, {"model.dim": 100, "training.optimizer": "rowadagrad", "training.mode": "negatives"})
+    est = estimate_training_memory(cfg, 10_000_000, 1000, 100_000_000)
+    assert 8 << 30 < est.total < 16 << 30  # 10M x 200 floats = 7.45 GiB of table, + triples and state
+    check_memory(est, "64GiB")  # fits: no error
+    with pytest.raises(MemoryBudgetError) as e:
+        check_memory(est, "4GiB")
+    msg = str(e.value)
+    assert "entity table" in msg and "7.45 GiB" in msg and "limit 4.00 GiB" in msg and "optimizer state" in msg
+
+
+def test_train_refuses_before_allocating(tmp_path, umls):
+    with pytest.raises(MemoryBudgetError):
+        kgc.train(umls, model="distmult", out=tmp_path / "run", epochs=1, progress=False, max_memory="1MB")
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+    res = CliRunner().invoke(cli, ["train", "-d", "umls", "-m", "distmult", "--epochs", "1", "--no-progress",
+                                   "--max-memory", "1MB", "--out", str(tmp_path / "cli")])
+    assert res.exit_code != 0
+    assert "max_memory" in res.output and "entity table" in res.output
+
+
+def test_estimate_is_recorded_in_metrics(tmp_path, umls):
+    run = kgc.train(umls, model="distmult", out=tmp_path / "run", epochs=1, progress=False, evaluate_test=False,
+                    max_memory="8GiB", mode="negatives", eval_every=0)
+    m = run.folder.metrics()
+    assert m["memory_estimate"]["parts_bytes"]["entity table"] == run.model.entity_emb.weight.nbytes
+
+
+# ------------------------------------------------------------------------- low-precision storage
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_table_uses_float32_math(dtype):
+    m = build_model("transe_l2", 50, 3, dim=8, storage_dtype=dtype, init_scale=0.5)
+    assert m.entity_emb.weight.dtype == getattr(torch, dtype)
+    assert m.relation_emb.weight.dtype == torch.float32
+    h, r = torch.tensor([0, 1]), torch.tensor([2, 0])
+    assert m.entities(h).dtype == torch.float32
+    with torch.no_grad():
+        ref = build_model("transe_l2", 50, 3, dim=8)
+        ref.entity_emb.weight.copy_(m.entity_emb.weight.float())
+        ref.relation_emb.weight.copy_(m.relation_emb.weight)
+        torch.testing.assert_close(m.score_tails(h, r), ref.score_tails(h, r))
+
+
+def test_low_precision_all_entity_scoring_is_blocked(monkeypatch):
+    import kgcomplete.models.base as base
+
+    monkeypatch.setattr(base, "ENTITY_BLOCK_ROWS", 7)  # 50 entities -> 8 blocks
+    m = build_model("distmult", 50, 3, dim=8, storage_dtype="float16", init_scale=0.5)
+    with torch.no_grad():
+        full = m.score_tails(torch.tensor([0, 1]), torch.tensor([2, 0]))
+        direct = (m.entities(torch.tensor([0, 1])) * m.relations(torch.tensor([2, 0]))) @ m.entity_emb.weight.float().T
+    torch.testing.assert_close(full, direct)
+
+
+def test_row_adagrad_on_float16_follows_float32():
+    torch.manual_seed(0)
+    m32 = build_model("distmult", 30, 2, dim=16, init_scale=0.5)
+    m16 = build_model("distmult", 30, 2, dim=16, init_scale=0.5, storage_dtype="float16")
+    with torch.no_grad():
+        m32.entity_emb.weight.copy_(m16.entity_emb.weight.float())
+        m32.relation_emb.weight.copy_(m16.relation_emb.weight)
+    before = m16.entity_emb.weight.clone()
+    tr = torch.tensor([[0, 1, 2], [3, 0, 2]])
+    for m in (m32, m16):
+        opt = build_optimizer("rowadagrad", m, 0.1)
+        m.score_triples(tr).sum().backward()
+        opt.step()
+    w16 = m16.entity_emb.weight
+    touched = torch.tensor([0, 2, 3])
+    assert (w16[touched] != before[touched]).any(dim=1).all()  # every touched row moved
+    untouched = torch.ones(30, dtype=torch.bool)
+    untouched[touched] = False
+    assert torch.equal(w16[untouched], before[untouched])  # nothing else did
+    torch.testing.assert_close(w16.float(), m32.entity_emb.weight, atol=2e-3, rtol=1e-3)
+    state = build_optimizer("rowadagrad", m16, 0.1).optimizers[0]
+    assert state.param_groups  # row state is float32 and per row
+    with pytest.raises(ValueError, match="rowadagrad"):
+        build_optimizer("adam", m16, 0.1)
+
+
+def test_bfloat16_stochastic_rounding_is_unbiased():
+    torch.manual_seed(0)
+    x = torch.full((200_000,), 1.0 + 2**-10)  # between two bfloat16 values (1 and 1 + 2^-7)
+    assert x.to(torch.bfloat16).float().mean().item() == 1.0  # round-to-nearest loses it
+    assert round_to(x, torch.bfloat16).float().mean().item() == pytest.approx(1.0 + 2**-10, abs=2e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_training_learns_umls(tmp_path, umls, dtype):
+    opts = dict(model="distmult", epochs=25, progress=False, mode="negatives", loss="logsigmoid", margin=0.0,
+                optimizer="rowadagrad", lr=0.1, dim=64, eval_every=0, regularizer="none", init_scale=0.1,
+                threads=1)
+    half = kgc.train(umls, out=tmp_path / dtype, storage_dtype=dtype, **opts).folder.metrics()["test"]["mrr"]
+    full = kgc.train(umls, out=tmp_path / "f32", **opts).folder.metrics()["test"]["mrr"]
+    assert half > 0.5 and half >= full - 0.05, (half, full)
+    run = kgc.load_run(tmp_path / dtype)  # reopens with the stored dtype
+    assert run.model.entity_emb.weight.dtype == getattr(torch, dtype)
+
+
+# ------------------------------------------------------------------------------ kernels, trainer
+def test_l2_kernel_values_and_gradients():
+    q = torch.randn(6, 5, dtype=torch.double, requires_grad=True)
+    c = torch.randn(9, 5, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(_NegL2.apply, (q, c))
+    torch.testing.assert_close(_NegL2.apply(q, c), -torch.cdist(q, c))
+    c0 = torch.cat([q[:1].detach(), c[1:].detach()]).requires_grad_()  # a zero distance: clamped, no NaN
+    _NegL2.apply(q, c0).sum().backward()
+    assert torch.isfinite(c0.grad).all()
+
+
+@pytest.mark.parametrize("name,reciprocal", [("transe_l2", False), ("distmult", True), ("complex", False),
+                                             ("rotate", True), ("transh", False)])
+def test_one_lookup_negatives_step_matches_per_query_scoring(umls, name, reciprocal):
+    """The trainer's loss and gradients equal scoring through score_triples/score_tails/score_heads."""
+    cfg = build_config(name, None, {"model.dim": 8, "model.reciprocal": reciprocal, "training.mode": "negatives",
+                                    "training.loss": "logsigmoid", "training.num_negatives": 5,
+                                    "training.optimizer": "rowadagrad", "training.regularizer": "none"}).training
+    torch.manual_seed(0)
+    m = build_model(name, umls.num_entities, umls.num_relations, dim=8, reciprocal=reciprocal, init_scale=0.3)
+    tr = Trainer(m, umls, cfg)
+    idx = torch.arange(12)
+    gen_state = tr.generator.get_state()
+    loss, _ = tr.batch_loss(idx)
+    loss.backward()
+    g_fast = m.entity_emb.weight.grad.to_dense().clone()
+    m.zero_grad(set_to_none=True)
+    tr.generator.set_state(gen_state)
+    from kgcomplete.training.loss import negative_sampling_loss
+
+    b = tr.train[idx]
+    h, r, t = b[:, 0], b[:, 1], b[:, 2]
+    kw = dict(kind="logsigmoid", margin=cfg.margin)
+    neg_t, neg_h = tr.sampler.sample(t), tr.sampler.sample(h)
+    pos = m.score_triples(b)
+    pos_h = m.score_emb(m.entities(t), m.relations(m.inverse(r)), m.entities(h)) if m.reciprocal else pos
+    ref = (negative_sampling_loss(pos, m.score_tails(h, r, neg_t), **kw)
+           + negative_sampling_loss(pos_h, m.score_heads(r, t, neg_h), **kw)) / 2
+    ref.backward()
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g_fast, m.entity_emb.weight.grad.to_dense(), atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------- filter index, evaluation
+def test_filter_index_lean_build_and_mmap_roundtrip(tmp_path):
+    rng = np.random.default_rng(0)
+    keys, vals = rng.integers(0, 40, 2000), rng.integers(0, 25, 2000)
+    idx = CSRIndex.build(keys, vals)
+    pairs = np.unique(np.stack([keys, vals], 1), axis=0)  # sorted distinct pairs
+    assert np.array_equal(idx.values, pairs[:, 1])
+    assert np.array_equal(idx.keys, np.unique(pairs[:, 0]))
+    assert np.array_equal(np.diff(idx.indptr), np.unique(pairs[:, 0], return_counts=True)[1])
+    tr = np.stack([rng.integers(0, 30, 500), rng.integers(0, 4, 500), rng.integers(0, 30, 500)], 1)
+    whole, parts = FilterIndex(tr, 4), FilterIndex([tr[:123], tr[123:]], 4)
+    loaded = FilterIndex.load(whole.save(tmp_path / "filter"))
+    assert isinstance(loaded.tails.values, np.memmap)
+    for f in (parts, loaded):
+        for side in ("tails", "heads"):
+            for a in ("keys", "indptr", "values"):
+                assert np.array_equal(getattr(getattr(f, side), a), getattr(getattr(whole, side), a))
+    assert loaded.contains(tr).all()
+
+
+@pytest.mark.parametrize("name", ["distmult", "transe_l2", "rotate"])
+def test_streaming_evaluation_equals_dense_ranking(name):
+    """Entity-block streaming (tiny chunk budget) gives the dense path's ranks, ties included."""
+    E, R = 3000, 4
+    rng = np.random.default_rng(1)
+    tr = np.stack([rng.integers(0, E, 4000), rng.integers(0, R, 4000), rng.integers(0, E, 4000)], 1)
+    ds = Dataset.from_arrays(tr[:3800], num_entities=E, num_relations=R, valid=tr[3800:3900], test=tr[3900:])
+    m = build_model(name, E, R, dim=6).eval()
+    with torch.no_grad():  # small integers: every score is exact, so ties are real ties in both paths
+        m.entity_emb.weight.copy_(torch.as_tensor(rng.integers(-2, 3, m.entity_emb.weight.shape)))
+        m.relation_emb.weight.copy_(torch.as_tensor(rng.integers(-1, 2, m.relation_emb.weight.shape)))
+    f = FilterIndex.from_dataset(ds)
+    for filtered in (True, False):
+        dense = Evaluator(f, chunk_elements=1 << 24).rank(m, ds.test, E, filtered)
+        stream = Evaluator(f, chunk_elements=1000).rank(m, ds.test, E, filtered)  # 1000 // 3000 = 0 queries
+        np.testing.assert_array_equal(stream.head_ranks, dense.head_ranks)
+        np.testing.assert_array_equal(stream.tail_ranks, dense.tail_ranks)
