@@ -146,16 +146,16 @@ def test_bfloat16_stochastic_rounding_is_unbiased():
     assert round_to(x, torch.bfloat16).float().mean().item() == pytest.approx(1.0 + 2**-10, abs=2e-5)
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_low_precision_training_learns_umls(tmp_path, umls, dtype):
-    opts = dict(model="distmult", epochs=25, progress=False, mode="negatives", loss="logsigmoid", margin=0.0,
-                optimizer="rowadagrad", lr=0.1, dim=64, eval_every=0, regularizer="none", init_scale=0.1,
-                threads=1)
-    half = kgc.train(umls, out=tmp_path / dtype, storage_dtype=dtype, **opts).folder.metrics()["test"]["mrr"]
-    full = kgc.train(umls, out=tmp_path / "f32", **opts).folder.metrics()["test"]["mrr"]
-    assert half > 0.5 and half >= full - 0.05, (half, full)
-    run = kgc.load_run(tmp_path / dtype)  # reopens with the stored dtype
-    assert run.model.entity_emb.weight.dtype == getattr(torch, dtype)
+def test_low_precision_training_learns_umls(tmp_path, umls):
+    opts = dict(model="distmult", epochs=12, progress=False, mode="negatives", loss="logsigmoid", margin=0.0,
+                optimizer="rowadagrad", lr=0.1, dim=32, eval_every=0, regularizer="none", init_scale=0.1,
+                threads=1, reciprocal=False)
+    mrr = {d: kgc.train(umls, out=tmp_path / d, storage_dtype=d, **opts).folder.metrics()["test"]["mrr"]
+           for d in ("float32", "float16", "bfloat16")}
+    assert mrr["float32"] > 0.5, mrr
+    assert mrr["float16"] >= mrr["float32"] - 0.05 and mrr["bfloat16"] >= mrr["float32"] - 0.05, mrr
+    run = kgc.load_run(tmp_path / "bfloat16")  # reopens with the stored dtype
+    assert run.model.entity_emb.weight.dtype == torch.bfloat16
 
 
 # ------------------------------------------------------------------------------ kernels, trainer

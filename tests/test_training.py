@@ -57,7 +57,7 @@ def test_every_model_learns_umls(tmp_path, umls, name):
     [
         {"mode": "negatives", "loss": "logsigmoid", "adversarial_temperature": 1.0, "margin": 4.0},
         {"mode": "negatives", "loss": "margin", "margin": 1.0},
-        {"mode": "negatives", "loss": "bce", "corrupt": "tail"},
+        {"mode": "negatives", "loss": "bce", "corrupt": "both", "num_negatives": 32},
         {"mode": "negatives", "loss": "softmax", "corrupt": "head"},
         {"mode": "KvsAll", "loss": "bce", "label_smoothing": 0.1, "lr": 0.3},
         {"mode": "1vsAll", "reciprocal": False, "optimizer": "rowadagrad"},
