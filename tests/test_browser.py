@@ -37,16 +37,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
-def umls_run_dir(tmp_path_factory):
-    """A tiny trained umls run, shared by the serving/report/browser tests of one session."""
-    out = tmp_path_factory.getbasetemp() / "serving-umls-distmult"
-    if not (out / "metrics.json").exists():
-        kgcomplete.train("umls", model="distmult", out=out, epochs=6, eval_every=2, dim=32, progress=False,
-                         threads=1)  # one thread: far faster on a small, shared CPU
-    return out
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,21 +21,6 @@ from kgcomplete.serving.app import create_app  # noqa: E402
 from kgcomplete.serving.engine import Limits, PrefixIndex  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def umls_run_dir(tmp_path_factory):
-    """A tiny trained umls run, shared by the serving/report/browser tests of one session."""
-    out = tmp_path_factory.getbasetemp() / "serving-umls-distmult"
-    if not (out / "metrics.json").exists():
-        kgcomplete.train("umls", model="distmult", out=out, epochs=6, eval_every=2, dim=32, progress=False,
-                         threads=1)  # one thread: far faster on a small, shared CPU
-    return out
-
-
-@pytest.fixture(scope="module")
-def run(umls_run_dir):
-    return kgcomplete.load_run(umls_run_dir)
-
-
 @pytest.fixture(scope="module")
 def client(run):
     app = create_app(run, Limits(max_k=200, max_batch=32))
