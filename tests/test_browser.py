@@ -31,7 +31,6 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="browser test skipped: the Playwright package is missing (pip install playwright)")
 pytest.importorskip("fastapi", reason="browser test skipped: serving extra not installed (pip install 'kgcomplete[serve]')")
 
-import kgcomplete  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

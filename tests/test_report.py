@@ -13,7 +13,6 @@ pytest.importorskip("matplotlib", reason="serving extra not installed (pip insta
 
 from click.testing import CliRunner  # noqa: E402
 
-import kgcomplete  # noqa: E402
 from kgcomplete.cli.main import cli  # noqa: E402
 from kgcomplete.serving.projection import export_embeddings, pca, project_embeddings  # noqa: E402
 from kgcomplete.serving.report import build_report  # noqa: E402

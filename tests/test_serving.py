@@ -16,7 +16,6 @@ pytest.importorskip("httpx", reason="serving extra not installed (pip install 'k
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-import kgcomplete  # noqa: E402
 from kgcomplete.serving.app import create_app  # noqa: E402
 from kgcomplete.serving.engine import Limits, PrefixIndex  # noqa: E402
 

@@ -16,11 +16,10 @@ the whole step, exactly as one process computing the step would get them.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Callable, Optional
 
 import numpy as np
@@ -30,6 +29,7 @@ from ..config import Config
 from ..data.dataset import Dataset
 from ..evaluation.filter_index import FilterIndex
 from ..models.base import KGEModel
+from ..training.loop import EpochLoop
 from ..training.optimizers import build_optimizer
 from .batch_sampler import PartitionedTriples, build_batch_sampler
 from .exchange import EXCHANGES, Comm, StepTimer
@@ -81,8 +81,15 @@ class DistConfig:
         return P, k
 
 
-class BessTrainer:
-    """Trains worker ``comm.rank``'s shard ``model`` (all workers call the same methods in step)."""
+class BessTrainer(EpochLoop):
+    """Trains worker ``comm.rank``'s shard ``model`` (all workers call the same methods in step).
+
+    The epoch loop (LR schedule, validation, early stopping) is the core :class:`EpochLoop`;
+    checkpoints are written only after validations and at the end, when every worker is there.
+    """
+
+    state_keys = EpochLoop.state_keys + ("steps",)
+    checkpoint_on_interrupt = False
 
     def __init__(self, cfg: Config, dataset: Dataset, sharding: Sharding, model: KGEModel, comm: Comm,
                  dcfg: Optional[DistConfig] = None, device="cpu",
@@ -91,7 +98,7 @@ class BessTrainer:
         self.cfg, self.tcfg, self.dataset, self.sharding = cfg, cfg.training, dataset, sharding
         self.model, self.comm, self.device = model, comm, torch.device(device)
         self.dcfg = dcfg or DistConfig.from_config(cfg)
-        self.checkpoint_cb, self.log_cb = checkpoint, log_epoch
+        self._init_loop_state(checkpoint, log_epoch, checkpoint_every_s=None)
         n = sharding.n_shard
         if comm.world != n:
             raise ValueError(f"{comm.world} workers for a sharding of {n} shards")
@@ -105,10 +112,7 @@ class BessTrainer:
         self.base_lr = self.tcfg.lr
         self.timer = StepTimer(self.device)
         comm.timer = self.timer
-        self.epoch, self.best_mrr, self.best_epoch, self.bad_validations = 0, -1.0, 0, 0
-        self.best_state: Optional[dict] = None
-        self.history: list[dict] = []
-        self.train_time_s, self.train_triples, self.steps = 0.0, 0, 0
+        self.steps = 0
         self._filter: Optional[FilterIndex] = None
 
     # ---------------------------------------------------------------- step
@@ -138,19 +142,16 @@ class BessTrainer:
         return float(total[0]) / n
 
     # ---------------------------------------------------------------- loop
-    def _set_lr(self) -> float:
-        c = self.tcfg
-        if c.lr_schedule == "cosine":
-            lr = self.base_lr * 0.5 * (1 + math.cos(math.pi * self.epoch / max(1, c.epochs)))
-        elif c.lr_schedule == "exponential":
-            lr = self.base_lr * c.lr_decay**self.epoch
-        elif c.lr_schedule in ("none", "plateau"):
-            lr = self.optimizer.param_groups[0]["lr"]
-        else:
-            raise ValueError(f"unknown lr_schedule {c.lr_schedule!r}")
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
-        return lr
+    @property
+    def training_cfg(self):
+        return self.tcfg
+
+    def has_validation(self) -> bool:
+        return len(self.dataset.valid) > 0
+
+    def _emit(self, record: dict) -> None:
+        if self.comm.rank == 0:
+            super()._emit(record)
 
     def run_epoch(self, max_steps: Optional[int] = None) -> dict:
         self.model.train()
@@ -199,54 +200,6 @@ class BessTrainer:
 
     def validate(self) -> float:
         return float(self.rank(self.dataset.valid).metrics(per_relation=False)["mrr"])
-
-    def fit(self) -> "BessTrainer":
-        c = self.tcfg
-        has_valid = len(self.dataset.valid) > 0
-        while self.epoch < c.epochs:
-            rec = self.run_epoch()
-            stop = False
-            if has_valid and c.eval_every > 0 and (self.epoch % c.eval_every == 0 or self.epoch == c.epochs):
-                t0 = time.perf_counter()
-                mrr = self.validate()
-                rec.update(valid_mrr=mrr, valid_time_s=time.perf_counter() - t0)
-                if mrr > self.best_mrr:
-                    self.best_mrr, self.best_epoch, self.bad_validations = mrr, self.epoch, 0
-                    self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                else:
-                    self.bad_validations += 1
-                    if c.lr_schedule == "plateau":
-                        for g in self.optimizer.param_groups:
-                            g["lr"] *= c.lr_decay
-                    stop = c.patience > 0 and self.bad_validations >= c.patience
-            self.history.append(rec)
-            if self.log_cb and self.comm.rank == 0:
-                self.log_cb(rec)
-            log.info("epoch %s", json.dumps(rec))
-            if self.checkpoint_cb and "valid_mrr" in rec:
-                self.checkpoint_cb(self, "epoch")
-            if stop:
-                break
-        if self.checkpoint_cb:
-            self.checkpoint_cb(self, "end")
-        return self
-
-    def load_best(self) -> None:
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-
-    # --------------------------------------------------------------- state
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "best_mrr": self.best_mrr, "best_epoch": self.best_epoch,
-                "bad_validations": self.bad_validations, "train_time_s": self.train_time_s,
-                "train_triples": self.train_triples, "steps": self.steps,
-                "lr": self.optimizer.param_groups[0]["lr"], "config": asdict(self.tcfg)}
-
-    def load_state(self, state: dict) -> None:
-        for k in ("epoch", "best_mrr", "best_epoch", "bad_validations", "train_time_s", "train_triples", "steps"):
-            setattr(self, k, state.get(k, getattr(self, k)))
-        for g in self.optimizer.param_groups:
-            g["lr"] = state["lr"]
 
     def memory(self) -> dict:
         """Bytes of this worker's entity shard and of the optimizer state attached to it."""

@@ -209,7 +209,7 @@ class QARun(KGT5Run):
     def evaluate_qa(self, qa: QAData, k: int = 10, batch: int = 256) -> dict:
         """``hits@1``, ``hits@k`` (a correct answer among the top k) and ``mrr`` (first correct answer)."""
         E = self.dataset.num_entities
-        ents, scs = [], []
+        ents = []
         sc = self.scorer(method="beam", beam_size=max(k, self.config["kgt5"]["decoding"]["beam_size"]))
         for s in range(0, len(qa), batch):
             e, _ = self.answer(qa.topics[s:s + batch], qa.questions[s:s + batch], k, scorer=sc)

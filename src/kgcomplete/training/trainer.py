@@ -11,12 +11,8 @@ One :class:`Trainer` serves all shallow models and three modes:
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
-from dataclasses import asdict
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -29,13 +25,14 @@ from ..evaluation.filter_index import CSRIndex, FilterIndex
 from ..models.base import KGEModel
 from .loss import kvsall_loss, negative_sampling_loss, one_vs_all_loss
 from .negative_sampler import NegativeSampler
+from .loop import EpochLoop
 from .optimizers import build_optimizer
 
 log = logging.getLogger(__name__)
 
 
-class Trainer:
-    """Trains ``model`` on ``dataset.train``.
+class Trainer(EpochLoop):
+    """Trains ``model`` on ``dataset.train`` (the epoch loop itself is :class:`EpochLoop`).
 
     Args:
         checkpoint: ``callback(trainer, reason)`` that persists state (the run folder passes one);
@@ -54,19 +51,10 @@ class Trainer:
         checkpoint_every_s: float = 120.0,
     ):
         self.model, self.dataset, self.cfg = model, dataset, cfg
-        self.checkpoint_cb, self.log_cb = checkpoint, log_epoch
-        self.checkpoint_every_s = checkpoint_every_s
+        self._init_loop_state(checkpoint, log_epoch, checkpoint_every_s)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.optimizer = build_optimizer(cfg.optimizer, model, cfg.lr)
         self.base_lr = cfg.lr
-        self.epoch = 0  # epochs completed
-        self.best_mrr = -1.0
-        self.best_epoch = 0
-        self.bad_validations = 0
-        self.best_state: Optional[dict] = None
-        self.history: list[dict] = []
-        self.train_time_s = 0.0
-        self.train_triples = 0
         self.train = torch.as_tensor(dataset.train)
         self.mode = cfg.mode.lower()
         if self.mode not in ("1vsall", "kvsall", "negatives"):
@@ -201,19 +189,12 @@ class Trainer:
         return sum(losses) / len(losses)
 
     # -------------------------------------------------------------------- loop
-    def _set_lr(self) -> float:
-        cfg = self.cfg
-        if cfg.lr_schedule == "cosine":
-            lr = self.base_lr * 0.5 * (1 + math.cos(math.pi * self.epoch / max(1, cfg.epochs)))
-        elif cfg.lr_schedule == "exponential":
-            lr = self.base_lr * cfg.lr_decay**self.epoch
-        elif cfg.lr_schedule in ("none", "plateau"):
-            lr = self.optimizer.param_groups[0]["lr"]
-        else:
-            raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}: none | cosine | exponential | plateau")
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
-        return lr
+    @property
+    def training_cfg(self) -> TrainingConfig:
+        return self.cfg
+
+    def has_validation(self) -> bool:
+        return len(self.dataset.valid) > 0
 
     def run_epoch(self) -> dict:
         """One pass over the training data; returns the epoch's log record."""
@@ -259,71 +240,3 @@ class Trainer:
             self.model, self.dataset.valid, self.dataset.num_entities, True, self.dataset.candidates.get("valid")
         )
         return float(res.metrics(per_relation=False)["mrr"])
-
-    def fit(self) -> "Trainer":
-        """Train until ``cfg.epochs`` (continuing from ``self.epoch`` after a resume) or early stop."""
-        cfg = self.cfg
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        has_valid = len(self.dataset.valid) > 0
-        last_save = time.perf_counter()
-        try:
-            while self.epoch < cfg.epochs:
-                record = self.run_epoch()
-                stop = False
-                if has_valid and cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
-                    t0 = time.perf_counter()
-                    mrr = self.validate()
-                    record.update(valid_mrr=mrr, valid_time_s=time.perf_counter() - t0)
-                    if mrr > self.best_mrr:
-                        self.best_mrr, self.best_epoch, self.bad_validations = mrr, self.epoch, 0
-                        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                    else:
-                        self.bad_validations += 1
-                        if cfg.lr_schedule == "plateau":
-                            for g in self.optimizer.param_groups:
-                                g["lr"] *= cfg.lr_decay
-                        stop = cfg.patience > 0 and self.bad_validations >= cfg.patience
-                self.history.append(record)
-                if self.log_cb:
-                    self.log_cb(record)
-                log.info("epoch %s", json.dumps(record))
-                validated = "valid_mrr" in record
-                if self.checkpoint_cb and (validated or time.perf_counter() - last_save > self.checkpoint_every_s):
-                    self.checkpoint_cb(self, "epoch")
-                    last_save = time.perf_counter()
-                if stop:
-                    log.info("early stop at epoch %d (best valid MRR %.4f at epoch %d)", self.epoch, self.best_mrr, self.best_epoch)
-                    break
-        except KeyboardInterrupt:
-            if self.checkpoint_cb:
-                self.checkpoint_cb(self, "interrupted")
-            raise
-        if self.checkpoint_cb:
-            self.checkpoint_cb(self, "end")
-        return self
-
-    def load_best(self) -> None:
-        """Put the best validated parameters back into the model (no-op without validation)."""
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-
-    # ------------------------------------------------------------------ state
-    def state(self) -> dict:
-        """JSON-able counters (RNG and optimizer tensors are saved separately)."""
-        return {
-            "epoch": self.epoch,
-            "best_mrr": self.best_mrr,
-            "best_epoch": self.best_epoch,
-            "bad_validations": self.bad_validations,
-            "train_time_s": self.train_time_s,
-            "train_triples": self.train_triples,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "config": asdict(self.cfg),
-        }
-
-    def load_state(self, state: dict) -> None:
-        for k in ("epoch", "best_mrr", "best_epoch", "bad_validations", "train_time_s", "train_triples"):
-            setattr(self, k, state[k])
-        for g in self.optimizer.param_groups:
-            g["lr"] = state["lr"]
