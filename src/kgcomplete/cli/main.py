@@ -89,8 +89,9 @@ def train(dataset, model, out, config_file, resume, sets, drop_unknown, no_progr
         click.echo(json.dumps({k: v for k, v in metrics.items()}, indent=2))
         return
     click.echo(f"run folder: {run.path}")
-    click.echo(f"trained {metrics.get('epochs')} epochs in {metrics.get('train_time_s', 0):.1f}s "
-               f"({metrics.get('train_triples_per_s', 0):,.0f} triples/s)")
+    speed = metrics.get("train_triples_per_s")
+    speed = f" ({speed:,.0f} triples/s)" if isinstance(speed, (int, float)) else ""
+    click.echo(f"trained {metrics.get('epochs', '?')} epochs in {metrics.get('train_time_s', 0):.1f}s{speed}")
     if "test" in metrics:
         click.echo(_metrics_table(metrics["test"], "test"))
 
