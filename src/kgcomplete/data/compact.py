@@ -427,26 +427,9 @@ def load_folder(
                    source=finger, progress=progress)
     ds = load_compact(cache_dir, name=name or path.name)
     if meta_files:
-        _attach_metadata(ds, meta_files)
+        ds.attach_metadata(meta_files)
         add_parts(cache_dir, ds)
     return ds
-
-
-def _attach_metadata(ds: Dataset, meta_files: Mapping[str, Path]) -> None:
-    """Same result as :meth:`Dataset.attach_metadata_folder` for the given ``{attr: path}``."""
-    from .formats._util import align
-    from .readers import read_id_text
-
-    for attr, f in meta_files.items():
-        series = read_id_text(f)
-        if attr == "relation_names":
-            ds.relation_names = align(series, ds.relations, fill_with_label=True)
-        elif attr == "entity_types":
-            types = align(series, ds.entities, fill_with_label=False)
-            ds.type_vocab = Vocabulary.from_values(types[types != ""])
-            ds.entity_types = np.where(types != "", ds.type_vocab.encode(types), -1).astype(np.int64)
-        else:
-            setattr(ds, attr, align(series, ds.entities, fill_with_label=(attr == "entity_names")))
 
 
 __all__ = [

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .readers import DataFormatError, read_id_text, read_triples
-from .vocabulary import Vocabulary
+from .vocabulary import Vocabulary, align
 
 log = logging.getLogger(__name__)
 
@@ -239,19 +239,20 @@ class Dataset:
     def attach_metadata_folder(self, path: str | Path) -> None:
         """Load whichever of ``entity_names.tsv`` etc. exist in ``path``."""
         path = Path(path)
-        for attr, fname in METADATA_FILES.items():
-            f = path / fname
-            if not f.exists():
-                continue
+        self.attach_metadata({attr: path / f for attr, f in METADATA_FILES.items() if (path / f).exists()})
+
+    def attach_metadata(self, files: Mapping[str, str | Path]) -> None:
+        """Attach ``{attribute: id<TAB>text file}`` (attributes as in :data:`METADATA_FILES`)."""
+        for attr, f in files.items():
             series = read_id_text(f)
             if attr == "relation_names":
-                self.relation_names = _align(series, self.relations, fill_with_label=True)
+                self.relation_names = align(series, self.relations, fill_with_label=True)
             elif attr == "entity_types":
-                types = _align(series, self.entities, fill_with_label=False)
+                types = align(series, self.entities, fill_with_label=False)
                 self.type_vocab = Vocabulary.from_values(types[types != ""])
                 self.entity_types = np.where(types != "", self.type_vocab.encode(types), -1).astype(np.int64)
             else:
-                setattr(self, attr, _align(series, self.entities, fill_with_label=(attr == "entity_names")))
+                setattr(self, attr, align(series, self.entities, fill_with_label=(attr == "entity_names")))
 
     def metadata_frames(self) -> dict[str, pd.DataFrame]:
         """Metadata as ``id<TAB>text`` frames keyed by file name (for saving)."""
@@ -267,15 +268,6 @@ class Dataset:
             else:
                 out[fname] = pd.DataFrame({"id": vocab.labels, "text": vals})
         return out
-
-
-def _align(series: pd.Series, vocab: Vocabulary, fill_with_label: bool) -> np.ndarray:
-    """Metadata Series keyed by label -> (len(vocab),) object array in id order."""
-    vals = np.array(series.reindex(vocab.labels).to_numpy(dtype=object), dtype=object, copy=True)
-    missing = pd.isna(vals)
-    if missing.any():
-        vals[missing] = vocab.labels[missing] if fill_with_label else ""
-    return vals
 
 
 __all__ = ["Dataset", "DataFormatError", "UnknownLabelError", "Vocabulary"]

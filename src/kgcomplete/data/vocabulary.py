@@ -91,3 +91,14 @@ class Vocabulary:
         if not np.array_equal(ids, np.arange(len(ids))):
             raise ValueError(f"{path}: ids must be 0..n-1 in order")
         return cls(df[1].to_numpy(dtype=object))
+
+
+def align(series: pd.Series, vocab: "Vocabulary", fill_with_label: bool) -> np.ndarray:
+    """Values keyed by label -> (len(vocab),) writable object array in id order; missing entries
+    become the label itself (``fill_with_label``) or ""."""
+    vals = np.array(series.reindex(vocab.labels).to_numpy(dtype=object), dtype=object, copy=True)
+    missing = pd.isna(vals)
+    if missing.any():
+        vals[missing] = vocab.labels[missing] if fill_with_label else ""
+    return vals
+
