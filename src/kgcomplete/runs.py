@@ -154,7 +154,7 @@ class KGERun:
     def __init__(self, path: Optional[Path], config: Config, model: KGEModel, dataset: Dataset):
         self.path = Path(path) if path else None
         self.config, self.model, self.dataset = config, model, dataset
-        self._filters: dict[str, FilterIndex] = {}
+        self.known = KnownTriples(dataset)
 
     def __repr__(self) -> str:
         return f"KGERun({self.path}, model={self.config.model.name}, dataset={self.dataset.name})"
@@ -205,10 +205,7 @@ class KGERun:
 
     def filter_index(self, which: str = "all") -> FilterIndex:
         """Known triples of ``all`` splits or of one split (cached)."""
-        if which not in self._filters:
-            triples = list(self.dataset.splits.values()) if which == "all" else self.dataset.splits[which]
-            self._filters[which] = FilterIndex(triples, self.dataset.num_relations)
-        return self._filters[which]
+        return self.known.index(which)
 
     def resolve_entity(self, text: str) -> int:
         """Entity id from its label or (unique) name; KeyError with close matches otherwise."""
@@ -235,36 +232,11 @@ class KGERun:
 
     def predict_ids(self, anchor: np.ndarray, r: np.ndarray, head: bool, k: int = 10, exclude_known: bool = False) -> list[list[dict]]:
         """Batched top-k for ``(B,)`` anchors/relations (used by ``predict`` and the server)."""
-        k = max(1, min(int(k), self.dataset.num_entities))
-        with torch.no_grad():
-            scores = self.score_queries(torch.as_tensor(anchor), torch.as_tensor(r), None, head=head).float()
-            if exclude_known:
-                q, ent = self.filter_index("all").known(anchor, r, head=head)
-                scores[torch.as_tensor(q), torch.as_tensor(ent)] = float("-inf")
-            top = torch.topk(scores, k, dim=1)
-        ids, vals = top.indices.numpy(), top.values.numpy()
-        out = []
-        for b in range(len(anchor)):  # one list per query (k rows each)
-            rows = ids[b]
-            triples = np.stack([rows, np.full(k, r[b]), np.full(k, anchor[b])], 1) if head else \
-                np.stack([np.full(k, anchor[b]), np.full(k, r[b]), rows], 1)
-            known = self.known_split(triples)
-            labels = self.dataset.entities.labels[rows]
-            names = self.dataset.entity_text(rows)
-            out.append([
-                {"rank": i + 1, "id": int(rows[i]), "entity": str(labels[i]), "name": str(names[i]),
-                 "score": float(vals[b, i]), "known": known[i]}
-                for i in range(k)
-            ])
-        return out
+        return top_k_predictions(self, self.dataset, self.known, anchor, r, head, k, exclude_known)
 
     def known_split(self, triples: np.ndarray) -> list[Optional[str]]:
         """For ``(B, 3)`` triples: the first split that contains each, or None."""
-        status = np.full(len(triples), None, dtype=object)
-        for split in self.dataset.splits:
-            hit = self.filter_index(split).contains(triples) & (status == None)  # noqa: E711
-            status[hit] = split
-        return status.tolist()
+        return self.known.split_of(triples)
 
     def export(self, out: Optional[str | Path] = None) -> dict[str, Path]:
         """Write ``entity_embeddings.npy``, ``relation_embeddings.npy`` and vocabulary TSVs."""
@@ -287,6 +259,59 @@ class KGERun:
                       "label": _relation_labels(self.dataset, self.model.num_relations)}).to_csv(
             files["relations"], sep="\t", index=False)
         return files
+
+
+class KnownTriples:
+    """Lazily built :class:`FilterIndex` per split (``"all"`` = every split) of a dataset."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self._indexes: dict[str, FilterIndex] = {}
+
+    def index(self, which: str = "all") -> FilterIndex:
+        if which not in self._indexes:
+            triples = self.dataset.all_triples() if which == "all" else self.dataset.splits[which]
+            self._indexes[which] = FilterIndex(triples, self.dataset.num_relations)
+        return self._indexes[which]
+
+    def split_of(self, triples: np.ndarray) -> list[Optional[str]]:
+        """For ``(B, 3)`` triples: the first split that contains each, or None."""
+        status = np.full(len(triples), None, dtype=object)
+        for split in self.dataset.splits:  # a handful of splits, each check vectorised
+            hit = self.index(split).contains(triples) & (status == None)  # noqa: E711
+            status[hit] = split
+        return status.tolist()
+
+
+def top_k_predictions(scorer, dataset: Dataset, known: KnownTriples, anchor: np.ndarray, r: np.ndarray,
+                      head: bool, k: int = 10, exclude_known: bool = False) -> list[list[dict]]:
+    """Top-k answers of ``(B,)`` queries from any scorer (``score_queries``), as rows
+    ``{"rank", "id", "entity", "name", "score", "known"}``; answers scoring -inf (never generated
+    by a text model) are left out, so a list may be shorter than k."""
+    anchor, r = np.asarray(anchor, np.int64), np.asarray(r, np.int64)
+    k = max(1, min(int(k), dataset.num_entities))
+    with torch.no_grad():
+        scores = torch.as_tensor(scorer.score_queries(torch.as_tensor(anchor), torch.as_tensor(r), None, head=head)).float()
+        if exclude_known:
+            q, ent = known.index("all").known(anchor, r, head=head)
+            scores[torch.as_tensor(q), torch.as_tensor(ent)] = float("-inf")
+        top = torch.topk(scores, k, dim=1)
+    ids, vals = top.indices.numpy(), top.values.numpy()
+    out = []
+    for b in range(len(anchor)):  # one list per query (at most k rows each)
+        keep = np.isfinite(vals[b])
+        rows, sc = ids[b][keep], vals[b][keep]
+        n = len(rows)
+        triples = np.stack([rows, np.full(n, r[b]), np.full(n, anchor[b])], 1) if head else \
+            np.stack([np.full(n, anchor[b]), np.full(n, r[b]), rows], 1)
+        status = known.split_of(triples) if n else []
+        labels, names = dataset.entities.labels[rows], dataset.entity_text(rows)
+        out.append([
+            {"rank": i + 1, "id": int(rows[i]), "entity": str(labels[i]), "name": str(names[i]),
+             "score": float(sc[i]), "known": status[i]}
+            for i in range(n)
+        ])
+    return out
 
 
 def _relation_labels(dataset: Dataset, n: int) -> np.ndarray:

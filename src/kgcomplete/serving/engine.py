@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..runs import KnownTriples, top_k_predictions
+
 _MAX_CHAR = "\U0010ffff"
 
 
@@ -149,7 +151,7 @@ class QueryEngine:
         self.relation_names = ds.relation_text(np.arange(self.num_relations)).astype(str)
         self.entity_index = PrefixIndex(self.entity_labels, self.entity_names)
         self.relation_index = PrefixIndex(self.relation_labels, self.relation_names)
-        self._filters: dict[str, Any] = {}
+        self.known = getattr(run, "known", None) or KnownTriples(self.dataset)
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- run info
@@ -222,24 +224,12 @@ class QueryEngine:
         return [{"id": int(i), "label": str(labels[i]), "name": str(names[i])} for i in ids]
 
     # ---------------------------------------------------------------- scoring
-    def _filter(self, split: str):
-        if split not in self._filters:
-            from ..evaluation.filter_index import FilterIndex
-
-            triples = self.dataset.all_triples() if split == "all" else self.dataset.splits[split]
-            self._filters[split] = FilterIndex(triples, self.num_relations)
-        return self._filters[split]
-
     def known_split(self, triples: np.ndarray) -> list[Optional[str]]:
         """First split (train/valid/test) that holds each ``(B, 3)`` triple, or None."""
         fn = getattr(self.run, "known_split", None)
         if callable(fn):
             return list(fn(triples))
-        status = np.full(len(triples), None, dtype=object)
-        for split in self.dataset.splits:
-            hit = self._filter(split).contains(triples) & (status == None)  # noqa: E711
-            status[hit] = split
-        return status.tolist()
+        return self.known.split_of(triples)
 
     def predict_ids(self, anchor: np.ndarray, r: np.ndarray, head: bool, k: int, exclude_known: bool = False) -> list[list[dict]]:
         """Batched top-k (thread-safe: calls into the model are serialised)."""
@@ -249,37 +239,13 @@ class QueryEngine:
             if callable(fn):
                 rows = fn(anchor, r, head, k, exclude_known)
             else:
-                rows = self._generic_predict_ids(anchor, r, head, k, exclude_known)
+                rows = top_k_predictions(self.run, self.dataset, self.known, anchor, r, head, k, exclude_known)
         for qrows in rows:  # normalise across run types (KGT5 reports known as a bool)
             for row in qrows:
                 if isinstance(row.get("known"), bool):
                     row["known"] = "known" if row["known"] else None
                 row["score"] = float(row["score"]) if np.isfinite(row["score"]) else None
         return rows
-
-    def _generic_predict_ids(self, anchor, r, head, k, exclude_known) -> list[list[dict]]:
-        k = max(1, min(int(k), self.num_entities))
-        with torch.no_grad():
-            scores = torch.as_tensor(self.run.score_queries(torch.as_tensor(anchor), torch.as_tensor(r), None, head=head)).float()
-            if exclude_known:
-                q, ent = self._filter("all").known(anchor, r, head=head)
-                scores[torch.as_tensor(q), torch.as_tensor(ent)] = float("-inf")
-            top = torch.topk(scores, k, dim=1)
-        ids, vals = top.indices.numpy(), top.values.numpy()
-        out = []
-        for b in range(len(anchor)):
-            keep = np.isfinite(vals[b])  # e.g. entities a text model never generated
-            rows, sc = ids[b][keep], vals[b][keep]
-            n = len(rows)
-            triples = np.stack([rows, np.full(n, r[b]), np.full(n, anchor[b])], 1) if head else \
-                np.stack([np.full(n, anchor[b]), np.full(n, r[b]), rows], 1)
-            known = self.known_split(triples) if n else []
-            out.append([
-                {"rank": i + 1, "id": int(rows[i]), "entity": str(self.entity_labels[rows[i]]),
-                 "name": str(self.entity_names[rows[i]]), "score": float(sc[i]), "known": known[i]}
-                for i in range(n)
-            ])
-        return out
 
     def score_triples(self, triples: np.ndarray) -> np.ndarray:
         triples = np.asarray(triples, np.int64).reshape(-1, 3)
