@@ -17,7 +17,6 @@ then ids are renumbered so the result equals :meth:`Dataset.from_labeled` (sorte
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -25,20 +24,19 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import Mapping, Optional
 
 import numpy as np
 import pandas as pd
 
 from .dataset import SPLITS, Dataset, UnknownLabelError
-from .readers import DataFormatError, _line_text
+from .readers import DEFAULT_CHUNK_LINES, DataFormatError, iter_tsv_chunks  # noqa: F401  (re-exported)
 from .vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 TEXT_ATTRS = ("entity_names", "entity_descriptions", "relation_names", "entity_aliases")
-DEFAULT_CHUNK_LINES = 2_000_000
 
 
 # ------------------------------------------------------------------------------------ text files
@@ -180,65 +178,6 @@ def load_compact(folder: str | Path, mmap: bool = True, name: Optional[str] = No
 
 
 # ------------------------------------------------------------------------------------ streaming
-def iter_tsv_chunks(path: str | Path, columns: int = 3, chunk_lines: int = DEFAULT_CHUNK_LINES,
-                    required: Optional[tuple[int, ...]] = None) -> Iterator[tuple[int, pd.DataFrame]]:
-    """Yield ``(first_line_index, frame)`` chunks of a headerless TSV (any compression pandas infers).
-
-    Same checks as :func:`readers.read_tsv_columns` (field count, empty fields, CRLF, trailing
-    blank lines), raising :class:`DataFormatError` with the file and the global line number.
-    ``required``: the columns that must be non-empty (default: all).
-    """
-    req = list(range(columns)) if required is None else list(required)
-    path = Path(path)
-    reader = pd.read_csv(
-        path, sep="\t", header=None, names=list(range(columns)), dtype=str, keep_default_na=False,
-        na_filter=False, quoting=csv.QUOTE_NONE, skip_blank_lines=False, engine="c", encoding="utf-8",
-        chunksize=chunk_lines, compression="infer",
-    )
-    start = 0
-    blank_from: Optional[int] = None  # first line of a run of blank lines at the end of the previous chunk
-    try:
-        for df in reader:
-            if len(df) == 0:
-                continue
-            if blank_from is not None:
-                raise DataFormatError(path, blank_from + 1, f"expected {columns} tab-separated fields, found 0: ''")
-            last = df[columns - 1]
-            if last.str.endswith("\r").any():
-                df[columns - 1] = last.str.rstrip("\r")
-            empty = (df == "").to_numpy()
-            all_empty = empty.all(axis=1)
-            n = len(df)
-            while n and all_empty[n - 1]:
-                n -= 1
-            if n < len(df):
-                blank_from = start + n
-            bad = np.flatnonzero(empty[:n][:, req].any(axis=1))
-            if len(bad):
-                line = start + int(bad[0]) + 1
-                text = _line_text(path, line) if path.suffix not in (".gz", ".bz2", ".xz", ".zip") else ""
-                found = len(text.split("\t")) if text.strip("\r") else 0
-                if text and found != columns:
-                    msg = f"expected {columns} tab-separated fields, found {found}: {text!r}"
-                else:
-                    col = int(np.flatnonzero(empty[bad[0]][req])[0])
-                    msg = f"empty field {req[col] + 1} of {columns}: {text!r}"
-                raise DataFormatError(path, line, msg)
-            yield start, df.iloc[:n]
-            start += len(df)
-    except pd.errors.ParserError as e:
-        import re
-
-        m = re.search(r"line (\d+), saw (\d+)", str(e))
-        if m:
-            line = int(m.group(1))
-            raise DataFormatError(path, line, f"expected {columns} tab-separated fields, found {m.group(2)}: "
-                                  f"{_line_text(path, line)!r}") from None
-        raise DataFormatError(path, None, str(e)) from None
-    except UnicodeDecodeError as e:
-        raise DataFormatError(path, None, f"not valid UTF-8 ({e})") from None
-
-
 class _GrowingVocab:
     """Label -> id in first-seen order, grown chunk by chunk with vectorised hash lookups."""
 

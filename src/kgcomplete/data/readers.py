@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import re
+from typing import Iterator, Optional
 from pathlib import Path
 
 import numpy as np
@@ -32,63 +32,77 @@ def read_tsv_columns(path: str | Path, columns: int, what: str = "fields") -> pd
 
     CRLF line endings are tolerated. Returns a DataFrame with integer column names 0..columns-1,
     one row per line (row i is line i+1). Raises :class:`DataFormatError` naming file and line
-    for a wrong number of fields or an empty field.
+    for a wrong number of fields or an empty field (checks of :func:`iter_tsv_chunks`).
     """
-    path = Path(path)
     try:
-        df = pd.read_csv(
-            path,
-            sep="\t",
-            header=None,
-            names=list(range(columns)),
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            quoting=csv.QUOTE_NONE,
-            skip_blank_lines=False,
-            engine="c",
-            encoding="utf-8",
-        )
-    except FileNotFoundError:
-        raise
+        parts = [df for _, df in iter_tsv_chunks(path, columns)]
     except pd.errors.EmptyDataError:
+        parts = []
+    if not parts:
         return pd.DataFrame({i: pd.Series([], dtype=object) for i in range(columns)})
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+DEFAULT_CHUNK_LINES = 2_000_000
+
+
+def iter_tsv_chunks(path: str | Path, columns: int = 3, chunk_lines: int = DEFAULT_CHUNK_LINES,
+                    required: Optional[tuple[int, ...]] = None) -> Iterator[tuple[int, pd.DataFrame]]:
+    """Yield ``(first_line_index, frame)`` chunks of a headerless TSV (any compression pandas infers).
+
+    Checks field count, empty fields, CRLF and trailing blank lines, raising :class:`DataFormatError` with the file and the global line number.
+    ``required``: the columns that must be non-empty (default: all).
+    """
+    req = list(range(columns)) if required is None else list(required)
+    path = Path(path)
+    reader = pd.read_csv(
+        path, sep="\t", header=None, names=list(range(columns)), dtype=str, keep_default_na=False,
+        na_filter=False, quoting=csv.QUOTE_NONE, skip_blank_lines=False, engine="c", encoding="utf-8",
+        chunksize=chunk_lines, compression="infer",
+    )
+    start = 0
+    blank_from: Optional[int] = None  # first line of a run of blank lines at the end of the previous chunk
+    try:
+        for df in reader:
+            if len(df) == 0:
+                continue
+            if blank_from is not None:
+                raise DataFormatError(path, blank_from + 1, f"expected {columns} tab-separated fields, found 0: ''")
+            last = df[columns - 1]
+            if last.str.endswith("\r").any():
+                df[columns - 1] = last.str.rstrip("\r")
+            empty = (df == "").to_numpy()
+            all_empty = empty.all(axis=1)
+            n = len(df)
+            while n and all_empty[n - 1]:
+                n -= 1
+            if n < len(df):
+                blank_from = start + n
+            bad = np.flatnonzero(empty[:n][:, req].any(axis=1))
+            if len(bad):
+                line = start + int(bad[0]) + 1
+                plain = path.suffix not in (".gz", ".bz2", ".xz", ".zip")  # line text only from plain files
+                text = _line_text(path, line) if plain else ""
+                found = len(text.split("\t")) if text.strip("\r") else 0
+                if plain and found != columns:
+                    msg = f"expected {columns} tab-separated fields, found {found}: {text!r}"
+                else:
+                    col = int(np.flatnonzero(empty[bad[0]][req])[0])
+                    msg = f"empty field {req[col] + 1} of {columns}: {text!r}"
+                raise DataFormatError(path, line, msg)
+            yield start, df.iloc[:n]
+            start += len(df)
     except pd.errors.ParserError as e:
+        import re
+
         m = re.search(r"line (\d+), saw (\d+)", str(e))
         if m:
             line = int(m.group(1))
-            raise DataFormatError(
-                path, line, f"expected {columns} tab-separated {what}, found {m.group(2)}: {_line_text(path, line)!r}"
-            ) from None
+            raise DataFormatError(path, line, f"expected {columns} tab-separated fields, found {m.group(2)}: "
+                                  f"{_line_text(path, line)!r}") from None
         raise DataFormatError(path, None, str(e)) from None
     except UnicodeDecodeError as e:
         raise DataFormatError(path, None, f"not valid UTF-8 ({e})") from None
-    if len(df) == 0:
-        return df
-    # CRLF: the C parser keeps a trailing '\r' on the last field when it sees lone '\n' after it.
-    last = df[columns - 1]
-    if last.str.endswith("\r").any():
-        df[columns - 1] = last.str.rstrip("\r")
-    # A final line with only '\r' (or a trailing blank line) becomes an all-empty row: drop trailing ones.
-    empty = (df == "").to_numpy()
-    all_empty = empty.all(axis=1)
-    n = len(df)
-    while n and all_empty[n - 1]:
-        n -= 1
-    df, empty = df.iloc[:n], empty[:n]
-    bad = np.flatnonzero(empty.any(axis=1))
-    if len(bad):
-        line = int(bad[0]) + 1
-        text = _line_text(path, line)
-        found = len(text.split("\t")) if text.strip("\r") else 0
-        if found != columns:
-            msg = f"expected {columns} tab-separated {what}, found {found}: {text!r}"
-        else:
-            col = int(np.flatnonzero(empty[bad[0]])[0]) + 1
-            msg = f"empty field {col} of {columns}: {text!r}"
-        more = f" ({len(bad) - 1} more bad lines)" if len(bad) > 1 else ""
-        raise DataFormatError(path, line, msg + more)
-    return df
 
 
 def read_triples(path: str | Path) -> np.ndarray:
