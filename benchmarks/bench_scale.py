@@ -23,10 +23,12 @@ process, so ``ru_maxrss`` is the peak of the whole run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -97,21 +99,18 @@ def bench_throughput(args) -> None:
         "training.optimizer": "rowadagrad", "training.lr": hp["lr"], "training.batch_size": hp["batch_size"],
         "training.num_negatives": hp["num_negatives"], "training.corrupt": "both", "training.regularizer": "none",
         "training.progress": False})
-    model = make_model(cfg, ds)
-    trainer = Trainer(model, ds, cfg.training)
+    trainers = {}
+    for hogwild in sorted(set([1] + args.hogwild)):
+        trainers[hogwild] = Trainer(make_model(cfg, ds), ds, dataclasses.replace(cfg.training, hogwild=hogwild))
     plain = PlainTransE(ds.num_entities, ds.num_relations, hp["dim"], hp["lr"], hp["margin"])
     train = torch.as_tensor(np.asarray(ds.train))
     g = torch.Generator().manual_seed(1)
     B, N = hp["batch_size"], hp["num_negatives"]
 
-    def run_kgc(n):
+    def run_kgc(trainer, n):
         perm = torch.randint(0, len(train), (n * B,), generator=g)
         t = time.perf_counter()
-        for i in range(n):
-            trainer.optimizer.zero_grad(set_to_none=True)
-            loss, _ = trainer.batch_loss(perm[i * B : (i + 1) * B])
-            loss.backward()
-            trainer.optimizer.step()
+        trainer.train_batches(perm.split(B))
         return n * B / (time.perf_counter() - t)
 
     def run_plain(n):
@@ -126,15 +125,20 @@ def bench_throughput(args) -> None:
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        run_kgc(10), run_plain(10)  # warm-up
-        res = {"kgcomplete": [], "plain PyTorch": []}
+        loops = {"plain PyTorch": run_plain}
+        for hogwild, tr in trainers.items():
+            if hogwild == 1 or hogwild <= threads:
+                loops[f"kgcomplete, hogwild {hogwild}" if hogwild > 1 else "kgcomplete"] = partial(run_kgc, tr)
+        for run in loops.values():
+            run(10)  # warm-up
+        res = {name: [] for name in loops}
         load0 = load_avg()
-        for rep in range(args.reps):  # alternate, so both see the same load
-            res["kgcomplete"].append(run_kgc(args.batches))
-            res["plain PyTorch"].append(run_plain(args.batches))
+        for rep in range(args.reps):  # alternate, so all see the same load
+            for name, run in loops.items():
+                res[name].append(run(args.batches))
         for name, v in res.items():
             rows.append((name, threads, float(np.median(v)), max(v), f"{load0} -> {load_avg()}"))
-        print(rows[-2], rows[-1], flush=True)
+            print(rows[-1], flush=True)
     print(f"\nTransE (L2) d={hp['dim']}, {ds.num_entities:,} entities / {len(ds.train):,} train triples, batch {B}, "
           f"{N} shared negatives per corrupted side (head + tail), log-sigmoid, row-wise Adagrad; "
           f"{args.reps} x {args.batches} batches per row\n")
@@ -219,6 +223,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[2])
     ap.add_argument("--batches", type=int, default=200, help="throughput: timed batches per repetition")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--hogwild", type=int, nargs="+", default=[2], help="throughput: Hogwild thread counts")
     ap.add_argument("--dim", type=int, default=64, help="big: embedding size")
     ap.add_argument("--batch", type=int, default=4096, help="big: batch size")
     ap.add_argument("--storage-dtype", default="float16")

@@ -15,7 +15,7 @@ from kgcomplete.distributed.inference import distributed_rank, distributed_topk
 from kgcomplete.distributed.launch import free_port, init_group, spawn
 from kgcomplete.distributed.negative_sampler import ShardedNegativeSampler
 from kgcomplete.distributed.sharding import Sharding
-from kgcomplete.distributed.step import (WorkerView, forward_step, make_plan, reference_step, regularizer_emb,
+from kgcomplete.distributed.step import (WorkerView, forward_step, make_plan, reference_step,
                                          restrict_entity_grad, sync_replicated_grads, worker_loss)
 from kgcomplete.evaluation import Evaluator, FilterIndex
 from kgcomplete.models import build_model
@@ -76,7 +76,7 @@ def _worker(rank, n, port, out, cases):
         local = _local_model(full, sh, rank, case[0])
         view = WorkerView.build(plan, sh, ns, rank)
         pos, negs, (h, r, t) = forward_step(local, view, comm, exchange)
-        loss = worker_loss(pos, negs, cfg.training, regularizer_emb(local, h, r, t, "l2"))
+        loss = worker_loss(pos, negs, cfg.training, local.regularizer_emb(h, r, t, "l2"))
         (loss / n).backward()
         if exchange == "allgather":
             restrict_entity_grad(local, view.touched)

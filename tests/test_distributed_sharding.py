@@ -9,7 +9,7 @@ from kgcomplete.distributed.batch_sampler import PartitionedTriples, RandomBatch
 from kgcomplete.distributed.exchange import Comm
 from kgcomplete.distributed.negative_sampler import ShardedNegativeSampler
 from kgcomplete.distributed.sharding import Sharding, _relabel_types
-from kgcomplete.distributed.step import (WorkerView, forward_step, make_plan, reference_step, regularizer_emb,
+from kgcomplete.distributed.step import (WorkerView, forward_step, make_plan, reference_step,
                                          worker_loss)
 from kgcomplete.models import build_model
 
@@ -142,7 +142,7 @@ def test_one_worker_step_matches_the_reference(model, corrupt, strategy):
     ref["loss"].backward()
     view = WorkerView.build(plan, sh, ns, 0)
     pos, negs, (h, r, t) = forward_step(local, view, Comm())
-    loss = worker_loss(pos, negs, cfg.training, regularizer_emb(local, h, r, t, "n3"))
+    loss = worker_loss(pos, negs, cfg.training, local.regularizer_emb(h, r, t, "n3"))
     loss.backward()
     for a, b in zip(pos, ref["pos"][0]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -202,6 +202,97 @@ def test_one_lookup_negatives_step_matches_per_query_scoring(umls, name, recipro
 
 
 # ---------------------------------------------------------------------- filter index, evaluation
+@pytest.mark.parametrize("name,reciprocal,dtype", [("transe_l2", False, "float32"), ("distmult", True, "float32"),
+                                                    ("complex", False, "float32"), ("transh", True, "float32"),
+                                                    ("pairre", False, "float32"), ("boxe", True, "float32"),
+                                                    ("complex", True, "float16")])
+def test_row_update_step_equals_sparse_autograd_step(umls, name, reciprocal, dtype):
+    """The fast step (distinct-row leaves, autograd.grad, RowAdagrad.update_rows) gives the same
+    parameters as loss.backward() into sparse .grad + RowAdagrad.step, regularizer included."""
+    over = {"model.dim": 8, "model.reciprocal": reciprocal, "model.storage_dtype": dtype, "training.mode": "negatives",
+            "training.loss": "logsigmoid", "training.num_negatives": 7, "training.optimizer": "rowadagrad",
+            "training.regularizer": "n3", "training.reg_weight": 0.01, "training.batch_size": 16}
+    cfg = build_config(name, None, over)
+    trainers = []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        m = build_model(name, umls.num_entities, umls.num_relations, dim=8, reciprocal=reciprocal, init_scale=0.3,
+                        storage_dtype=dtype)
+        tr = Trainer(m, umls, cfg.training)
+        assert tr.row_updates
+        tr.row_updates = fast
+        trainers.append(tr)
+    for step in range(3):
+        idx = torch.arange(16 * step, 16 * step + 16)
+        (la, _), (lb, _) = (tr.train_batch(idx) for tr in trainers)
+        assert la == pytest.approx(lb, rel=1e-5)
+    a, b = (tr.model.state_dict() for tr in trainers)
+    for k in a:
+        torch.testing.assert_close(a[k].float(), b[k].float(), atol=1e-5 if dtype == "float32" else 2e-3, rtol=1e-4)
+    assert not torch.equal(a["entity_emb.weight"].float(), trainers[0].model.entity_emb.weight.new_zeros(1).float())
+
+
+def test_fused_softplus_mean_gradients():
+    from kgcomplete.training.loss import _SoftplusRowMean
+
+    x = (torch.randn(5, 11, dtype=torch.double) * 20).requires_grad_()  # large |x| too
+    assert torch.autograd.gradcheck(lambda v: _SoftplusRowMean.apply(v, 6.0), (x,))
+    torch.testing.assert_close(_SoftplusRowMean.apply(x, 6.0), torch.nn.functional.softplus(x + 6.0).mean(1))
+
+
+def test_rows_not_eligible_for_row_updates_use_autograd(umls):
+    for name, over in (("conve", {}), ("rotate", {}), ("complex", {"training.mode": "1vsAll"}),
+                       ("transe", {"training.optimizer": "adam"})):
+        cfg = build_config(name, None, {"training.mode": "negatives", "training.optimizer": "rowadagrad", **over})
+        m = build_model(name, umls.num_entities, umls.num_relations, dim=20, reciprocal=True)
+        assert not Trainer(m, umls, cfg.training).row_updates, (name, over)
+        cfg.training.hogwild = 2
+        with pytest.raises(ValueError, match="hogwild"):
+            Trainer(m, umls, cfg.training)
+
+
+def test_hogwild_threads_learn_umls_like_one_thread(tmp_path, umls):
+    """Two lock-free threads reach the accuracy of one (same epochs); every batch is trained once."""
+    opts = dict(model="distmult", epochs=12, progress=False, mode="negatives", loss="logsigmoid", margin=0.0,
+                optimizer="rowadagrad", lr=0.1, dim=32, eval_every=0, regularizer="none", init_scale=0.1,
+                threads=1, reciprocal=False)
+    mrr = {k: kgc.train(umls, out=tmp_path / f"h{k}", hogwild=k, **opts).folder.metrics()["test"]["mrr"] for k in (1, 2)}
+    assert mrr[1] > 0.5 and mrr[2] >= mrr[1] - 0.05, mrr
+
+    cfg = build_config("distmult", None, {"training.mode": "negatives", "training.optimizer": "rowadagrad",
+                                          "training.hogwild": 2, "training.batch_size": 64, "training.progress": False})
+    tr = Trainer(build_model("distmult", umls.num_entities, umls.num_relations, dim=8), umls, cfg.training)
+    seen = []
+    inner = tr.train_batch
+
+    def spy(idx, sampler=None):
+        seen.append(idx.clone())
+        return inner(idx, sampler)
+
+    tr.train_batch = spy
+    rec = tr.run_epoch()
+    assert torch.equal(torch.cat(seen).sort().values, torch.arange(len(umls.train)))
+    assert np.isfinite(rec["loss"]) and rec["epoch"] == 1
+
+
+def test_hogwild_thread_errors_reach_the_caller(umls):
+    cfg = build_config("distmult", None, {"training.mode": "negatives", "training.optimizer": "rowadagrad",
+                                          "training.hogwild": 2, "training.batch_size": 32, "training.progress": False})
+    tr = Trainer(build_model("distmult", umls.num_entities, umls.num_relations, dim=8), umls, cfg.training)
+    calls = []
+
+    def failing(idx, sampler=None):
+        calls.append(1)
+        if len(calls) == 5:
+            raise FloatingPointError("loss became nan")
+        return 0.0, len(idx)
+
+    tr.train_batch = failing
+    with pytest.raises(FloatingPointError, match="nan"):
+        tr.run_epoch()
+    assert len(calls) < len(umls.train) // 32  # the other thread stopped too
+
+
 def test_filter_index_lean_build_and_mmap_roundtrip(tmp_path):
     rng = np.random.default_rng(0)
     keys, vals = rng.integers(0, 40, 2000), rng.integers(0, 25, 2000)

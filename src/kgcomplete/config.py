@@ -57,6 +57,9 @@ class TrainingConfig:
     eval_every: int = 5
     patience: int = 4  #: validations without improvement before stopping (0 = never stop early)
     threads: int = 0  #: torch threads (0 = leave as is)
+    #: batches trained at once by this many threads updating the shared tables without locks
+    #: (Hogwild; mode=negatives with rowadagrad). 1 = one batch at a time, bit-for-bit reproducible.
+    hogwild: int = 1
     progress: bool = True
     #: refuse to start when the up-front memory estimate exceeds this ("16GiB", "500MB", a number
     #: of GiB); "" = no limit (the estimate is still printed, with a warning above the machine's RAM)

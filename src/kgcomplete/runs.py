@@ -502,7 +502,7 @@ _SHORTCUTS = {
     "negative_sampler": "training.negative_sampler", "lr_schedule": "training.lr_schedule",
     "adversarial_temperature": "training.adversarial_temperature", "label_smoothing": "training.label_smoothing",
     "threads": "training.threads", "unknown": "data.unknown", "max_memory": "training.max_memory",
-    "storage_dtype": "model.storage_dtype",
+    "storage_dtype": "model.storage_dtype", "hogwild": "training.hogwild",
 }
 
 

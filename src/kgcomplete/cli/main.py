@@ -54,6 +54,9 @@ def cli(verbose: bool) -> None:
 @click.option("--reciprocal/--no-reciprocal", default=None, help="Learn inverse relations.")
 @click.option("--seed", type=int, default=None)
 @click.option("--threads", type=int, default=None, help="Torch CPU threads.")
+@click.option("--hogwild", type=int, default=None, metavar="N",
+              help="Train N batches at once in threads sharing the tables without locks (mode negatives, "
+                   "optimizer rowadagrad); faster on several cores, not bit-for-bit reproducible.")
 @click.option("--workers", type=int, default=None,
               help="BESS: shard entities over N local worker processes (see docs/distributed.md).")
 @click.option("--max-memory", default=None, metavar="SIZE",

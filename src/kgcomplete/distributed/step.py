@@ -204,23 +204,6 @@ def forward_step(model: KGEModel, view: WorkerView, comm: Comm, exchange: str = 
     return pos, out, (h, r_emb, t)
 
 
-def regularizer_emb(model: KGEModel, h: Tensor, r: Tensor, t: Tensor, kind: str) -> Tensor:
-    """``KGEModel.regularizer`` on embeddings ``(B, W)`` instead of ids."""
-    B = h.shape[0]
-    if kind == "l2":
-        return (h.pow(2).sum() + r.pow(2).sum() + t.pow(2).sum()) / B
-    if kind == "n3":
-        total = 0.0
-        for p, is_complex in zip((h, r, t), (model.complex_entities, model.complex_relations, model.complex_entities)):
-            if is_complex:
-                re, im = model.complex_parts(p)
-                total = total + torch.sqrt(re * re + im * im + 1e-12).pow(3).sum()
-            else:
-                total = total + p.abs().pow(3).sum()
-        return total / B
-    raise ValueError(f"unknown regularizer {kind!r}: expected 'l2' or 'n3'")
-
-
 def loss_kwargs(tcfg) -> dict:
     """``negative_sampling_loss`` options from a ``TrainingConfig`` (as the core trainer maps them)."""
     return dict(kind=tcfg.loss if tcfg.loss != "ce" else "softmax", margin=tcfg.margin,

@@ -36,7 +36,7 @@ from .exchange import EXCHANGES, Comm, StepTimer
 from .inference import DEFAULT_WINDOW, distributed_rank
 from .negative_sampler import ShardedNegativeSampler
 from .sharding import Sharding
-from .step import (WorkerView, forward_step, make_plan, regularizer_emb, restrict_entity_grad,
+from .step import (WorkerView, forward_step, make_plan, restrict_entity_grad,
                    sync_replicated_grads, use_regularizer, worker_loss)
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class BessTrainer(EpochLoop):
         ex0, g0 = T.totals["exchange"], T.totals["gather"]
         self.optimizer.zero_grad(set_to_none=True)
         pos, negs, (h, r, t) = forward_step(self.model, view, self.comm, self.dcfg.exchange, T)
-        reg = regularizer_emb(self.model, h, r, t, self.tcfg.regularizer) if use_regularizer(self.tcfg) else None
+        reg = self.model.regularizer_emb(h, r, t, self.tcfg.regularizer) if use_regularizer(self.tcfg) else None
         loss = worker_loss(pos, negs, self.tcfg, reg)
         (loss / n).backward()
         t2 = T.now()

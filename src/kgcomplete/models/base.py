@@ -201,19 +201,23 @@ class KGEModel(nn.Module):
     def regularizer(self, triples: Tensor, kind: str) -> Tensor:
         """Penalty on the embeddings of a batch ``(B, 3)``: ``"l2"`` (sum of squares) or ``"n3"``
         (sum of cubed absolute values / complex moduli), averaged over the batch."""
-        parts = [self.entities(triples[:, 0]), self.relations(triples[:, 1]), self.entities(triples[:, 2])]
+        return self.regularizer_emb(self.entities(triples[:, 0]), self.relations(triples[:, 1]),
+                                    self.entities(triples[:, 2]), kind)
+
+    def regularizer_emb(self, h: Tensor, r: Tensor, t: Tensor, kind: str) -> Tensor:
+        """:meth:`regularizer` on looked-up embeddings ``(B, We)``, ``(B, Wr)``, ``(B, We)``."""
+        B = h.shape[0]
         if kind == "l2":
-            return sum(p.pow(2).sum() for p in parts) / triples.shape[0]
+            return (h.pow(2).sum() + r.pow(2).sum() + t.pow(2).sum()) / B
         if kind == "n3":
-            flags = (self.complex_entities, self.complex_relations, self.complex_entities)
             total = 0.0
-            for p, is_complex in zip(parts, flags):
+            for p, is_complex in zip((h, r, t), (self.complex_entities, self.complex_relations, self.complex_entities)):
                 if is_complex:
                     re, im = self.complex_parts(p)
                     total = total + torch.sqrt(re * re + im * im + 1e-12).pow(3).sum()
                 else:
                     total = total + p.abs().pow(3).sum()
-            return total / triples.shape[0]
+            return total / B
         raise ValueError(f"unknown regularizer {kind!r}: expected 'l2' or 'n3'")
 
     def complex_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -24,13 +24,12 @@ def negative_sampling_loss(
     - ``softmax``: sampled softmax, cross-entropy over ``[pos, neg_1..N]``.
     """
     if kind == "logsigmoid":
-        # -log s(x) = softplus(-x): two passes over the (B, N) scores instead of four
-        neg_loss = F.softplus(neg + margin)
+        # -log s(x) = softplus(-x)
         if adversarial_temperature > 0:
             w = torch.softmax(adversarial_temperature * neg.detach(), dim=1)
-            neg_term = (w * neg_loss).sum(1)
+            neg_term = (w * F.softplus(neg + margin)).sum(1)
         else:
-            neg_term = neg_loss.mean(1)
+            neg_term = _SoftplusRowMean.apply(neg, margin)
         return (F.softplus(-margin - pos) + neg_term).mean() / 2
     if kind == "margin":
         return F.relu(margin - pos.unsqueeze(1) + neg).mean()
@@ -47,6 +46,26 @@ def negative_sampling_loss(
         return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device),
                                label_smoothing=label_smoothing)
     raise ValueError(f"unknown loss {kind!r} for negative sampling: logsigmoid | margin | bce | softmax")
+
+
+class _SoftplusRowMean(torch.autograd.Function):
+    """``softplus(x + margin).mean(1)`` of ``x (B, N)`` -> ``(B,)``, with its gradient (the sigmoid)
+    made in the same pass: exp, log and one division over ``(B, N)``, where autograd would run
+    softplus, then softplus_backward and the mean's expansion."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, margin: float) -> Tensor:
+        u = (x + margin).clamp_(max=80.0).exp_()  # exp(80) is finite in float32
+        p = u + 1.0
+        out = p.log().mean(1)  # log(1 + e^z) = softplus(z) (below e^-16 the tiny terms round to 0)
+        ctx.save_for_backward(u.div_(p))  # sigmoid(z) = dsoftplus/dz
+        ctx.n = x.shape[1]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (sig,) = ctx.saved_tensors
+        return sig * (grad / ctx.n).unsqueeze(1), None
 
 
 def one_vs_all_loss(scores: Tensor, target: Tensor, kind: str = "ce", label_smoothing: float = 0.0) -> Tensor:

@@ -47,15 +47,7 @@ class RowAdagrad(torch.optim.Optimizer):
                     g = torch.sparse_coo_tensor(ids.unsqueeze(0), vals, (p.shape[0], vals.shape[1]), check_invariants=False)
                 if g.is_sparse:
                     g = g.coalesce()
-                    rows, values = g.indices()[0], g.values().float()
-                    sq = values.pow(2).mean(1) if values.dim() > 1 else values.pow(2)
-                    acc.index_add_(0, rows, sq)
-                    scale = lr / (acc[rows].sqrt_().add_(eps))
-                    step = values * (scale.unsqueeze(1) if values.dim() > 1 else scale)
-                    if p.dtype == torch.float32:
-                        p.index_add_(0, rows, step, alpha=-1.0)
-                    else:  # rows are unique after coalesce: update in float32, store rounded
-                        p.index_copy_(0, rows, round_to(p[rows].float().sub_(step), p.dtype))
+                    self._update_rows(p, acc, lr, eps, g.indices()[0], g.values())
                 else:
                     sq = g.float().pow(2).mean(tuple(range(1, g.dim()))) if g.dim() > 1 else g.float().pow(2)
                     acc.add_(sq)
@@ -63,6 +55,32 @@ class RowAdagrad(torch.optim.Optimizer):
                     new = p.float() - g.float() * scale.view(-1, *([1] * (g.dim() - 1)))
                     p.copy_(round_to(new, p.dtype))
         return loss
+
+    @torch.no_grad()
+    def update_rows(self, p: Tensor, rows: Tensor, grad: Tensor) -> None:
+        """Apply the gradient ``grad (U, W)`` (float32) of the distinct rows ``rows (U,)`` of table ``p``.
+
+        Reads and writes only those rows of the table and of the accumulator, so concurrent calls
+        from several threads on different batches (Hogwild) need no lock: a row that two threads
+        touch at once keeps one of the two updates.
+        """
+        group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+        state = self.state[p]
+        if "sum" not in state:
+            state["sum"] = torch.full(p.shape[:1], group["init"], dtype=torch.float32, device=p.device)
+        self._update_rows(p, state["sum"], group["lr"], group["eps"], rows, grad)
+
+    @staticmethod
+    def _update_rows(p: Tensor, acc: Tensor, lr: float, eps: float, rows: Tensor, values: Tensor) -> None:
+        """Row-wise Adagrad on distinct ``rows (U,)`` with gradients ``values (U, W)`` or ``(U,)``."""
+        values = values.float()
+        sq = values.pow(2).mean(1) if values.dim() > 1 else values.pow(2)
+        a = acc.index_select(0, rows).add_(sq)
+        acc.index_copy_(0, rows, a)
+        scale = lr / a.sqrt_().add_(eps)
+        step = values * (scale.unsqueeze(1) if values.dim() > 1 else scale)
+        # rows are distinct: gather, update in float32, store (rounded for low-precision tables)
+        p.index_copy_(0, rows, round_to(p.index_select(0, rows).float().sub_(step), p.dtype))
 
 
 def round_to(x: Tensor, dtype: torch.dtype) -> Tensor:

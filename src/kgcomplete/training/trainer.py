@@ -11,12 +11,15 @@ One :class:`Trainer` serves all shallow models and three modes:
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..config import TrainingConfig
 from ..data.dataset import Dataset
@@ -27,6 +30,7 @@ from .loss import kvsall_loss, negative_sampling_loss, one_vs_all_loss
 from .negative_sampler import NegativeSampler
 from .loop import EpochLoop
 from .optimizers import build_optimizer
+from .row_gradients import RowLeaves, supports_row_updates
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,13 @@ class Trainer(EpochLoop):
             )
         if self.mode == "kvsall":
             self._build_kvsall_queries()
+        self.row_updates = supports_row_updates(model, cfg.optimizer, self.mode)
+        self.hogwild = max(1, int(cfg.hogwild))
+        if self.hogwild > 1 and not self.row_updates:
+            raise ValueError(
+                f"training.hogwild={cfg.hogwild} needs training.mode=negatives, training.optimizer=rowadagrad and "
+                f"a model whose only parameters are its embedding tables ({model.name} in mode {cfg.mode} with "
+                f"{cfg.optimizer} is not)")
         self._valid_evaluator: Optional[Evaluator] = None
         self.eval_chunk_elements = eval_chunk_elements
 
@@ -129,7 +140,7 @@ class Trainer(EpochLoop):
                         losses.append(one_vs_all_loss(model.score_heads(r, t), h, loss_kind, cfg.label_smoothing))
                 loss = sum(losses) / len(losses)
             else:
-                loss = self._negatives_loss(h, r, t)
+                return self._negatives_loss(h, r, t, self.sampler), n
         if cfg.regularizer != "none" and cfg.reg_weight > 0:
             if batch is None:  # KvsAll: regularise the anchors and relations of the queries
                 rel_ids = torch.where(rel >= 2 * self.dataset.num_relations, rel - 2 * self.dataset.num_relations, rel)
@@ -137,22 +148,34 @@ class Trainer(EpochLoop):
             loss = loss + cfg.reg_weight * model.regularizer(batch, cfg.regularizer)
         return loss, n
 
-    def _negatives_loss(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Shared-negatives loss of a batch ``(B,)`` heads, relations, tails.
+    def _negatives_loss(
+        self,
+        h: Tensor,
+        r: Tensor,
+        t: Tensor,
+        sampler: NegativeSampler,
+        entity_rows: Optional[Callable[[Tensor], Tensor]] = None,
+        relation_rows: Optional[Callable[[Tensor], Tensor]] = None,
+    ) -> Tensor:
+        """Shared-negatives loss (+ regularizer) of a batch ``(B,)`` heads, relations, tails.
 
         Every entity row the step needs (heads, tails, both sides' negatives) is gathered with one
-        lookup and every relation row with another, so the sparse gradients hold each batch row
-        once per lookup and scoring runs on the gathered rows (BLAS for dot/L2 models).
+        call of ``entity_rows`` (default: the model's lookup, sparse gradients) and every relation
+        row with one call of ``relation_rows``, so scoring runs on the gathered rows (BLAS for
+        dot/L2 models) and the gradients hold each batch row once per lookup.
         """
         cfg, model = self.cfg, self.model
+        entity_rows = entity_rows or model.entities
+        relation_rows = relation_rows or model.relations
         kw = dict(
             kind=cfg.loss if cfg.loss != "ce" else "softmax",
             margin=cfg.margin,
             adversarial_temperature=cfg.adversarial_temperature,
             label_smoothing=cfg.label_smoothing,
         )
+        regularize = cfg.regularizer != "none" and cfg.reg_weight > 0
         sides = [s for s in ("tail", "head") if cfg.corrupt in (s, "both")]
-        negs = {s: self.sampler.sample(t if s == "tail" else h) for s in sides}  # same RNG order as before
+        negs = {s: sampler.sample(t if s == "tail" else h) for s in sides}
         if type(model)._score_side is not KGEModel._score_side:  # model-specific candidate scoring
             pos = model.score_triples(torch.stack([h, r, t], 1))
             losses = []
@@ -163,17 +186,20 @@ class Trainer(EpochLoop):
                     pos_h = model.score_emb(model.entities(t), model.relations(model.inverse(r)), model.entities(h)) \
                         if model.reciprocal else pos
                     losses.append(negative_sampling_loss(pos_h, model.score_heads(r, t, negs[side]), **kw))
-            return sum(losses) / len(losses)
+            loss = sum(losses) / len(losses)
+            if regularize:
+                loss = loss + cfg.reg_weight * model.regularizer(torch.stack([h, r, t], 1), cfg.regularizer)
+            return loss
         B = len(h)
         ids = torch.cat([h, t] + [negs[s].reshape(-1) for s in sides])
         # split (not slicing): its backward is one concatenation, not a zero-filled buffer per slice
-        h_e, t_e, *parts = model.entities(ids).split([B, B] + [negs[s].numel() for s in sides])
+        h_e, t_e, *parts = entity_rows(ids).split([B, B] + [negs[s].numel() for s in sides])
         cand = {s: p.view(*negs[s].shape, -1) for s, p in zip(sides, parts)}  # (N, W) or (B, N, W)
         inv_head = "head" in sides and model.reciprocal
         if inv_head:
-            r_e, r_inv = model.relations(torch.cat([r, model.inverse(r)])).split([B, B])
+            r_e, r_inv = relation_rows(torch.cat([r, model.inverse(r)])).split([B, B])
         else:
-            r_e = model.relations(r)
+            r_e = relation_rows(r)
         pos = model.score_emb(h_e, r_e, t_e)
         losses = []
         for side in sides:
@@ -186,7 +212,39 @@ class Trainer(EpochLoop):
             else:
                 neg = model.score_side_emb(t_e, r_e, cand[side], tails=False)
                 losses.append(negative_sampling_loss(pos, neg, **kw))
-        return sum(losses) / len(losses)
+        loss = sum(losses) / len(losses)
+        if regularize:
+            loss = loss + cfg.reg_weight * model.regularizer_emb(h_e, r_e, t_e, cfg.regularizer)
+        return loss
+
+    def train_batch(self, idx: Tensor, sampler: Optional[NegativeSampler] = None) -> tuple[float, int]:
+        """One optimisation step on the training rows ``idx (B,)``; returns (mean loss, positives).
+
+        Runs on :class:`~kgcomplete.training.row_gradients.RowLeaves` (distinct rows, no sparse
+        ``.grad``) where :func:`supports_row_updates` allows, else through autograd and the optimizer.
+        ``sampler``: the negative sampler to draw from (Hogwild threads each have their own).
+        """
+        if not self.row_updates:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, n = self.batch_loss(idx)
+            self._check_finite(loss)
+            loss.backward()
+            self.optimizer.step()
+            return loss.item(), n
+        model = self.model
+        batch = self.train[idx]
+        ents, rels = RowLeaves(model.entity_emb.weight), RowLeaves(model.relation_emb.weight)
+        loss = self._negatives_loss(batch[:, 0], batch[:, 1], batch[:, 2], sampler or self.sampler, ents, rels)
+        self._check_finite(loss)
+        grad_e, grad_r = torch.autograd.grad(loss, [ents.leaf, rels.leaf])
+        opt = self.optimizer.optimizers[0]
+        opt.update_rows(model.entity_emb.weight, ents.rows, grad_e)
+        opt.update_rows(model.relation_emb.weight, rels.rows, grad_r)
+        return loss.item(), len(idx)
+
+    def _check_finite(self, loss: Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at epoch {self.epoch + 1}; lower training.lr")
 
     # -------------------------------------------------------------------- loop
     @property
@@ -200,28 +258,21 @@ class Trainer(EpochLoop):
         """One pass over the training data; returns the epoch's log record."""
         self.model.train()
         lr = self._set_lr()
-        total, count, t0 = 0.0, 0, time.perf_counter()
+        t0 = time.perf_counter()
         n_rows = len(self.kvs_queries) if self.mode == "kvsall" else len(self.train)
         n_batches = -(-n_rows // self.cfg.batch_size)
-        batches = self._epoch_batches()  # views of one permutation, made lazily
         bar = None
         if self.cfg.progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", leave=False)
-        for i, idx in enumerate(batches):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss, n = self.batch_loss(idx)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {self.epoch + 1}, batch {i}; lower training.lr")
-            loss.backward()
-            self.optimizer.step()
-            total += loss.item() * n
-            count += n
-            if bar is not None:
-                bar.update(1)
-                if i % 10 == 0 or i == n_batches - 1:
-                    bar.set_postfix(loss=f"{total / max(count, 1):.4f}", triples_s=f"{count / (time.perf_counter() - t0):,.0f}")
+
+        def show(total: float, count: int) -> None:
+            bar.update(1)
+            if bar.n % 10 == 0 or bar.n == n_batches:
+                bar.set_postfix(loss=f"{total / max(count, 1):.4f}", triples_s=f"{count / (time.perf_counter() - t0):,.0f}")
+
+        total, count = self.train_batches(self._epoch_batches(), show if bar is not None else None)
         if bar is not None:
             bar.close()
         dt = time.perf_counter() - t0
@@ -229,6 +280,75 @@ class Trainer(EpochLoop):
         self.train_time_s += dt
         self.train_triples += count
         return {"epoch": self.epoch, "loss": total / max(count, 1), "lr": lr, "time_s": dt, "triples_per_s": count / dt}
+
+    def train_batches(self, batches: Iterable[Tensor], progress: Optional[Callable[[float, int], None]] = None
+                      ) -> tuple[float, int]:
+        """Train on batches of training-row indices, one at a time or with ``hogwild`` threads.
+
+        Returns (sum over batches of mean loss x positives, positives). ``progress(total, count)``
+        is called after every batch with the running sums.
+        """
+        total, count = 0.0, 0
+        lock = threading.Lock()
+
+        def done(loss: float, n: int) -> None:  # called after every batch (by every Hogwild thread)
+            nonlocal total, count
+            with lock:
+                total += loss * n
+                count += n
+                if progress is not None:
+                    progress(total, count)
+
+        if self.hogwild > 1:
+            self._run_hogwild(iter(batches), done)
+        else:
+            for idx in batches:
+                done(*self.train_batch(idx))
+        return total, count
+
+    def _run_hogwild(self, batches: Iterator[Tensor], done: Callable[[float, int], None]) -> None:
+        """Train ``batches`` with ``hogwild`` threads that update the shared tables without locks.
+
+        Each thread draws its own negatives (seeded from the trainer's generator) and runs
+        single-threaded torch ops, so the threads together keep every core busy; torch releases the
+        GIL inside its kernels. Ctrl-C stops the threads after their current batch.
+        """
+        k = self.hogwild
+        seeds = torch.randint(0, 2**62, (k,), generator=self.generator).tolist()
+        next_lock, stop, errors = threading.Lock(), threading.Event(), []
+
+        def work(seed: int) -> None:
+            sampler = copy.copy(self.sampler)
+            sampler.generator = torch.Generator().manual_seed(seed)
+            try:
+                while not stop.is_set():
+                    with next_lock:
+                        idx = next(batches, None)
+                    if idx is None:
+                        return
+                    done(*self.train_batch(idx, sampler))
+            except BaseException as e:  # re-raised by the main thread
+                errors.append(e)
+                stop.set()
+
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads_before // k))
+        workers = [threading.Thread(target=work, args=(s,), daemon=True) for s in seeds]
+        try:
+            for w in workers:
+                w.start()
+            for w in workers:
+                while w.is_alive():
+                    w.join(timeout=0.2)
+        except KeyboardInterrupt:
+            stop.set()
+            for w in workers:
+                w.join()
+            raise
+        finally:
+            torch.set_num_threads(threads_before)
+        if errors:
+            raise errors[0]
 
     def validate(self) -> float:
         """Filtered MRR on the validation split."""
