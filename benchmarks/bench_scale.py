@@ -166,6 +166,7 @@ def bench_big(args) -> None:
     cfg = build_config("transe", None, {
         "model.dim": args.dim, "model.p_norm": 2, "model.reciprocal": False, "model.init_scale": 0.1,
         "model.storage_dtype": args.storage_dtype, "training.mode": "negatives", "training.loss": "logsigmoid",
+        "training.hogwild": max(args.hogwild),
         "training.optimizer": "rowadagrad", "training.lr": 0.1, "training.batch_size": args.batch,
         "training.num_negatives": 256, "training.regularizer": "none", "training.eval_every": 0,
         "training.progress": True, "evaluation.batch_elements": 1 << 22})
@@ -203,7 +204,7 @@ def bench_big(args) -> None:
     peak = peak_rss()
     print(f"\n10M-entity graph: {ds.num_entities:,} entities, {len(ds.train):,} train triples, TransE (L2) d={args.dim}, "
           f"{args.storage_dtype} entity table, row-wise Adagrad, batch {args.batch}, 256 shared negatives, "
-          f"torch threads {args.threads[0]}, load {load_avg()}\n")
+          f"torch threads {args.threads[0]}, hogwild {max(args.hogwild)}, load {load_avg()}\n")
     print("| step | time (s) | result |")
     print("|---|---:|---|")
     print(f"| load (compact, memory-mapped) | {t_load:.0f} | |")
