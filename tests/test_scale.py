@@ -312,6 +312,21 @@ def test_filter_index_lean_build_and_mmap_roundtrip(tmp_path):
     assert loaded.contains(tr).all()
 
 
+@pytest.mark.parametrize("reciprocal", [False, True])
+def test_l2_ranking_scores_are_an_increasing_transform_of_scores(reciprocal):
+    torch.manual_seed(0)
+    m = build_model("transe_l2", 50, 3, dim=8, reciprocal=reciprocal, init_scale=0.5).eval()
+    anchor, r, cand = torch.tensor([1, 7, 9]), torch.tensor([0, 2, 1]), torch.arange(50)
+    for head in (False, True):
+        s = m.score_queries(anchor, r, cand, head=head)
+        k = m.ranking_scores(anchor, r, cand, head=head)
+        a, rel = m.entities(anchor), m.relations(m.inverse(r) if head and reciprocal else r)
+        q = m.head_query(rel, a) if head and not reciprocal else m.tail_query(a, rel)
+        torch.testing.assert_close(k, q.pow(2).sum(1, keepdim=True) - s.pow(2), atol=1e-4, rtol=1e-5)
+    d = build_model("distmult", 50, 3, dim=8)
+    torch.testing.assert_close(d.ranking_scores(anchor, r, cand), d.score_queries(anchor, r, cand))
+
+
 @pytest.mark.parametrize("name", ["distmult", "transe_l2", "rotate"])
 def test_streaming_evaluation_equals_dense_ranking(name):
     """Entity-block streaming (tiny chunk budget) gives the dense path's ranks, ties included."""

@@ -189,7 +189,10 @@ class Evaluator:
 
         The answer's own score comes from the same shared-candidates scoring path as the blocks
         (the answers of the chunk as one candidate set); its column is skipped in the counts.
+        Scorers with ``ranking_scores`` (a cheaper rank-preserving transform of the scores, e.g. no
+        square root for L2 distances) are ranked with it.
         """
+        score = getattr(scorer, "ranking_scores", scorer.score_queries)
         n = len(triples)
         q_chunk = min(max(n, 1), STREAM_QUERIES)
         block = max(STREAM_MIN_BLOCK, self.chunk_elements // q_chunk)
@@ -208,7 +211,7 @@ class Evaluator:
             rel = torch.as_tensor(batch[:, 1], device=dev)
             answer = batch[:, answer_col]
             ans = torch.as_tensor(answer, device=dev)
-            target = scorer.score_queries(anchor, rel, ans, head=head).float().diagonal().clone().unsqueeze(1)
+            target = score(anchor, rel, ans, head=head).float().diagonal().clone().unsqueeze(1)
             better = torch.zeros(b, dtype=torch.long, device=dev)
             tied = torch.zeros(b, dtype=torch.long, device=dev)
             if filtered:
@@ -220,7 +223,7 @@ class Evaluator:
             rows = torch.arange(b, device=dev)
             for lo in range(0, num_entities, block):
                 hi = min(num_entities, lo + block)
-                sc = scorer.score_queries(anchor, rel, torch.arange(lo, hi, device=dev), head=head).float()
+                sc = score(anchor, rel, torch.arange(lo, hi, device=dev), head=head).float()
                 inside = (ans >= lo) & (ans < hi)
                 sc[rows[inside], ans[inside] - lo] = float("nan")  # the answer itself: neither better nor tied
                 better += (sc > target).sum(1)

@@ -163,6 +163,24 @@ class KGEModel(nn.Module):
         """Tail queries ``(anchor, r, ?)`` or, with ``head=True``, head queries ``(?, r, anchor)``."""
         return self.score_heads(r, anchor, candidates) if head else self.score_tails(anchor, r, candidates)
 
+    def ranking_scores(self, anchor: Tensor, r: Tensor, candidates: Tensor, head: bool = False) -> Tensor:
+        """:meth:`score_queries` against shared ``candidates (C,)`` up to a strictly increasing
+        transform per query, so ranks are unchanged: ``(B, C)``. For L2 distances that is
+        ``2 q.c - ||c||^2`` (= ``||q||^2 - ||q - c||^2``), one matrix product with no square root;
+        other models return their scores. The evaluator's streaming path ranks with it.
+        """
+        if self.similarity != "l2" or candidates.dim() != 1:
+            return self.score_queries(anchor, r, candidates, head=head)
+        a = self.entities(anchor)
+        if head and self.reciprocal:
+            q = self.tail_query(a, self.relations(self.inverse(r)))
+        else:
+            q = self.head_query(self.relations(r), a) if head else self.tail_query(a, self.relations(r))
+        c, bias = self.candidate_features(self.entities(candidates))
+        if bias is not None:
+            return self.score_queries(anchor, r, candidates, head=head)
+        return torch.addmm(c.pow(2).sum(-1).neg_(), q, c.T, alpha=2.0)
+
     # -------------------------------------------------------------- internals
     def _score_side(self, anchor: Tensor, rel: Tensor, candidates: Optional[Tensor], tails: bool) -> Tensor:
         w = self.entity_emb.weight

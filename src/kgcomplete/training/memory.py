@@ -111,8 +111,9 @@ def estimate_training_memory(
 ) -> MemoryEstimate:
     """Peak memory of training ``cfg`` (a :class:`~kgcomplete.config.Config`) on a dataset of these sizes.
 
-    ``num_all``: triples of all splits (default ``num_train``); ``num_valid`` > 0 with
-    ``training.eval_every`` > 0 adds the validation filter index and the best-parameters copy.
+    ``num_all``: triples of all splits (default ``num_train``); more than ``num_train`` (a test or
+    validation split to evaluate) adds the filter index; ``num_valid`` > 0 with
+    ``training.eval_every`` > 0 also adds the best-parameters copy.
     ``mmap_triples``: the splits are memory-mapped (counted in full: touched pages are resident).
     """
     tc, ec = cfg.training, cfg.evaluation
@@ -162,11 +163,13 @@ def estimate_training_memory(
         rows = 2 * B + sides * n_neg
         parts["batch buffers"] = rows * we * 4 * 4 + sides * B * tc.num_negatives * 4 * 6
         notes["batch buffers"] = f"{rows:,} gathered rows, {sides} x ({B:,} x {tc.num_negatives}) scores"
-    if tc.eval_every > 0 and num_valid > 0:
-        parts["validation filter index"] = n_all * 8 * 6 + n_all * 3 * 8
-        notes["validation filter index"] = "CSR (h,r)->t and (r,t)->h, plus building"
-        parts["best-parameters copy"] = ent_b + rel_b + dense * 4
+    validating = tc.eval_every > 0 and num_valid > 0
+    if validating or n_all > N:  # validation and the final test evaluation build the filter index
+        parts["filter index"] = n_all * 8 * 6 + n_all * 3 * 8
+        notes["filter index"] = "CSR (h,r)->t and (r,t)->h, plus building"
         parts["evaluation scores"] = int(ec.batch_elements) * 4 * 3
+    if validating:
+        parts["best-parameters copy"] = ent_b + rel_b + dense * 4
     parts["python + libraries"] = BASELINE_BYTES
     title = (f"{cfg.model.name} dim={cfg.model.dim}, {E:,} entities, {int(num_relations):,} relations, "
              f"{N:,} train triples, {tc.mode} batch {B:,}, {tc.optimizer}")
