@@ -65,12 +65,16 @@ class PrefixIndex:
         ids = np.arange(len(labels))
         frames = []
         for src in (pd.Series(labels), pd.Series(names)):
-            tokens = src.str.lower().str.split(self.SEPARATORS, regex=True).map(lambda t: [w for w in t if w])
-            frames.append(pd.DataFrame({"key": tokens.str.join(" ").to_numpy(dtype=object), "id": ids, "word": 0}))
-            suffixes = tokens.map(lambda t: [" ".join(t[i:]) for i in range(1, len(t))]).explode().dropna()
-            if len(suffixes):  # build time only: one pass over the words
-                frames.append(pd.DataFrame({"key": suffixes.to_numpy(dtype=object),
-                                            "id": suffixes.index.to_numpy(np.int64), "word": 1}))
+            key = src.str.lower().str.replace(self.SEPARATORS, " ", regex=True).str.strip()
+            frames.append(pd.DataFrame({"key": key.to_numpy(dtype=object), "id": ids, "word": 0}))
+            # word suffixes: drop one leading word per pass from the keys that still have one
+            # (a loop over word positions, vectorised over the vocabulary)
+            rest = key[key.str.contains(" ", regex=False)]
+            while len(rest):
+                rest = rest.str.split(" ", n=1).str[1]
+                frames.append(pd.DataFrame({"key": rest.to_numpy(dtype=object),
+                                            "id": rest.index.to_numpy(np.int64), "word": 1}))
+                rest = rest[rest.str.contains(" ", regex=False)]
         df = pd.concat(frames, ignore_index=True)
         df = df[df["key"].str.len() > 0].sort_values(["key", "word", "id"], kind="stable")
         df = df.drop_duplicates(["key", "id"])
