@@ -15,6 +15,7 @@ from kgcomplete.distributed.inference import distributed_rank, distributed_topk
 from kgcomplete.distributed.launch import free_port, init_group, spawn
 from kgcomplete.distributed.negative_sampler import ShardedNegativeSampler
 from kgcomplete.distributed.sharding import Sharding
+from kgcomplete.training.row_gradients import RowLeaves
 from kgcomplete.distributed.step import (WorkerView, forward_step, make_plan, reference_step,
                                          restrict_entity_grad, sync_replicated_grads, worker_loss)
 from kgcomplete.evaluation import Evaluator, FilterIndex
@@ -83,6 +84,13 @@ def _worker(rank, n, port, out, cases):
         total = sync_replicated_grads(local, comm, loss.detach().reshape(1))
         res = {"pos": [p.detach() for p in pos], "neg": [s.detach() for s in negs], "loss": total[0] / n,
                "ent_grad": local.entity_emb.weight.grad.coalesce(), "rel_grad": local.relation_emb.weight.grad.to_dense()}
+        if exchange != "allgather":  # the row-gradient lookup (RowLeaves) gives the same shard gradient
+            again = _local_model(full, sh, rank, case[0])
+            leaves = RowLeaves(again.entity_emb.weight)
+            pos2, negs2, (h2, r2, t2) = forward_step(again, view, comm, exchange, entity_rows=leaves)
+            (worker_loss(pos2, negs2, cfg.training, again.regularizer_emb(h2, r2, t2, "l2")) / n).backward()
+            res["leaf_grad"] = torch.zeros_like(again.entity_emb.weight).index_add_(0, leaves.rows, leaves.leaf.grad)
+            assert again.entity_emb.weight.grad is None
         # optimizer state lives with the shard: (S, W) rows, not (E, W)
         opt = build_optimizer("adagrad", local, 0.1)
         opt.step()
@@ -124,6 +132,8 @@ def _compare(case, n, results):
         g = res["ent_grad"].to_dense()
         torch.testing.assert_close(g[:cnt], g_full[torch.as_tensor(sh.shard_and_idx_to_entity[rank, :cnt])], **kw)
         assert (g[cnt:] == 0).all()
+        if "leaf_grad" in res:
+            torch.testing.assert_close(res["leaf_grad"], g, **kw)
         touched[sh.shard_and_idx_to_entity[rank, res["ent_grad"].indices()[0].numpy()]] = True
         assert res["ent_rows"] == res["opt_rows"] == -(-E // n)  # 1/n of the table and its optimizer state
     assert g_full[~torch.as_tensor(touched)].abs().sum() == 0  # no row updated that one process would skip

@@ -107,3 +107,15 @@ def test_torchrun_launch(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["workers"] == 2 and (out / "shards" / "latest-1.safetensors").exists()
+
+
+def test_workers_2_row_gradient_step_learns_umls(tmp_path):
+    """BESS with row-wise Adagrad takes the row-gradient step (RowLeaves) and learns like one process."""
+    ds = kgc.load_dataset("umls")
+    opts = dict(model="distmult", epochs=12, progress=False, mode="negatives", loss="logsigmoid", margin=0.0,
+                optimizer="rowadagrad", lr=0.1, dim=32, eval_every=0, regularizer="none", init_scale=0.1,
+                reciprocal=False, batch_size=256, **{"distributed.threads": 1, "distributed.start_method": "fork"})
+    mrr = {n: kgc.train(ds, out=tmp_path / f"w{n}", **opts, **{"distributed.workers": n}).folder.metrics()["test"]["mrr"]
+           for n in (1, 2)}
+
+    assert mrr[1] > 0.5 and mrr[2] >= mrr[1] - 0.05, mrr

@@ -9,7 +9,7 @@ per shard, ``T`` negative types (1 when uniform), ``C = n * k`` negatives per si
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -154,9 +154,15 @@ def finish_negatives(s: Tensor, view: WorkerView, si: int) -> Tensor:
 
 
 def forward_step(model: KGEModel, view: WorkerView, comm: Comm, exchange: str = "embeddings",
-                 timer: Optional[StepTimer] = None) -> tuple[list[Tensor], list[Tensor], tuple[Tensor, Tensor, Tensor]]:
+                 timer: Optional[StepTimer] = None, entity_rows: Optional[Callable[[Tensor], Tensor]] = None,
+                 ) -> tuple[list[Tensor], list[Tensor], tuple[Tensor, Tensor, Tensor]]:
     """Scores of worker ``view.rank``'s triples, per corrupted side: positives ``(B,)`` and
-    negatives ``(B, C)``; and the ``(h, r, t)`` embeddings (for the regularizer)."""
+    negatives ``(B, C)``; and the ``(h, r, t)`` embeddings (for the regularizer).
+
+    ``entity_rows``: looks up the shard's rows (default the model's sparse-gradient lookup; a
+    :class:`~kgcomplete.training.row_gradients.RowLeaves` for the row-gradient step). Not used by
+    the ``allgather`` exchange, which sends the whole shard.
+    """
     n = comm.world
     B, P = view.h_local.shape[0], view.tail_send.shape[1]
     ns, T, k = view.neg_send.shape[1:]
@@ -171,7 +177,7 @@ def forward_step(model: KGEModel, view: WorkerView, comm: Comm, exchange: str = 
         negs = table[view.neg_flat]  # (n_src, ns, T, k, W)
     elif exchange in ("embeddings", "scores"):
         ids = torch.cat([view.h_local, view.tail_send.reshape(-1), view.neg_send.reshape(-1)])
-        rows = emb(ids)
+        rows = (entity_rows or emb)(ids)
         if timer:
             timer.add("gather", timer.now() - t0)
         h, tails, neg_rows = rows[:B], rows[B : B + n * P], rows[B + n * P :]

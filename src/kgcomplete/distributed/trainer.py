@@ -31,6 +31,7 @@ from ..evaluation.filter_index import FilterIndex
 from ..models.base import KGEModel
 from ..training.loop import EpochLoop
 from ..training.optimizers import build_optimizer
+from ..training.row_gradients import RowLeaves
 from .batch_sampler import PartitionedTriples, build_batch_sampler
 from .exchange import EXCHANGES, Comm, StepTimer
 from .inference import DEFAULT_WINDOW, distributed_rank
@@ -109,6 +110,9 @@ class BessTrainer(EpochLoop):
         self.batches = build_batch_sampler(self.dcfg.batch_sampler, self.parts, self.P, self.tcfg.seed)
         self.negatives = ShardedNegativeSampler(sharding, self.k, self.tcfg.corrupt, self.tcfg.negative_sampler)
         self.optimizer = build_optimizer(self.tcfg.optimizer, model, self.tcfg.lr)
+        # row-wise Adagrad: the shard's rows are gathered once as a float32 leaf and updated from
+        # its (U, W) gradient (training/row_gradients.py) instead of a sparse .grad
+        self.row_updates = self.tcfg.optimizer.lower() == "rowadagrad" and self.dcfg.exchange != "allgather"
         self.base_lr = self.tcfg.lr
         self.timer = StepTimer(self.device)
         comm.timer = self.timer
@@ -126,7 +130,8 @@ class BessTrainer(EpochLoop):
         T.add("sampling", t1 - t0)
         ex0, g0 = T.totals["exchange"], T.totals["gather"]
         self.optimizer.zero_grad(set_to_none=True)
-        pos, negs, (h, r, t) = forward_step(self.model, view, self.comm, self.dcfg.exchange, T)
+        leaves = RowLeaves(self.model.entity_emb.weight) if self.row_updates else None
+        pos, negs, (h, r, t) = forward_step(self.model, view, self.comm, self.dcfg.exchange, T, leaves)
         reg = self.model.regularizer_emb(h, r, t, self.tcfg.regularizer) if use_regularizer(self.tcfg) else None
         loss = worker_loss(pos, negs, self.tcfg, reg)
         (loss / n).backward()
@@ -136,7 +141,9 @@ class BessTrainer(EpochLoop):
         if self.dcfg.exchange == "allgather":
             restrict_entity_grad(self.model, view.touched)
         total = sync_replicated_grads(self.model, self.comm, loss.detach().reshape(1))
-        self.optimizer.step()
+        self.optimizer.step()  # relations (+ the entity shard unless its rows come from the leaves)
+        if leaves is not None and leaves.leaf.grad is not None:
+            self.optimizer.optimizers[0].update_rows(self.model.entity_emb.weight, leaves.rows, leaves.leaf.grad)
         T.add("update", T.now() - t2 - (T.totals["exchange"] - ex1))
         self.steps += 1
         return float(total[0]) / n
