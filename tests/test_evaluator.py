@@ -105,3 +105,18 @@ def test_csr_lookup():
     assert fi.contains(np.array([[0, 1, 3], [0, 0, 3], [4, 0, 2]])).tolist() == [True, False, True]
     q, h = fi.known(np.array([2]), np.array([1]), head=True)
     assert h.tolist() == [0]
+
+
+def test_rank_counts_equal_comparison_counts():
+    from kgcomplete.evaluation.evaluator import rank_counts
+
+    rng = np.random.default_rng(3)
+    scores = torch.as_tensor(rng.integers(-3, 4, (40, 300)).astype(np.float32))  # many ties
+    scores[0, :5] = float("nan")
+    scores[1, :3] = float("inf")
+    scores[2, :3] = float("-inf")
+    for target in (scores[:, 7].clone(), torch.full((40,), float("-inf"))):  # finite, and infinite targets
+        better, tied = rank_counts(scores, target)
+        t = target.unsqueeze(1)
+        assert torch.equal(better, (scores > t).sum(1)) and torch.equal(tied, (scores == t).sum(1))
+    assert rank_counts(scores, scores[:, 7].clone())[0][1] >= 3  # +inf beats a finite target

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..evaluation.evaluator import RankingResult, realistic_rank
+from ..evaluation.evaluator import RankingResult, rank_counts, realistic_rank
 from ..evaluation.filter_index import FilterIndex
 from ..models.base import KGEModel
 from .exchange import Comm
@@ -73,11 +73,11 @@ def shard_rank_counts(
         s, i = sharding.local(ent)
         keep = s == shard
         kq, ki = q[keep], i[keep]
-    tgt = target.unsqueeze(1)
     for lo, hi in window_bounds(int(sharding.shard_counts[shard]), window):
         sc = model._score_side(a, rel, torch.arange(lo, hi, device=dev), tails)  # (Q, w)
-        counts[0] += (sc > tgt).sum(1)
-        counts[1] += (sc == tgt).sum(1)
+        better, tied = rank_counts(sc, target)
+        counts[0] += better
+        counts[1] += tied
         for qq, ii in ((own_q[(ans_i[own_q] >= lo) & (ans_i[own_q] < hi)], None), (kq, ki)):
             if ii is None:
                 ii = ans_i[qq]
