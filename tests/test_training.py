@@ -145,3 +145,25 @@ def test_row_adagrad_state_is_per_row_and_sparse():
     assert opt.state[emb.weight]["sum"].shape == (10,)
     changed = (emb.weight.detach() != before).any(1)
     assert changed.nonzero().flatten().tolist() == [1, 3]
+
+
+def test_kvsall_regularizes_each_query_anchor_and_relation_once(umls):
+    from kgcomplete.config import build_config
+    from kgcomplete.models import build_model
+    from kgcomplete.training import Trainer
+
+    cfg = build_config("distmult", None, {"training.mode": "KvsAll", "training.loss": "bce",
+                                          "training.regularizer": "l2", "training.reg_weight": 0.5}).training
+    torch.manual_seed(0)
+    m = build_model("distmult", umls.num_entities, umls.num_relations, dim=6, reciprocal=False, init_scale=0.5)
+    tr = Trainer(m, umls, cfg)
+    idx = torch.arange(20)
+    with_reg, _ = tr.batch_loss(idx)
+    tr.cfg.reg_weight = 0.0
+    without, _ = tr.batch_loss(idx)
+    keys = tr.kvs_queries[idx]
+    anchor, rel = keys // tr.kvs_nrel, keys % tr.kvs_nrel
+    R = umls.num_relations
+    rel = torch.where(rel >= 2 * R, rel - 2 * R, rel)
+    expected = (m.entities(anchor).pow(2).sum() + m.relations(rel).pow(2).sum()) / len(idx)
+    torch.testing.assert_close(with_reg - without, 0.5 * expected)

@@ -142,10 +142,13 @@ class Trainer(EpochLoop):
             else:
                 return self._negatives_loss(h, r, t, self.sampler), n
         if cfg.regularizer != "none" and cfg.reg_weight > 0:
-            if batch is None:  # KvsAll: regularise the anchors and relations of the queries
+            if batch is None:  # KvsAll: regularise each query's anchor and relation once
                 rel_ids = torch.where(rel >= 2 * self.dataset.num_relations, rel - 2 * self.dataset.num_relations, rel)
-                batch = torch.stack([anchor, rel_ids, anchor], 1)
-            loss = loss + cfg.reg_weight * model.regularizer(batch, cfg.regularizer)
+                a = model.entities(anchor)
+                reg = model.regularizer_emb(a, model.relations(rel_ids), a[:0], cfg.regularizer)
+            else:
+                reg = model.regularizer(batch, cfg.regularizer)
+            loss = loss + cfg.reg_weight * reg
         return loss, n
 
     def _negatives_loss(
