@@ -152,3 +152,50 @@ def test_cli_train_kgt5(tmp_path):
     res = CliRunner().invoke(main.cli, ["evaluate", str(tmp_path / "n"), "--json"])
     assert res.exit_code == 0, res.output
     assert 0 < json.loads(res.output[res.output.index("{"):])["mrr"] <= 1
+
+
+def _t5_tokenizer_folder(folder, corpus: list[str]):
+    """A T5 tokenizer folder as ``transformers`` writes it (tokenizer.json + tokenizer_config.json),
+    from a SentencePiece Unigram model trained on ``corpus`` (T5 ids: pad 0, eos 1, unk 2)."""
+    spm = pytest.importorskip("sentencepiece")
+    from transformers import T5Tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text = folder / "corpus.txt"
+    text.write_text("\n".join(corpus * 20))
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "spiece"), vocab_size=60,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   hard_vocab_limit=False, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model"))
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    tok = T5Tokenizer(vocab=vocab, extra_ids=0)
+    out = folder / "t5-tokenizer"
+    tok.save_pretrained(str(out))
+    return out, len(vocab)
+
+
+def test_training_with_a_local_t5_tokenizer_folder(tmp_path):
+    """`kgt5.tokenizer: FOLDER` loads a transformers T5 tokenizer folder, trains with its ids, and
+    the run folder reopens with the same tokenizer."""
+    from kgcomplete.seq2seq.tokenizer import KGTokenizer
+    from kgcomplete.seq2seq.verbalize import EntityTexts
+
+    ds = tiny_kg()
+    corpus = list(EntityTexts.from_dataset(ds).corpus()) + ["predict tail: predict head: | # 0123456789"]
+    folder, size = _t5_tokenizer_folder(tmp_path, corpus)
+    tok = KGTokenizer.load(folder)
+    assert tok.vocab_size == size
+    ids = tok.encode(["entity 7 | next"])
+    assert ids[0, -1].item() == 1 and (ids[0, :-1] > 2).all()  # </s> last, no <unk>/<pad> inside
+    assert tok.decode(ids) == ["entity 7 | next"]
+    torch.manual_seed(0)
+    run = train_kgt5(ds, tmp_path / "run", micro_config(epochs=3, tokenizer=str(folder)))
+    assert run.tokenizer.vocab_size == size
+    again = KGT5Run.load(tmp_path / "run")
+    assert again.tokenizer.encode(["entity 7 | next"]).tolist() == ids.tolist()
+    assert isinstance(again.texts, EntityTexts)
+
+    # a vocabulary that cannot tell the entities apart fails with a message naming them
+    poor, _ = _t5_tokenizer_folder(tmp_path / "poor", ["a b c d e f g h i j k"])
+    with pytest.raises(ValueError, match="share a token sequence"):
+        train_kgt5(ds, tmp_path / "run-poor", micro_config(epochs=1, tokenizer=str(poor)))

@@ -130,6 +130,13 @@ def build_texts(dataset, tokenizer_source, vocab_size: int, description_words: i
         ent[dup] = ent[dup] + " #" + dup.astype(str).astype(object)
         texts = EntityTexts(ent, texts.relation, texts.level)
         enc = QueryEncoder(tok, texts, max_length=max_length)
+    dup = enc.duplicate_targets()
+    if len(dup):
+        show = ", ".join(f"{dataset.entities.labels[i]!r} ({texts.entity[i]!r})" for i in dup[:5])
+        raise ValueError(f"{len(dup)} entities still share a token sequence with another after adding ' #id' "
+                         f"suffixes, e.g. {show}: the tokenizer ({tokenizer_source or 'trained'}) maps their "
+                         f"texts to the same tokens (unknown characters?); use kgt5.tokenizer=train or a "
+                         f"tokenizer whose vocabulary covers these names, '#' and digits")
     return texts, tok, enc
 
 
