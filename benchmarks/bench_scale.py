@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import resource
 import sys
@@ -174,18 +175,13 @@ def bench_big(args) -> None:
     print(est.table(), flush=True)
     model = make_model(cfg, ds)
     trainer = Trainer(model, ds, cfg.training)
-    if args.max_batches:
-        trainer._epoch_batches_full = trainer._epoch_batches
-
-        def limited():
-            for i, idx in enumerate(trainer._epoch_batches_full()):
-                if i >= args.max_batches:
-                    return
-                yield idx
-
-        trainer._epoch_batches = limited
-    rec = trainer.run_epoch()
-    n_done = min(len(ds.train), args.max_batches * args.batch) if args.max_batches else len(ds.train)
+    if args.max_batches:  # part of an epoch: the first batches of one epoch's order
+        t0 = time.perf_counter()
+        total, n_done = trainer.train_batches(itertools.islice(trainer._epoch_batches(), args.max_batches))
+        rec = {"time_s": time.perf_counter() - t0, "loss": total / max(n_done, 1)}
+    else:
+        rec = trainer.run_epoch()
+        n_done = len(ds.train)
     print(f"epoch: {n_done:,} triples in {rec['time_s']:.0f}s = {n_done / rec['time_s']:,.0f} triples/s, "
           f"loss {rec['loss']:.4f}, peak RSS {fmt_bytes(peak_rss())}", flush=True)
     t0 = time.perf_counter()

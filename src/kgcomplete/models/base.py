@@ -151,13 +151,21 @@ class KGEModel(nn.Module):
         Returns:
             ``(B, C)`` scores (C = E when candidates is None).
         """
-        return self._score_side(self.entities(h), self.relations(r), candidates, tails=True)
+        a, rel, tails = self.query_embeddings(h, r)
+        return self._score_side(a, rel, candidates, tails)
 
     def score_heads(self, r: Tensor, t: Tensor, candidates: Optional[Tensor] = None) -> Tensor:
         """Score ``(?, r, t)`` queries; same conventions as :meth:`score_tails`."""
-        if self.reciprocal:
-            return self._score_side(self.entities(t), self.relations(self.inverse(r)), candidates, tails=True)
-        return self._score_side(self.entities(t), self.relations(r), candidates, tails=False)
+        a, rel, tails = self.query_embeddings(t, r, head=True)
+        return self._score_side(a, rel, candidates, tails)
+
+    def query_embeddings(self, anchor: Tensor, r: Tensor, head: bool = False) -> tuple[Tensor, Tensor, bool]:
+        """Anchor ``(B, We)`` and relation ``(B, Wr)`` embeddings of ``(anchor, r, ?)`` queries (or, with
+        ``head``, ``(?, r, anchor)``), and whether the candidates fill the tail slot: with reciprocal
+        relations a head query is the tail query ``(anchor, r^-1, ?)``."""
+        if head and self.reciprocal:
+            return self.entities(anchor), self.relations(self.inverse(r)), True
+        return self.entities(anchor), self.relations(r), not head
 
     def score_queries(self, anchor: Tensor, r: Tensor, candidates: Optional[Tensor] = None, head: bool = False) -> Tensor:
         """Tail queries ``(anchor, r, ?)`` or, with ``head=True``, head queries ``(?, r, anchor)``."""
@@ -171,14 +179,11 @@ class KGEModel(nn.Module):
         """
         if self.similarity != "l2" or candidates.dim() != 1:
             return self.score_queries(anchor, r, candidates, head=head)
-        a = self.entities(anchor)
-        if head and self.reciprocal:
-            q = self.tail_query(a, self.relations(self.inverse(r)))
-        else:
-            q = self.head_query(self.relations(r), a) if head else self.tail_query(a, self.relations(r))
+        a, rel, tails = self.query_embeddings(anchor, r, head)
         c, bias = self.candidate_features(self.entities(candidates))
         if bias is not None:
             return self.score_queries(anchor, r, candidates, head=head)
+        q = self.tail_query(a, rel) if tails else self.head_query(rel, a)
         return torch.addmm(c.pow(2).sum(-1).neg_(), q, c.T, alpha=2.0)
 
     # -------------------------------------------------------------- internals

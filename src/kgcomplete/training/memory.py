@@ -161,7 +161,7 @@ def estimate_training_memory(
     else:
         n_neg = tc.num_negatives * (B if tc.negative_sampler == "type" else 1)
         rows = 2 * B + sides * n_neg
-        threads = max(1, int(getattr(tc, "hogwild", 1)))  # each Hogwild thread holds its own batch
+        threads = max(1, int(tc.hogwild))  # each Hogwild thread holds its own batch
         parts["batch buffers"] = threads * (rows * we * 4 * 4 + sides * B * tc.num_negatives * 4 * 6)
         notes["batch buffers"] = (f"{rows:,} gathered rows, {sides} x ({B:,} x {tc.num_negatives}) scores"
                                   + (f", x {threads} Hogwild threads" if threads > 1 else ""))

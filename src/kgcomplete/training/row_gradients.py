@@ -13,7 +13,7 @@ batches against the same tables at once (Hogwild, ``training.hogwild``).
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..models.base import KGEModel
 
@@ -48,5 +48,4 @@ def supports_row_updates(model: KGEModel, optimizer_name: str, mode: str) -> boo
         and optimizer_name.lower() == "rowadagrad"
         and all(id(p) in tables for p in model.parameters() if p.requires_grad)
         and type(model)._score_side is KGEModel._score_side
-        and isinstance(model.entity_emb, nn.Embedding)
     )
