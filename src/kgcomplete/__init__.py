@@ -11,25 +11,26 @@ Quick use::
 
 __version__ = "0.1.0"
 
-from .config import Config, build_config
-from .data import Dataset, Vocabulary, load_dataset, registered_datasets
-from .evaluation import evaluate
-from .models import build_model, model_names
+import importlib
+
+#: public name -> submodule; imported on first use, so ``kgc --help`` and ``import kgcomplete.config``
+#: do not pay for torch and pandas (PEP 562)
+_EXPORTS = {
+    "Config": ".config", "build_config": ".config",
+    "Dataset": ".data", "Vocabulary": ".data", "load_dataset": ".data", "registered_datasets": ".data",
+    "evaluate": ".evaluation", "build_model": ".models", "model_names": ".models",
+    "train": ".runs", "load_run": ".runs",
+}
 
 
-def train(*args, **kwargs):
-    """See :func:`kgcomplete.runs.train`."""
-    from .runs import train as _train
-
-    return _train(*args, **kwargs)
-
-
-def load_run(path, **kwargs):
-    """See :func:`kgcomplete.runs.load_run`."""
-    from .runs import load_run as _load
-
-    return _load(path, **kwargs)
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Config", "Dataset", "Vocabulary", "build_config", "build_model", "evaluate", "load_dataset",
-           "load_run", "model_names", "registered_datasets", "train", "__version__"]
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = [*_EXPORTS, "__version__"]

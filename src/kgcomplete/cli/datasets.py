@@ -33,14 +33,14 @@ def _entry(name: str):
 def _cache_status(e) -> str:
     """'bundled', 'ready' (compact copy), 'downloaded', 'partial' or '-'."""
     from kgcomplete.data.compact import is_compact
-    from kgcomplete.data.download import compact_dir, downloads_dir
+    from kgcomplete.data.download import cached_files, compact_dir, downloads_dir
 
     if e.source == "bundled":
         return "bundled"
     root = compact_dir(e.name)
     if root.exists() and any(is_compact(p) for p in root.iterdir()):
         return "ready"
-    have = [f for f in e.files if (downloads_dir(e.name) / f.name).exists()]
+    have = cached_files(e.name, e.files)
     if have and len(have) == len(e.files):
         return "downloaded"
     if have or any((downloads_dir(e.name) / (f.name + ".part")).exists() for f in e.files):

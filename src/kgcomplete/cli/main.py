@@ -109,6 +109,8 @@ def _open(run_path: str, ensemble: str | None = None):
 
             run = EnsembleRun(run, load_run(ensemble))
         return run
+    except ImportError as e:  # e.g. --ensemble without the KGT5 extra
+        raise click.ClickException(f"cannot open {run_path}: {e}")
     except (FileNotFoundError, ValueError, KeyError) as e:
         _fail(e)
 

@@ -22,19 +22,9 @@ def _need(module: str) -> None:
 
 
 def _load(run_path: str, ensemble: str | None = None):
-    from ..runs import load_run
+    from .main import _open  # inside the function: main imports this module to register its commands
 
-    try:
-        run = load_run(run_path)
-        if ensemble:
-            from ..seq2seq.ensemble import EnsembleRun
-
-            run = EnsembleRun(run, load_run(ensemble))
-        return run
-    except ImportError as e:  # e.g. --ensemble without the KGT5 extra
-        raise click.ClickException(f"cannot open {run_path}: {e}")
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        raise click.ClickException(str(e).strip("'\""))
+    return _open(run_path, ensemble)
 
 
 @click.command()

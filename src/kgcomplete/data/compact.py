@@ -185,12 +185,16 @@ class _GrowingVocab:
         self.index = pd.Index(np.array([], dtype=object), dtype=object)
 
     def encode(self, values: np.ndarray, grow: bool) -> np.ndarray:
+        """Ids of ``values`` (-1 for labels not seen, when not growing); one hash pass over the
+        chunk (``factorize``), then lookups of its distinct labels only."""
+        codes, uniq = pd.factorize(values, use_na_sentinel=False)
+        ids = self.index.get_indexer(uniq)
         if grow:
-            uniq = pd.unique(values)
-            new = uniq[self.index.get_indexer(uniq) < 0]
-            if len(new):
-                self.index = self.index.append(pd.Index(np.asarray(new, dtype=object), dtype=object))
-        return self.index.get_indexer(values).astype(np.int64)
+            new = ids < 0
+            if new.any():
+                ids[new] = len(self.index) + np.arange(int(new.sum()))
+                self.index = self.index.append(pd.Index(np.asarray(uniq[new], dtype=object), dtype=object))
+        return ids[codes].astype(np.int64)
 
     def sorted_remap(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted labels, old id -> new id) so that ids follow the sorted label order."""

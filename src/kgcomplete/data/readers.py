@@ -27,7 +27,7 @@ def _line_text(path: Path, line_no: int) -> str:
     return ""
 
 
-def read_tsv_columns(path: str | Path, columns: int, what: str = "fields") -> pd.DataFrame:
+def read_tsv_columns(path: str | Path, columns: int) -> pd.DataFrame:
     """Read a headerless TSV with exactly ``columns`` non-empty string fields per line.
 
     CRLF line endings are tolerated. Returns a DataFrame with integer column names 0..columns-1,
@@ -107,7 +107,7 @@ def iter_tsv_chunks(path: str | Path, columns: int = 3, chunk_lines: int = DEFAU
 
 def read_triples(path: str | Path) -> np.ndarray:
     """``head<TAB>relation<TAB>tail`` lines -> (n, 3) object array of labels."""
-    return read_tsv_columns(path, 3, "fields (head, relation, tail)").to_numpy(dtype=object)
+    return read_tsv_columns(path, 3).to_numpy(dtype=object)
 
 
 def read_id_text(path: str | Path) -> pd.Series:

@@ -130,10 +130,6 @@ def merge_topk(vals: Tensor, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 # ------------------------------------------------------- distributed (SPMD)
-def _chunks(n: int, size: int):
-    return ((s, min(s + size, n)) for s in range(0, n, size))
-
-
 def _known_pairs(filter_index, batch, head, answer):
     anchor_col = 2 if head else 0
     q, ent = filter_index.known(batch[:, anchor_col], batch[:, 1], head=head)
@@ -158,7 +154,7 @@ def distributed_rank(
         for head in (True, False):
             anchor_col, answer_col = (2, 0) if head else (0, 2)
             out = np.empty(len(triples))
-            for s, e in _chunks(len(triples), qchunk):
+            for s, e in window_bounds(len(triples), qchunk):
                 batch = triples[s:e]
                 emb = owned_rows(model, sharding, comm.rank, batch[:, [anchor_col, answer_col]])
                 comm.all_reduce_(emb)
@@ -224,8 +220,8 @@ def streamed_rank(
             answer_col = 0 if head else 2
             if head not in targets:
                 targets[head] = torch.cat([target_scores(m, emb[a:b, ai], emb[a:b, aw], triples[a:b, 1], head)
-                                           for a, b in _chunks(len(triples), qchunk)]) if len(triples) else torch.zeros(0)
-            for a, b in _chunks(len(triples), qchunk):
+                                           for a, b in window_bounds(len(triples), qchunk)]) if len(triples) else torch.zeros(0)
+            for a, b in window_bounds(len(triples), qchunk):
                 batch = triples[a:b]
                 known = _known_pairs(filter_index, batch, head, batch[:, answer_col]) if filter_index else None
                 counts[head][:, a:b] += shard_rank_counts(m, sharding, s, emb[a:b, ai], batch[:, 1], head,

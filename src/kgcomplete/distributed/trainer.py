@@ -197,7 +197,7 @@ class BessTrainer(EpochLoop):
 
     def filter_index(self) -> FilterIndex:
         if self._filter is None:
-            self._filter = FilterIndex(self.dataset.all_triples(), self.dataset.num_relations)
+            self._filter = FilterIndex.from_dataset(self.dataset)
         return self._filter
 
     def rank(self, triples: np.ndarray, filtered: bool = True):
