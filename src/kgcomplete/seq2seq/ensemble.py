@@ -149,7 +149,7 @@ class EnsembleRun:
     def predict(self, head: Optional[str] = None, relation: Optional[str] = None, tail: Optional[str] = None,
                 k: int = 10, exclude_known: bool = False) -> list[dict]:
         """Top-``k`` rows ``{rank, id, entity, name, score, known}`` under the ensemble score."""
-        from .run import rows_from_scores
+        from ..runs import top_k_predictions
         from .verbalize import resolve_entities, resolve_relations
 
         if (head is None) == (tail is None) or relation is None:
@@ -159,9 +159,8 @@ class EnsembleRun:
         r = resolve_relations([relation], self.dataset, self.kgt5.texts)[0]
         if a < 0 or r < 0:
             raise KeyError(f"unknown {'entity ' + repr(name) if a < 0 else 'relation ' + repr(relation)}")
-        scores = self.score_queries(torch.tensor([a]), torch.tensor([r]), None, head is None)
-        return rows_from_scores(self.dataset, self.kgt5.filter_index, scores, np.array([a]), np.array([r]),
-                                head is None, k, exclude_known)[0]
+        return top_k_predictions(self, self.dataset, self.kgt5.known, np.array([a]), np.array([r]), head is None, k,
+                                 exclude_known)[0]
 
 
 class _FixedWeight:

@@ -287,7 +287,7 @@ def train_qa(base_run: str | Path | KGT5Run, train: QAData, out_dir: str | Path,
         pad = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]))  # noqa: E731
         inputs, targets = torch.cat([pad(inputs), pad(kg_in)]), torch.cat([targets, kg_t])
     model = copy.deepcopy(base.model)
-    run = QARun(out, cfg, base.dataset, model, base.tokenizer, base.texts, enc)
+    run = QARun(out, cfg, base.dataset, model, base.tokenizer, base.texts, enc, base.trie, base.known)
     evaluate_fn = None
     if valid is not None and len(valid):
         sub = valid.subset(np.arange(min(len(valid), 500)))

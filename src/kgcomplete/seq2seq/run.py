@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import yaml
 
+from ..runs import KnownTriples, top_k_predictions
 from .decoding import KGT5Scorer
 from .encoding import QueryEncoder
 from .model import build_model, model_from_folder, num_parameters, save_model_config
@@ -155,13 +156,14 @@ class KGT5Run:
     """An opened (or freshly trained) KGT5 run; see the module docstring for the folder layout."""
 
     def __init__(self, path: Path, config: dict, dataset, model, tokenizer, texts: EntityTexts,
-                 encoder: Optional[QueryEncoder] = None):
+                 encoder: Optional[QueryEncoder] = None, trie: Optional[EntityTrie] = None,
+                 known: Optional[KnownTriples] = None):
         self.path, self.config, self.dataset = Path(path), config, dataset
         self.model, self.tokenizer, self.texts = model.eval(), tokenizer, texts
         self.encoder = encoder or QueryEncoder(tokenizer, texts, max_length=config["kgt5"]["max_length"])
-        self.trie = EntityTrie(self.encoder.entity_ids, tokenizer.vocab_size)
+        self.trie = trie or EntityTrie(self.encoder.entity_ids, tokenizer.vocab_size)
         self._scorer: Optional[KGT5Scorer] = None
-        self._filter = None
+        self.known = known or KnownTriples(dataset)  # filter indexes, built once on first use
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -238,11 +240,7 @@ class KGT5Run:
 
     @property
     def filter_index(self):
-        if self._filter is None:
-            from ..evaluation.filter_index import FilterIndex
-
-            self._filter = FilterIndex(self.dataset.all_triples(), self.dataset.num_relations)
-        return self._filter
+        return self.known.index("all")
 
     def predict(self, head: Optional[str] = None, relation: Optional[str] = None, tail: Optional[str] = None,
                 k: int = 10, exclude_known: bool = False) -> list[dict]:
@@ -272,56 +270,11 @@ class KGT5Run:
         if sc.method in ("beam", "exhaustive") or exclude_known:
             extra = 0 if not exclude_known else 50
             sc = self.scorer(method="beam", beam_size=max(sc.beam_size, k + extra)) if sc.method != "exhaustive" else sc
-        scores = sc.score_queries(torch.as_tensor(anchor), torch.as_tensor(r), None, head)
-        return rows_from_scores(self.dataset, self.filter_index, scores, anchor, r, head, k, exclude_known)
+        return top_k_predictions(sc, self.dataset, self.known, anchor, r, head, k, exclude_known)
 
     def known_split(self, triples: np.ndarray) -> list[Optional[str]]:
         """For ``(B, 3)`` triples: the first split that contains each, or None."""
-        return known_split(self.dataset, triples, self._split_filters)
-
-    @property
-    def _split_filters(self) -> dict:
-        if not hasattr(self, "_splits_fi"):
-            self._splits_fi = {}
-        return self._splits_fi
-
-
-def known_split(dataset, triples: np.ndarray, cache: dict) -> list[Optional[str]]:
-    """First split of ``dataset`` holding each ``(B, 3)`` triple, or None (``cache``: split -> FilterIndex)."""
-    from ..evaluation.filter_index import FilterIndex
-
-    status = np.full(len(triples), None, dtype=object)
-    for split, tr in dataset.splits.items():
-        if split not in cache:
-            cache[split] = FilterIndex(tr, dataset.num_relations)
-        hit = cache[split].contains(triples) & (status == None)  # noqa: E711
-        status[hit] = split
-    return status.tolist()
-
-
-def rows_from_scores(dataset, filter_index, scores: torch.Tensor, anchor: np.ndarray, r: np.ndarray, head: bool,
-                     k: int, exclude_known: bool, cache: Optional[dict] = None) -> list[list[dict]]:
-    """``(B, E)`` scores -> per query the top-``k`` rows ``{rank, id, entity, name, score, known}``;
-    ``-inf`` (never generated) entities are left out."""
-    scores = scores.float().clone()
-    if exclude_known:
-        q, ent = filter_index.known(anchor, r, head=head)
-        scores[torch.as_tensor(q), torch.as_tensor(ent)] = float("-inf")
-    top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-    ids, vals = top.indices.numpy(), top.values.numpy()
-    cache = {} if cache is None else cache
-    out = []
-    for b in range(len(anchor)):  # one list per query, k rows each
-        keep = np.isfinite(vals[b])
-        rows, v = ids[b][keep], vals[b][keep]
-        n = len(rows)
-        triples = np.stack([rows, np.full(n, r[b]), np.full(n, anchor[b])], 1) if head else \
-            np.stack([np.full(n, anchor[b]), np.full(n, r[b]), rows], 1)
-        known = known_split(dataset, triples, cache)
-        labels, names = dataset.entities.labels[rows], dataset.entity_text(rows)
-        out.append([{"rank": i + 1, "id": int(rows[i]), "entity": str(labels[i]), "name": str(names[i]),
-                     "score": float(v[i]), "known": known[i]} for i in range(n)])
-    return out
+        return self.known.split_of(triples)
 
 
 def _write_metadata(out: Path, cfg: dict, dataset, texts: EntityTexts, tok, model) -> None:
@@ -369,12 +322,12 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict] = None, resu
     trie = EntityTrie(enc.entity_ids, tok.vocab_size)
 
     evaluate_fn = None
+    known = KnownTriples(dataset)  # shared with the returned run: the filter index is built once
     valid = dataset.splits.get("valid")
     if valid is not None and len(valid):
         from ..evaluation.evaluator import evaluate
-        from ..evaluation.filter_index import FilterIndex
 
-        fi = FilterIndex(dataset.all_triples(), dataset.num_relations)
+        fi = known.index("all")
         rng = np.random.default_rng(0)
         sub = valid if len(valid) <= k["valid_max_triples"] else valid[rng.choice(len(valid), k["valid_max_triples"], replace=False)]
         sub_ds = copy.copy(dataset)
@@ -389,7 +342,7 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict] = None, resu
 
     stats = fit(model, inputs, targets, enc, _options(cfg), out, resume=resume, evaluate_fn=evaluate_fn)
     best = model_from_folder(out, out / BEST).to("cuda" if torch.cuda.is_available() else "cpu")
-    run = KGT5Run(out, cfg, dataset, best, tok, texts, enc)
+    run = KGT5Run(out, cfg, dataset, best, tok, texts, enc, trie, known)
     metrics = {}
     for split in ("valid", "test"):
         if split in dataset.splits and len(dataset.splits[split]):
