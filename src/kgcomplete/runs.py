@@ -296,22 +296,24 @@ def top_k_predictions(scorer, dataset: Dataset, known: KnownTriples, anchor: np.
             q, ent = known.index("all").known(anchor, r, head=head)
             scores[torch.as_tensor(q), torch.as_tensor(ent)] = float("-inf")
         top = torch.topk(scores, k, dim=1)
-    ids, vals = top.indices.numpy(), top.values.numpy()
-    out = []
-    for b in range(len(anchor)):  # one list per query (at most k rows each)
-        keep = np.isfinite(vals[b])
-        rows, sc = ids[b][keep], vals[b][keep]
-        n = len(rows)
-        triples = np.stack([rows, np.full(n, r[b]), np.full(n, anchor[b])], 1) if head else \
-            np.stack([np.full(n, anchor[b]), np.full(n, r[b]), rows], 1)
-        status = known.split_of(triples) if n else []
-        labels, names = dataset.entities.labels[rows], dataset.entity_text(rows)
-        out.append([
-            {"rank": i + 1, "id": int(rows[i]), "entity": str(labels[i]), "name": str(names[i]),
-             "score": float(sc[i]), "known": status[i]}
-            for i in range(n)
-        ])
-    return out
+    return prediction_rows(dataset, known, anchor, r, head, top.indices.numpy(), top.values.numpy())
+
+
+def prediction_rows(dataset: Dataset, known: KnownTriples, anchor: np.ndarray, r: np.ndarray, head: bool,
+                    ids: np.ndarray, vals: np.ndarray) -> list[list[dict]]:
+    """Top-k ``ids``/``vals`` ``(B, k)`` of ``(B,)`` queries -> per query the rows ``{"rank", "id",
+    "entity", "name", "score", "known"}``, non-finite scores left out."""
+    keep = np.isfinite(vals)  # (B, k)
+    q, rows, sc = np.nonzero(keep)[0], ids[keep], vals[keep]  # all queries' answers, query-major
+    a_, r_ = anchor[q], r[q]
+    triples = np.stack([rows, r_, a_], 1) if head else np.stack([a_, r_, rows], 1)
+    status = known.split_of(triples) if len(rows) else []  # one lookup per split for the whole batch
+    labels, names = dataset.entities.labels[rows], dataset.entity_text(rows)
+    rank = np.cumsum(keep, axis=1)[keep]
+    records = [{"rank": int(rank[i]), "id": int(rows[i]), "entity": str(labels[i]), "name": str(names[i]),
+                "score": float(sc[i]), "known": status[i]} for i in range(len(rows))]
+    bounds = np.cumsum(keep.sum(1))
+    return [records[lo:hi] for lo, hi in zip(np.concatenate([[0], bounds[:-1]]), bounds)]
 
 
 def _relation_labels(dataset: Dataset, n: int) -> np.ndarray:
@@ -335,7 +337,9 @@ def resolve(vocab: Vocabulary, names: Optional[np.ndarray], text: str, kind: str
     if names is not None and len(close) < 5:
         name_vocab = Vocabulary(np.unique(names.astype(str)))
         close += [n for n in name_vocab.close_matches(text) if n not in close][: 5 - len(close)]
-    raise KeyError(f"unknown {kind} {text!r}; close matches: {close}")
+    err = KeyError(f"unknown {kind} {text!r}; close matches: {close}")
+    err.close_matches = close  # for callers that format their own message (the server)
+    raise err
 
 
 def make_model(config: Config, dataset: Dataset) -> KGEModel:

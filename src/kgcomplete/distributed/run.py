@@ -19,7 +19,7 @@ from ..config import Config
 from ..data.dataset import Dataset
 from ..evaluation.evaluator import Evaluator
 from ..models.base import KGEModel
-from ..runs import KGERun, RunFolder, _relation_labels
+from ..runs import KGERun, RunFolder, _relation_labels, prediction_rows
 from .checkpoint import ENTITY_KEY, gather_run, load_shard_model, reshard_run
 from .inference import DEFAULT_WINDOW, owned_rows, query_parts, streamed_rank, streamed_topk
 from .sharding import Sharding
@@ -115,18 +115,8 @@ class ShardedRun(KGERun):
         k = max(1, min(int(k), self.dataset.num_entities))
         vals, ids = streamed_topk(self.shard, self.sharding, anchor, r, head, k,
                                   self.filter_index("all") if exclude_known else None, self.window)
-        out = []
-        for b in range(len(anchor)):  # one list per query
-            keep = ids[b] >= 0
-            rows, sc = ids[b][keep], vals[b][keep]
-            kk = len(rows)
-            triples = (np.stack([rows, np.full(kk, r[b]), np.full(kk, anchor[b])], 1) if head else
-                       np.stack([np.full(kk, anchor[b]), np.full(kk, r[b]), rows], 1))
-            known = self.known_split(triples)
-            labels, names = self.dataset.entities.labels[rows], self.dataset.entity_text(rows)
-            out.append([{"rank": i + 1, "id": int(rows[i]), "entity": str(labels[i]), "name": str(names[i]),
-                         "score": float(sc[i]), "known": known[i]} for i in range(kk)])
-        return out
+        vals = np.where(ids >= 0, vals, -np.inf)  # missing entries (fewer than k candidates)
+        return prediction_rows(self.dataset, self.known, anchor, r, head, ids, vals)
 
     # ----------------------------------------------------------- export
     def export(self, out: Optional[str | Path] = None) -> dict[str, Path]:

@@ -205,8 +205,11 @@ class QueryEngine:
             return int(resolve(ds.relations, ds.relation_names, text, kind))
         except KeyError as e:
             msg = str(e.args[0]) if e.args else f"unknown {kind} {text!r}"
-            vocab = self.dataset.entities if kind == "entity" else self.dataset.relations
-            close = vocab.close_matches(str(text))
+            close = getattr(e, "close_matches", None)  # already computed by runs.resolve
+            if close is None:
+                vocab = self.dataset.entities if kind == "entity" else self.dataset.relations
+                close = vocab.close_matches(str(text))
+            close = list(close)
             names = self.entity_names if kind == "entity" else self.relation_names
             index = self.entity_index if kind == "entity" else self.relation_index
             if len(close) < 5:  # also suggest by (word-)prefix of the human-readable names
