@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 import kgcomplete as kgc
@@ -61,6 +62,11 @@ def test_gather_and_reshard_keep_the_model(sharded, tmp_path):
     q = dict(head="3", relation="1", k=5)
     want = [(p["id"], round(p["score"], 4)) for p in single.predict(**q)]
     assert [(p["id"], round(p["score"], 4)) for p in run.predict(**q)] == want
+    anchor, rel = torch.tensor([3, 5, 7]), torch.tensor([1, 0, 2])
+    for cand in (None, torch.tensor([0, 4, 9, 30]), torch.tensor([[1, 2], [3, 4], [5, 36]])):
+        for head in (False, True):  # scoring straight from the shards = scoring the gathered table
+            torch.testing.assert_close(run.score_queries(anchor, rel, cand, head=head),
+                                       single.score_queries(anchor, rel, cand, head=head), rtol=1e-5, atol=1e-5)
     three = run.reshard(3, tmp_path / "three")
     assert three.sharding.n_shard == 3 and (tmp_path / "three" / "shards" / "optim-2.safetensors").exists()
     assert three.evaluate("test")["mrr"] == pytest.approx(ref["mrr"], rel=1e-6)

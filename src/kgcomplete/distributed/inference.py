@@ -39,6 +39,11 @@ def owned_rows(model: KGEModel, sharding: Sharding, shard: int, ids: np.ndarray)
     return out
 
 
+def gather_owned_rows(load_shard: "ShardLoader", sharding: Sharding, ids: np.ndarray) -> Tensor:
+    """``(...)`` global ids -> ``(..., W)`` embeddings, each row from the shard that owns it."""
+    return sum(owned_rows(load_shard(s), sharding, s, ids) for s in range(sharding.n_shard))
+
+
 def query_parts(model: KGEModel, anchor: Tensor, r: np.ndarray, head: bool):
     """(anchor, relation embeddings, tails?) of ``(anchor, r, ?)`` / ``(?, r, anchor)`` queries."""
     rt = torch.as_tensor(np.asarray(r, np.int64), device=anchor.device)
@@ -199,11 +204,7 @@ def streamed_rank(
     """:func:`distributed_rank` in one process, holding one shard at a time (``load_shard(i)``)."""
     triples = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
     n = sharding.n_shard
-    emb = None
-    for s in range(n):  # pass 1: head and tail embeddings of every triple, from their owners
-        m = load_shard(s)
-        part = owned_rows(m, sharding, s, triples[:, [0, 2]])
-        emb = part if emb is None else emb + part
+    emb = gather_owned_rows(load_shard, sharding, triples[:, [0, 2]])  # pass 1: (N, 2, W) heads and tails
     window = max(1, min(window, sharding.shard_size))
     qchunk = max(1, chunk_elements // window)
     counts = {h: torch.zeros(2, len(triples), dtype=torch.long) for h in (True, False)}
@@ -237,11 +238,7 @@ def streamed_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`distributed_topk` in one process, one shard at a time."""
     anchor, r = np.asarray(anchor, np.int64), np.asarray(r, np.int64)
-    emb = None
-    for s in range(sharding.n_shard):
-        m = load_shard(s)
-        part = owned_rows(m, sharding, s, anchor)
-        emb = part if emb is None else emb + part
+    emb = gather_owned_rows(load_shard, sharding, anchor)
     exclude = filter_index.known(anchor, r, head=head) if filter_index is not None else None
     vals, ids = [], []
     for s in range(sharding.n_shard):

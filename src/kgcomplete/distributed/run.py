@@ -21,7 +21,7 @@ from ..evaluation.evaluator import Evaluator
 from ..models.base import KGEModel
 from ..runs import KGERun, RunFolder, _relation_labels, prediction_rows
 from .checkpoint import ENTITY_KEY, gather_run, load_shard_model, reshard_run
-from .inference import DEFAULT_WINDOW, owned_rows, query_parts, streamed_rank, streamed_topk
+from .inference import DEFAULT_WINDOW, gather_owned_rows, owned_rows, query_parts, streamed_rank, streamed_topk
 from .sharding import Sharding
 from .step import score_groups
 
@@ -59,24 +59,18 @@ class ShardedRun(KGERun):
     # ---------------------------------------------------------- scoring
     def entity_rows(self, ids) -> torch.Tensor:
         """Embeddings ``(..., W)`` of global ids, fetched from their shards."""
-        ids = np.asarray(ids, np.int64)
-        out = None
-        for s in range(self.sharding.n_shard):
-            part = owned_rows(self.shard(s), self.sharding, s, ids)
-            out = part if out is None else out + part
-        return out
+        return gather_owned_rows(self.shard, self.sharding, np.asarray(ids, np.int64))
 
     @torch.no_grad()
     def score_queries(self, anchor, r, candidates=None, head: bool = False):
         """``(B,)`` queries -> ``(B, C)`` scores (all entities when ``candidates`` is None)."""
         anchor = np.asarray(torch.as_tensor(anchor).cpu(), np.int64)
         r = np.asarray(torch.as_tensor(r).cpu(), np.int64)
-        emb = self.entity_rows(anchor)
-        m = self.shard(0)
-        a, rel, tails = query_parts(m, emb, r, head)
+        n = self.sharding.n_shard
         if candidates is None:
+            emb = self.entity_rows(anchor)
             out = torch.empty(len(anchor), self.sharding.num_entities)
-            for s in range(self.sharding.n_shard):
+            for s in reversed(range(n)):  # the last shard is still cached from entity_rows
                 ms = self.shard(s)
                 cnt = int(self.sharding.shard_counts[s])
                 a, rel, tails = query_parts(ms, emb, r, head)
@@ -84,7 +78,10 @@ class ShardedRun(KGERun):
                 out[:, cols] = ms._score_side(a, rel, torch.arange(cnt, device=self.device), tails).float().cpu()
             return out
         cand = np.asarray(torch.as_tensor(candidates).cpu(), np.int64)
-        ce = self.entity_rows(cand)
+        rows = self.entity_rows(np.concatenate([anchor, cand.ravel()]))  # one pass over the shards
+        emb, ce = rows[: len(anchor)], rows[len(anchor):].reshape(*cand.shape, -1)
+        m = self.shard(n - 1)  # relations are replicated: use the shard left in the cache
+        a, rel, tails = query_parts(m, emb, r, head)
         if cand.ndim == 1:
             return score_groups(m, a.unsqueeze(0), rel.unsqueeze(0), ce.unsqueeze(0), tails)[0]
         return score_groups(m, a.unsqueeze(1), rel.unsqueeze(1), ce, tails)[:, 0]
