@@ -101,11 +101,12 @@ def _tmp_for(folder: Path) -> Path:
     return tmp
 
 
-def _write_parts(ds: Dataset, tmp: Path, write_splits: bool = True) -> dict:
-    """Write everything of ``ds`` into ``tmp``; returns the meta dict (without 'format')."""
-    _write_lines(tmp / "entities.txt", ds.entities.labels, "entity label", strict=True)
-    _write_lines(tmp / "relations.txt", ds.relations.labels, "relation label", strict=True)
-    if write_splits:
+def _write_parts(ds: Dataset, tmp: Path, core: bool = True) -> dict:
+    """Write ``ds`` into ``tmp`` (``core=False``: only the optional parts - names, types,
+    candidates - not the labels and splits); returns the meta dict (without 'format')."""
+    if core:
+        _write_lines(tmp / "entities.txt", ds.entities.labels, "entity label", strict=True)
+        _write_lines(tmp / "relations.txt", ds.relations.labels, "relation label", strict=True)
         for k, v in ds.splits.items():
             _write_array(tmp / f"{k}.npy", v)
     text = []
@@ -316,10 +317,9 @@ def add_parts(folder: str | Path, ds: Dataset) -> None:
     meta = json.loads((folder / "meta.json").read_text())
     tmp = _tmp_for(folder.with_name(folder.name + "-parts"))
     try:
-        parts = _write_parts(ds, tmp, write_splits=False)
+        parts = _write_parts(ds, tmp, core=False)
         for p in tmp.iterdir():
-            if p.name not in ("entities.txt", "relations.txt"):
-                p.replace(folder / p.name)
+            p.replace(folder / p.name)
         meta.update(text=parts["text"], candidates=parts["candidates"], num_types=parts["num_types"])
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     finally:

@@ -248,11 +248,15 @@ class Dataset:
             if attr == "relation_names":
                 self.relation_names = align(series, self.relations, fill_with_label=True)
             elif attr == "entity_types":
-                types = align(series, self.entities, fill_with_label=False)
-                self.type_vocab = Vocabulary.from_values(types[types != ""])
-                self.entity_types = np.where(types != "", self.type_vocab.encode(types), -1).astype(np.int64)
+                self.set_entity_types(series)
             else:
                 setattr(self, attr, align(series, self.entities, fill_with_label=(attr == "entity_names")))
+
+    def set_entity_types(self, types: pd.Series) -> None:
+        """Entity types from a Series entity label -> type name (entities without one get -1)."""
+        t = align(types, self.entities, fill_with_label=False)
+        self.type_vocab = Vocabulary.from_values(t[t != ""])
+        self.entity_types = np.where(t != "", self.type_vocab.encode(t), -1).astype(np.int64)
 
     def metadata_frames(self) -> dict[str, pd.DataFrame]:
         """Metadata as ``id<TAB>text`` frames keyed by file name (for saving)."""

@@ -21,7 +21,7 @@ from ..evaluation.evaluator import Evaluator
 from ..models.base import KGEModel
 from ..runs import KGERun, RunFolder, _relation_labels, prediction_rows
 from .checkpoint import ENTITY_KEY, gather_run, load_shard_model, reshard_run
-from .inference import DEFAULT_WINDOW, gather_owned_rows, owned_rows, query_parts, streamed_rank, streamed_topk
+from .inference import DEFAULT_WINDOW, gather_owned_rows, query_parts, streamed_rank, streamed_topk
 from .sharding import Sharding
 from .step import score_groups
 

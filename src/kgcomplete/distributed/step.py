@@ -250,8 +250,7 @@ def sync_replicated_grads(model: KGEModel, comm: Comm, extra: Optional[Tensor] =
             parts += [dense.reshape(-1), touched]
             meta.append("sparse")
         else:
-            parts += [(g if g is not None else torch.zeros_like(p)).reshape(-1),
-                      torch.ones(1 if g is not None else 0, dtype=p.dtype, device=p.device)]
+            parts.append((g if g is not None else torch.zeros_like(p)).reshape(-1))
             meta.append("dense")
     if extra is not None:
         parts.append(extra.detach().reshape(-1).to(params[0].dtype if params else torch.float32))
@@ -268,8 +267,6 @@ def sync_replicated_grads(model: KGEModel, comm: Comm, extra: Optional[Tensor] =
             rows = torch.nonzero(touched).squeeze(1)
             p.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), dense[rows], p.shape).coalesce()
         else:
-            had = p.grad is not None
-            off += 1 if had else 0
             p.grad = dense.clone()
     return flat[off:] if extra is not None else None
 

@@ -20,9 +20,8 @@ import pandas as pd
 
 from ..compact import add_parts, ingest_triples, load_compact
 from ..dataset import Dataset
-from ._util import align as _align
+from ..vocabulary import align as _align
 from ..readers import DataFormatError
-from ..vocabulary import Vocabulary
 
 
 def _split_files(raw: Path, size: str) -> dict[str, Path]:
@@ -60,9 +59,7 @@ def attach_codex_metadata(ds: Dataset, raw: str | Path, lang: str = "en") -> Non
     types = _json(raw, "types/entity2types.json")
     if types is not None:
         first = pd.Series({k: v[0] for k, v in types.items() if v}, dtype=object)
-        t = _align(first, ds.entities, fill_with_label=False)
-        ds.type_vocab = Vocabulary.from_values(t[t != ""])
-        ds.entity_types = np.where(t != "", ds.type_vocab.encode(t), -1).astype(np.int64)
+        ds.set_entity_types(first)
 
 
 def build_codex(raw: str | Path, out: str | Path, name: str, unknown: str = "error", size: str = "s",

@@ -20,9 +20,7 @@ import pandas as pd
 
 from ..compact import add_parts, ingest_triples, load_compact
 from ..dataset import Dataset
-from ._util import align as _align
 from ..readers import DataFormatError
-from ..vocabulary import Vocabulary
 from .text import find_split_folder
 
 SPLIT_NAMES = {"train": ("train_sample.csv",), "valid": ("val_sample.csv",), "test": ("test_sample.csv",)}
@@ -50,11 +48,8 @@ def _node_types(folder: Path) -> pd.Series:
 
 
 def _attach_types(ds: Dataset, types: pd.Series) -> None:
-    if types.empty:
-        return
-    t = _align(types, ds.entities, fill_with_label=False)
-    ds.type_vocab = Vocabulary.from_values(t[t != ""])
-    ds.entity_types = np.where(t != "", ds.type_vocab.encode(t), -1).astype(np.int64)
+    if not types.empty:
+        ds.set_entity_types(types)
 
 
 def build_openbiolink(raw: str | Path, out: str | Path, name: str = "openbiolink2020", unknown: str = "error",

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..compact import add_parts, ingest_triples, load_compact
-from ._util import align as _align
+from ..vocabulary import align as _align
 from ..readers import DataFormatError
 from .text import find_split_folder
 
