@@ -123,15 +123,14 @@ def build_texts(dataset, tokenizer_source, vocab_size: int, description_words: i
     texts = EntityTexts.from_dataset(dataset, description_words=description_words)
     tok = build_tokenizer(texts.corpus(), tokenizer_source, vocab_size, tokenizer_model)
     enc = QueryEncoder(tok, texts, max_length=max_length)
-    for _ in range(3):
+    for attempt in range(4):  # up to 3 rounds of suffixes; the check runs once per encoder
         dup = enc.duplicate_targets()
-        if not len(dup):
+        if not len(dup) or attempt == 3:
             break
         ent = texts.entity.copy()
         ent[dup] = ent[dup] + " #" + dup.astype(str).astype(object)
         texts = EntityTexts(ent, texts.relation, texts.level)
         enc = QueryEncoder(tok, texts, max_length=max_length)
-    dup = enc.duplicate_targets()
     if len(dup):
         show = ", ".join(f"{dataset.entities.labels[i]!r} ({texts.entity[i]!r})" for i in dup[:5])
         raise ValueError(f"{len(dup)} entities still share a token sequence with another after adding ' #id' "

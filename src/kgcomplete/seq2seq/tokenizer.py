@@ -24,8 +24,6 @@ class KGTokenizer:
     ``decode(ids (n, L)) -> list[str]``.
     """
 
-    pad_id, eos_id, unk_id = PAD_ID, EOS_ID, UNK_ID
-
     def __init__(self, tokenizer):
         self.tok = tokenizer  # tokenizers.Tokenizer
         for i, t in enumerate(SPECIAL_TOKENS):
@@ -94,9 +92,6 @@ class KGTokenizer:
         ids = torch.as_tensor(ids).tolist()
         return self.tok.decode_batch([[i for i in row if i > UNK_ID] for row in ids])
 
-    def tokens(self, text: str) -> list[str]:
-        return self.tok.encode(text, add_special_tokens=False).tokens
-
 
 class HFTokenizer(KGTokenizer):
     """A ``transformers`` tokenizer (e.g. a local ``t5-small`` folder) behind the same interface."""
@@ -125,9 +120,6 @@ class HFTokenizer(KGTokenizer):
 
     def decode(self, ids) -> list[str]:
         return self.hf.batch_decode(torch.as_tensor(ids).tolist(), skip_special_tokens=True)
-
-    def tokens(self, text: str) -> list[str]:
-        return self.hf.tokenize(text)
 
 
 def pad_lists(lists: list[list[int]], eos: bool = True, max_length: int | None = None) -> torch.Tensor:

@@ -100,8 +100,7 @@ def _current_lr(opts: TrainOptions, step: int) -> float:
 
 
 def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out_dir: Path,
-        resume: bool = False, evaluate_fn: Optional[Callable[[object], float]] = None,
-        extra_state: Optional[dict] = None) -> dict:
+        resume: bool = False, evaluate_fn: Optional[Callable[[object], float]] = None) -> dict:
     """Train ``model`` on ``inputs (n, L)`` (right-padded input ids) -> ``targets (n,)`` entity ids.
 
     ``encoder.targets(ids)`` gives the label ids. ``evaluate_fn(model) -> valid MRR`` runs every
@@ -192,8 +191,7 @@ def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out
             save_weights(unwrapped, out_dir / CHECKPOINT, {"epoch": epoch + 1})
             state = {"optimizer": optimizer.state_dict(), "epoch": epoch + 1, "step": step, "best": best,
                      "train_time_s": spent, "bad_evals": bad_evals,
-                     "cpu_s": cpu_used + time.process_time() - cpu_start, "rng": torch.get_rng_state(),
-                     **(extra_state or {})}
+                     "cpu_s": cpu_used + time.process_time() - cpu_start, "rng": torch.get_rng_state()}
             _atomic(out_dir / STATE, lambda p: torch.save(state, p))
             if improved or evaluate_fn is None or not opts.eval_every:
                 save_weights(unwrapped, out_dir / BEST, {"epoch": epoch + 1})

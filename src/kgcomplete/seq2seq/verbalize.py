@@ -117,10 +117,6 @@ class EntityTexts:
         r = self.relation[np.asarray(relation, dtype=np.int64)]
         return prefix + " " + a + f" {SEPARATOR} " + r
 
-    def question_inputs(self, topic: np.ndarray, questions) -> np.ndarray:
-        """QA inputs ``predict answer: <topic entity> | <question>`` for ``(B,)`` topics/questions."""
-        return ANSWER_PREFIX + " " + self.entity[np.asarray(topic, dtype=np.int64)] + f" {SEPARATOR} " + sanitize(questions)
-
     def corpus(self) -> list[str]:
         """Strings a tokenizer is trained on: entity texts, relation texts and the fixed words."""
         return [*self.entity.tolist(), *self.relation.tolist(), TAIL_PREFIX, HEAD_PREFIX, ANSWER_PREFIX, SEPARATOR]
