@@ -163,6 +163,13 @@ def test_offline_mode_error_then_manual_placement_works(server, tmp_path, monkey
     make_text_layout(tmp_path / "kin")
     dest.parent.mkdir(parents=True)
     tar_gz(tmp_path / "kin", dest)
+    from click.testing import CliRunner
+
+    from kgcomplete.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["datasets", "download", "kinships", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "kinships: 4 entities, 2 relations, train=4" in res.output  # counts read from meta.json
     ds = load_dataset("kinships")
     assert ds.num_entities == 4 and len(ds.train) == 4
     assert (kgc_home() / "compact" / "kinships" / "unknown-error" / "meta.json").exists()
