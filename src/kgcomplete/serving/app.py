@@ -90,8 +90,9 @@ def create_app(run: Any, limits: Optional[Limits] = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if engine.num_entities and engine.num_relations:  # warm-up: builds the known-triple indexes once
-            await batcher.run_blocking(engine.predict_ids, np.zeros(1, np.int64), np.zeros(1, np.int64), False, 1)
+        if engine.num_entities and engine.num_relations:  # warm-up: builds the per-split and all-triples
+            # indexes once (exclude_known=True needs the latter), not inside the first request
+            await batcher.run_blocking(engine.predict_ids, np.zeros(1, np.int64), np.zeros(1, np.int64), False, 1, True)
         yield
         await batcher.aclose()
         batcher.shutdown()
