@@ -25,11 +25,11 @@ pytestmark = pytest.mark.browser
 CHROMIUM = next((p for p in (os.environ.get("KGC_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium")
                  if p and Path(p).exists()), None)
 if CHROMIUM is None:
-    pytest.skip("browser test skipped: Chromium not found (apt-get install -y chromium, or set KGC_CHROMIUM)",
+    pytest.skip("browser: Chromium not found (apt-get install -y chromium, or set KGC_CHROMIUM)",
                 allow_module_level=True)
 sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="browser test skipped: the Playwright package is missing (pip install playwright)")
-pytest.importorskip("fastapi", reason="browser test skipped: serving extra not installed (pip install 'kgcomplete[serve]')")
+    "playwright.sync_api", reason="the Playwright package is missing (pip install 'kgcomplete[browser]')")
+pytest.importorskip("fastapi", reason="serving extra not installed (pip install 'kgcomplete[serve]')")
 
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

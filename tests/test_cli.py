@@ -10,15 +10,12 @@ from click.testing import CliRunner
 
 from kgcomplete.cli.main import cli
 
+import reference
+
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "umls-distmult"
-    res = CliRunner().invoke(cli, ["train", "--dataset", "umls", "--model", "distmult", "--out", str(out),
-                                   "--epochs", "6", "--dim", "32", "--no-progress", "--set", "training.eval_every=3"])
-    assert res.exit_code == 0, res.output
-    assert "test" in res.output and "mrr" in res.output
-    return out
+def run_dir(umls_run_dir):
+    return umls_run_dir  # trained once per session by `kgc train` (conftest.py)
 
 
 def test_train_writes_the_run_folder(run_dir):
@@ -30,16 +27,41 @@ def test_train_writes_the_run_folder(run_dir):
     assert m["epochs"] == 6 and m["train_triples_per_s"] > 0 and "valid" in m
     log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, 7)) and "valid_mrr" in log[2]
+    assert [r["epoch"] for r in log if "valid_mrr" in r] == [3, 6]
 
 
-def test_evaluate_json_matches_metrics(run_dir):
+def _reference_metrics(run_dir, split, filtered):
+    """Metrics of the saved best weights, ranked by the NumPy reference (tests/reference.py)."""
+    from kgcomplete.runs import load_run
+
+    run = load_run(run_dir)
+    ds = run.dataset
+    known = ds.all_triples() if filtered else None
+    return reference.metrics(reference.model_score_fn(run.model), getattr(ds, split), known, ds.num_entities)
+
+
+def test_evaluate_json_equals_brute_force_ranks(run_dir):
     res = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--json"])
     assert res.exit_code == 0, res.output
     m = json.loads(res.output)
-    saved = json.loads((run_dir / "metrics.json").read_text())["test"]
-    assert m["mrr"] == pytest.approx(saved["mrr"])
-    raw = json.loads(CliRunner().invoke(cli, ["evaluate", str(run_dir), "--json", "--raw", "--split", "valid"]).output)
+    ref = _reference_metrics(run_dir, "test", filtered=True)
+    for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10"):
+        assert m[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12), k
+    assert m["filtered"] is True and m["count"] == 2 * 661  # head and tail query of every test triple
+    # the final test metrics written by training are those of the same (best) weights
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["mrr"] == pytest.approx(ref["mrr"])
+
+
+def test_evaluate_raw_ranks_every_known_answer(run_dir):
+    out = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--json", "--raw", "--split", "valid"]).output
+    raw = json.loads(out)
+    ref_raw = _reference_metrics(run_dir, "valid", filtered=False)
+    ref_filtered = _reference_metrics(run_dir, "valid", filtered=True)
     assert raw["filtered"] is False
+    for k in ("mrr", "mr", "hits@1", "hits@10"):
+        assert raw[k] == pytest.approx(ref_raw[k], rel=1e-9, abs=1e-12), k
+    # umls has many answers per query: raw ranks are far worse than filtered ones
+    assert raw["mr"] > ref_filtered["mr"] + 1 and raw["mrr"] < ref_filtered["mrr"] - 0.05
 
 
 def test_predict_names_in_names_out_known_marked(run_dir):
@@ -68,13 +90,22 @@ def test_predict_unknown_entity_suggests_close_matches(run_dir):
     assert res.exit_code != 0 and "exactly one" in res.output
 
 
-def test_export(run_dir, tmp_path):
+def test_export_writes_the_saved_tables_and_vocabularies(run_dir, tmp_path):
+    from safetensors.numpy import load_file
+
     res = CliRunner().invoke(cli, ["export", str(run_dir), "--out", str(tmp_path / "exp")])
     assert res.exit_code == 0, res.output
+    saved = load_file(run_dir / "best.safetensors")  # `kgc export` exports the run's best weights
     emb = np.load(tmp_path / "exp" / "entity_embeddings.npy")
-    assert emb.shape == (135, 32)
+    assert emb.shape == (135, 32) and np.array_equal(emb, saved["entity_emb.weight"])
+    assert np.array_equal(np.load(tmp_path / "exp" / "relation_embeddings.npy"), saved["relation_emb.weight"])
     lines = (tmp_path / "exp" / "entities.tsv").read_text().splitlines()
     assert len(lines) == 136 and lines[0] == "id\tlabel\tname"
+    vocab = [x.split("\t") for x in (run_dir / "entities.tsv").read_text().splitlines()]  # id, label
+    assert [x.split("\t")[:2] for x in lines[1:]] == vocab
+    labels = [lab for _, lab in vocab]
+    names = dict(x.split("\t", 1) for x in (run_dir / "entity_names.tsv").read_text().splitlines())
+    assert lines[1 + labels.index("virus")].split("\t")[2] == names["virus"]
 
 
 def test_bad_input_errors_are_clear(tmp_path):

@@ -118,6 +118,7 @@ def test_scorers_through_shared_evaluator(setup):
                    KGT5Scorer(model, enc, trie, method="greedy", constrained=False)):
         res = Evaluator(fi).rank(scorer, ds.test, E)
         scorer.generator.manual_seed(scorer.seed)  # replay the same samples (heads first, then tails)
+        ref = []
         for head, ranks in ((True, res.head_ranks), (False, res.tail_ranks)):
             anchor = ds.test[:, 2] if head else ds.test[:, 0]
             answer = ds.test[:, 0] if head else ds.test[:, 2]
@@ -128,6 +129,9 @@ def test_scorers_through_shared_evaluator(setup):
                 tgt = s[i, answer[i]]
                 better = (s[i, others] > tgt).sum()
                 tied = (s[i, others] == tgt).sum()
-                assert ranks[i] == pytest.approx(1 + better + tied / 2)
+                ref.append(1 + better + tied / 2)
+                assert ranks[i] == pytest.approx(ref[-1])
+        scorer.generator.manual_seed(scorer.seed)  # the same samples again, through evaluate()
         m = evaluate(scorer, ds, "test", per_relation=False)
-        assert 0 < m["mrr"] <= 1
+        assert m["mrr"] == pytest.approx(np.mean(1 / np.array(ref)), abs=1e-12)
+        assert m["hits@1"] == pytest.approx(np.mean(np.array(ref) <= 1), abs=1e-12)

@@ -66,9 +66,15 @@ def test_finetune_ask_and_cli(trained_kgt5, tmp_path):
     qa = generate_questions(ds)
     qa_run = train_qa(run, qa, tmp_path / "qa", valid=qa, options={"epochs": 15, "batch_size": 16, "lr": 0.01})
     m = json.loads((tmp_path / "qa" / "metrics.json").read_text())
-    assert m["epochs"] == 15 and 0 <= m["valid"]["hits@1"] <= 1
     again = QARun.load(tmp_path / "qa")
     scores = again.evaluate_qa(qa)
+    # reference: the top answer of every question checked against its answer set, one by one
+    pred, _ = again.answer(qa.topics, list(qa.questions), 10)
+    top1 = [int(pred[i, 0]) in set(qa.answers(i).tolist()) for i in range(len(qa))]
+    first = [next((j + 1 for j, e in enumerate(pred[i].tolist()) if e in set(qa.answers(i).tolist())), np.inf)
+             for i in range(len(qa))]
+    assert scores["hits@1"] == pytest.approx(np.mean(top1)) and scores["mrr"] == pytest.approx(np.mean(1 / np.array(first)))
+    assert m["epochs"] == 15 and m["valid"]["hits@1"] == pytest.approx(np.mean(top1))  # valid = the same questions
     assert scores["hits@1"] > 0.5  # questions seen in training (random: ~0.1)
     rows = again.ask("what is the next of [entity 5]?")
     assert rows and rows[0]["entity"] in ds.entities.labels
