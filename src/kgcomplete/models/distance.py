@@ -211,7 +211,7 @@ class BoxE(KGEModel):
         width = width / torch.exp(torch.log(width.clamp_min(self.eps)).mean(-1, keepdim=True)).clamp_min(self.eps)
         width = width * (1.0 + F.elu(size))
         low = torch.tanh(centre - 0.5 * width)
-        up = torch.tanh(low + width)
+        up = torch.tanh(centre + 0.5 * width)
         centre, width = 0.5 * (low + up), up - low
         dist = (torch.tanh(point) - centre).abs()
         w1 = 1.0 + width
