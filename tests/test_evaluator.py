@@ -67,6 +67,7 @@ def test_constant_scores_give_mean_rank_of_the_tie():
     zeros = np.zeros((11, ds.num_relations, 11), np.float32)
     res = Evaluator(None).rank(TableScorer(zeros, zeros), ds.test, 11, filtered=False)
     np.testing.assert_allclose(res.tail_ranks, 6.0)  # (1 + 11) / 2
+    np.testing.assert_allclose(res.head_ranks, 6.0)
 
 
 def test_candidates_protocol():
@@ -80,6 +81,9 @@ def test_candidates_protocol():
     h, r, t = ds.test.T
     expected = 1 + (tails[h, r][np.arange(len(t))[:, None], cand_t] > tails[h, r, t][:, None]).sum(1)
     np.testing.assert_allclose(res.tail_ranks, expected)
+    # head queries (?, r, t) look up the head table at [t, r] and rank the true head among cand_h
+    expected_h = 1 + (tails[t, r][np.arange(len(h))[:, None], cand_h] > tails[t, r, h][:, None]).sum(1)
+    np.testing.assert_allclose(res.head_ranks, expected_h)
 
 
 def test_metrics_and_per_relation():
@@ -120,3 +124,26 @@ def test_rank_counts_equal_comparison_counts():
         t = target.unsqueeze(1)
         assert torch.equal(better, (scores > t).sum(1)) and torch.equal(tied, (scores == t).sum(1))
     assert rank_counts(scores, scores[:, 7].clone())[0][1] >= 3  # +inf beats a finite target
+
+
+def test_raw_and_filtered_differ_on_a_crafted_case():
+    """Tail query (0, r, ?) with answer 3 while (0, r, 1) and (0, r, 2) are known and score higher:
+    raw rank 3, filtered rank 1. The head query (?, r, 3) has no other known head: rank 3 either way.
+    A tie with an unknown entity counts half, in both settings."""
+    train = np.array([[0, 0, 1], [0, 0, 2]])
+    test = np.array([[0, 0, 3]])
+    ds = Dataset.from_arrays(train, train[:0], test, num_entities=5, num_relations=1)
+    tails = np.zeros((5, 1, 5), np.float32)
+    heads = np.zeros((5, 1, 5), np.float32)
+    tails[0, 0] = [0.0, 3.0, 2.0, 1.0, 1.0]  # entity 4 ties with the answer
+    heads[3, 0] = [1.0, 2.0, 2.0, 0.5, 0.0]
+    scorer = TableScorer(tails, heads)
+    fi = FilterIndex(ds.all_triples(), ds.num_relations)
+    raw = Evaluator(fi).rank(scorer, test, 5, filtered=False)
+    filtered = Evaluator(fi).rank(scorer, test, 5, filtered=True)
+    np.testing.assert_allclose(raw.tail_ranks, [3.5])
+    np.testing.assert_allclose(filtered.tail_ranks, [1.5])
+    np.testing.assert_allclose(raw.head_ranks, [3.0])
+    np.testing.assert_allclose(filtered.head_ranks, [3.0])
+    assert abs(evaluate(scorer, ds, "test", filtered=False)["mrr"] - np.mean([1 / 3.0, 1 / 3.5])) < 1e-12
+    assert abs(evaluate(scorer, ds, "test")["mrr"] - np.mean([1 / 3.0, 1 / 1.5])) < 1e-12
