@@ -55,10 +55,13 @@ class _SoftplusRowMean(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, margin: float) -> Tensor:
-        u = (x + margin).clamp_(max=80.0).exp_()  # exp(80) is finite in float32
+        z = x + margin
+        u = z.clamp(max=80.0).exp_()  # exp(80) is finite in float32
         p = u + 1.0
-        out = p.log().mean(1)  # log(1 + e^z) = softplus(z) (below e^-16 the tiny terms round to 0)
         ctx.save_for_backward(u.div_(p))  # sigmoid(z) = dsoftplus/dz
+        # log(1 + e^z) = softplus(z) (below e^-16 the tiny terms round to 0); above the clamp
+        # softplus(z) = z = log(1 + e^80) + (z - 80) to float precision
+        out = p.log_().add_(z.sub_(80.0).clamp_(min=0.0)).mean(1)
         ctx.n = x.shape[1]
         return out
 

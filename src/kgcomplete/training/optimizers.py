@@ -25,6 +25,17 @@ class RowAdagrad(torch.optim.Optimizer):
                 if getattr(p, "pending_row_grads", None):
                     p.pending_row_grads.clear()
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """As torch's, but the accumulators stay float32: torch casts floating state to its
+        parameter's dtype, which would round a float16/bfloat16 table's row state on resume."""
+        super().load_state_dict(state_dict)
+        saved = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(saved, params):
+            s = state_dict["state"].get(i)
+            if s is not None and "sum" in s:
+                self.state[p]["sum"] = s["sum"].to(device=p.device, dtype=torch.float32)
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None
