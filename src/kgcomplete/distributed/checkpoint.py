@@ -5,8 +5,9 @@ Layout added to a run folder (``RUN/``)::
     sharding.json, sharding.npz     the entity -> (shard, row) mapping
     shards/latest-{i}.safetensors   worker i's parameters: its entity shard + the replicas
     shards/best-{i}.safetensors     the same at the best validation
-    shards/optim-{i}.safetensors    worker i's optimizer state (+ optim-{i}.json skeleton)
+    shards/optim-{i}.safetensors    worker i's optimizer state and RNG (+ optim-{i}.json skeleton)
     trainer_state.json              counters, written by worker 0 once every worker has saved
+    shards/next-{id}/               a checkpoint being written (see :func:`recover_checkpoint`)
 
 A sharded run can be resumed with the same number of workers, gathered into a single-table run
 (a normal :class:`~kgcomplete.runs.KGERun` folder) or re-sharded to another number of workers.
@@ -15,6 +16,8 @@ A sharded run can be resumed with the same number of workers, gathered into a si
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -28,13 +31,16 @@ from safetensors.torch import load_file
 from ..config import Config
 from ..models import build_model
 from ..models.base import KGEModel
-from ..runs import RunFolder, atomic_save_safetensors, atomic_write_json
+from ..runs import RunFolder, atomic_save_safetensors, atomic_write_bytes, atomic_write_json
 from ..training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
 from .sharding import Sharding
 
+log = logging.getLogger(__name__)
 ENTITY_KEY = "entity_emb.weight"
 #: optimizer tensors of the entity table: state of parameter 0 (the entity table is built first)
 ENTITY_OPT_PREFIX = "optimizers/0/state/0/"
+#: per-worker RNG states stored next to the optimizer tensors in ``optim-{i}.safetensors``
+RNG_PREFIX = "__rng__/"
 
 
 def shard_file(folder: Path, kind: str, rank: int) -> Path:
@@ -72,44 +78,166 @@ def load_shard_model(folder: Path, cfg: Config, num_relations: int, sharding: Sh
     return model.to(device).eval()
 
 
+def rng_state_tensors(device) -> dict[str, torch.Tensor]:
+    """This worker's torch RNG states (dropout, e.g. ConvE's, draws from them; the step plan does not)."""
+    out = {RNG_PREFIX + "torch": torch.get_rng_state()}
+    device = torch.device(device)
+    if device.type == "cuda":
+        out[RNG_PREFIX + "cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def restore_rng_state(tensors: dict[str, torch.Tensor], device) -> None:
+    """Put back (and remove from ``tensors``) the RNG states saved by :func:`rng_state_tensors`."""
+    cpu, cuda = tensors.pop(RNG_PREFIX + "torch", None), tensors.pop(RNG_PREFIX + "cuda", None)
+    if cpu is not None:
+        torch.set_rng_state(cpu)
+    device = torch.device(device)
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
+
+
+def checkpoint_id(trainer) -> str:
+    """Names one checkpoint of a run (identical on every worker): ``{epoch}-{steps}``."""
+    return f"{trainer.epoch}-{trainer.steps}"
+
+
+def worker_files(rank: int) -> tuple[str, ...]:
+    """The files of worker ``rank`` under ``shards/``."""
+    return (f"latest-{rank}.safetensors", f"best-{rank}.safetensors", f"optim-{rank}.safetensors",
+            f"optim-{rank}.json")
+
+
+def _committed_id(folder: Path) -> Optional[str]:
+    p = Path(folder) / "trainer_state.json"
+    if not p.exists():
+        return None
+    return json.loads(p.read_text()).get("checkpoint")
+
+
+def _move_or_drop(pending: Path, move=(), drop=()) -> None:
+    """Move files of ``pending`` (``shards/next-{id}``) into ``shards/`` or delete them; remove the
+    folder once it is empty."""
+    for name in move:
+        try:
+            os.replace(pending / name, pending.parent / name)
+        except FileNotFoundError:  # not written (no best yet), or another process moved it first
+            pass
+    for name in drop:
+        (pending / name).unlink(missing_ok=True)
+    try:
+        pending.rmdir()  # once every worker's files are gone
+    except OSError:
+        pass
+
+
+def recover_checkpoint(folder: str | Path, rank: Optional[int] = None, roll_back: bool = False) -> None:
+    """Finish or undo a checkpoint that a crash (e.g. ``kill -9``) interrupted.
+
+    A checkpoint is written in three phases: every worker writes its files into
+    ``shards/next-{id}/``; worker 0 then writes ``trainer_state.json`` naming ``id`` (the commit);
+    finally every worker moves its files into ``shards/``. Files of the committed id still pending
+    are moved into place (roll forward); with ``roll_back``, pending files of any other id (a
+    checkpoint that never committed) are deleted. ``rank``: only that worker's files (None: all).
+    Rolling forward is safe at any time, also next to a running training (``ShardedRun`` does it);
+    rolling back only when no worker is writing (on resume).
+    """
+    shards = Path(folder) / "shards"
+    if not shards.is_dir():
+        return
+    committed = _committed_id(folder)
+    for pending in sorted(shards.glob("next-*")):
+        ours = pending.name[len("next-"):] == committed
+        if not pending.is_dir() or not (ours or roll_back):
+            continue
+        names = [p.name for p in pending.iterdir()]
+        if rank is not None:
+            mine = worker_files(rank)
+            names = [n for n in names if n in mine or any(n.startswith(f".{m}.") for m in mine)]
+        tmp = [n for n in names if n.startswith(".")]  # temporary files of a write cut short
+        done = [n for n in names if not n.startswith(".")]
+        try:
+            _move_or_drop(pending, move=done if ours else (), drop=tmp if ours else tmp + done)
+        except OSError as e:  # e.g. a read-only copy of a run: read what is there
+            log.warning("could not recover the interrupted checkpoint in %s: %s", pending, e)
+
+
+def trim_log(folder: str | Path, epochs: int, write: bool = True) -> list[dict]:
+    """The records of the first ``epochs`` epochs in ``log.jsonl``; with ``write``, rewrite the file
+    (atomically) when it held more: records of epochs whose checkpoint never committed, or a line
+    torn by a kill."""
+    p = Path(folder) / "log.jsonl"
+    if not p.exists():
+        return []
+    text = p.read_text()
+    lines = [x for x in text.splitlines() if x.strip()]
+    keep = []
+    for x in lines:
+        try:
+            rec = json.loads(x)
+        except ValueError:  # torn
+            continue
+        if isinstance(rec, dict) and int(rec.get("epoch", 0)) <= epochs:
+            keep.append(rec)
+    if write and (len(keep) != len(lines) or (text and not text.endswith("\n"))):
+        atomic_write_bytes(p, "".join(json.dumps(r) + "\n" for r in keep).encode())
+    return keep
+
+
 def save_worker(folder: RunFolder, trainer, reason: str) -> None:
-    """Every worker writes its files; worker 0 writes ``trainer_state.json`` after all have."""
+    """Write one checkpoint of every worker, all-or-nothing (see :func:`recover_checkpoint`): the
+    files of worker ``i`` go to ``shards/next-{id}/``, worker 0 commits with ``trainer_state.json``,
+    then every worker moves its files into ``shards/``."""
     rank = trainer.comm.rank
-    (folder / "shards").mkdir(exist_ok=True)
-    atomic_save_safetensors(trainer.model.state_dict(), shard_file(folder.path, "latest", rank))
+    cid = checkpoint_id(trainer)
+    pending = Path(folder.path) / "shards" / f"next-{cid}"
+    pending.mkdir(parents=True, exist_ok=True)
+    latest, best, optim, skel = (pending / name for name in worker_files(rank))
+    atomic_save_safetensors(trainer.model.state_dict(), latest)
     if trainer.best_state is not None:
-        atomic_save_safetensors(trainer.best_state, shard_file(folder.path, "best", rank))
+        atomic_save_safetensors(trainer.best_state, best)
     tensors, skeleton = optimizer_state_tensors(trainer.optimizer)
-    atomic_save_safetensors(tensors, shard_file(folder.path, "optim", rank))
-    atomic_write_json(folder / "shards" / f"optim-{rank}.json", skeleton)
+    tensors.update(rng_state_tensors(trainer.device))
+    atomic_save_safetensors(tensors, optim)
+    atomic_write_json(skel, skeleton)
     trainer.comm.barrier()
     if rank == 0:
         state = trainer.state()
-        state.update(reason=reason, saved_at=time.time(), n_shard=trainer.comm.world)
-        atomic_write_json(folder / "trainer_state.json", state)
+        state.update(reason=reason, saved_at=time.time(), n_shard=trainer.comm.world, checkpoint=cid)
+        atomic_write_json(folder / "trainer_state.json", state)  # the commit
+    trainer.comm.barrier()
+    _move_or_drop(pending, move=worker_files(rank))
     trainer.comm.barrier()
 
 
 def restore_worker(folder: RunFolder, trainer) -> bool:
-    """Load worker ``rank``'s files into ``trainer``; False when there is nothing to resume."""
+    """Load worker ``rank``'s files into ``trainer``; False when there is nothing to resume.
+
+    An interrupted checkpoint is finished or undone first (:func:`recover_checkpoint`), and epochs
+    logged after the restored checkpoint are dropped from ``log.jsonl`` (they are trained again)."""
     rank = trainer.comm.rank
-    if not (folder / "trainer_state.json").exists():
+    recover_checkpoint(folder.path, rank, roll_back=True)
+    state = None
+    if (folder / "trainer_state.json").exists():
+        state = json.loads((folder / "trainer_state.json").read_text())
+    done = int(state["epoch"]) if state is not None else 0
+    history = trim_log(folder.path, done, write=rank == 0)
+    trainer.comm.barrier()  # every worker has recovered its files (and worker 0 the log)
+    if state is None:
         return False
-    state = json.loads((folder / "trainer_state.json").read_text())
     if int(state.get("n_shard", trainer.comm.world)) != trainer.comm.world:
         raise ValueError(f"{folder.path} was trained with {state['n_shard']} workers; re-shard it first "
                          f"(kgcomplete.distributed.checkpoint.reshard_run)")
     trainer.model.load_state_dict(load_file(shard_file(folder.path, "latest", rank)))
     skeleton = json.loads((folder / "shards" / f"optim-{rank}.json").read_text())
-    opt_path = shard_file(folder.path, "optim", rank)
-    trainer.optimizer.load_state_dict(optimizer_state_from_tensors(load_file(opt_path), skeleton))
+    tensors = load_file(shard_file(folder.path, "optim", rank))
+    restore_rng_state(tensors, trainer.device)
+    trainer.optimizer.load_state_dict(optimizer_state_from_tensors(tensors, skeleton))
     trainer.load_state(state)
     best = shard_file(folder.path, "best", rank)
     if best.exists():
         trainer.best_state = load_file(best)
-    from ..runs import read_log
-
-    trainer.history = read_log(folder.path)
+    trainer.history = history
     return True
 
 
@@ -130,6 +258,7 @@ def gather_run(src: str | Path, out: str | Path) -> Path:
     """Write a single-table run folder (``checkpoint.safetensors``/``best.safetensors``) from a
     sharded run; open it with :func:`kgcomplete.load_run` like any other run."""
     src, out = Path(src), Path(out)
+    recover_checkpoint(src)
     sharding = Sharding.load(src)
     _copy_run_files(src, out, 1)
     for kind, name in (("latest", "checkpoint"), ("best", "best")):
@@ -152,6 +281,7 @@ def reshard_run(src: str | Path, n_shard: int, out: str | Path, seed: Optional[i
     """Copy a sharded run to ``n_shard`` shards (parameters and entity optimizer state), holding
     one old and one new shard at a time; the copy can be evaluated or resumed with ``n_shard`` workers."""
     src, out = Path(src), Path(out)
+    recover_checkpoint(src)
     old = Sharding.load(src)
     cfg = _copy_run_files(src, out, n_shard)
     types = old.entity_types
@@ -173,7 +303,8 @@ def reshard_run(src: str | Path, n_shard: int, out: str | Path, seed: Optional[i
                     and first[k].dim() >= 1 and first[k].shape[0] == old.shard_size]
         for s in range(n_shard):
             ents = new.shard_and_idx_to_entity[s, : new.shard_counts[s]]
-            tensors = {k: v for k, v in first.items() if k not in row_keys}
+            # not the RNG states: worker s of the new sharding is not worker s of the old one
+            tensors = {k: v for k, v in first.items() if k not in row_keys and not k.startswith(RNG_PREFIX)}
             for k in row_keys:
                 tensors[k] = torch.zeros(new.shard_size, *first[k].shape[1:], dtype=first[k].dtype)
             for o in range(old.n_shard):  # rows of new shard s that live on old shard o

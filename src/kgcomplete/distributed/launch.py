@@ -18,7 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import signal
 import socket
+import sys
+import threading
 import time
 import traceback
 from datetime import timedelta
@@ -78,7 +81,8 @@ def spawn(fn: Callable, nprocs: int, args: tuple = (), timeout_s: Optional[float
     ``start_method="fork"`` starts faster (no re-import); the child then runs single-threaded
     until ``fn`` sets its own thread count (forked OpenMP pools are not safe to reuse)."""
     ctx = mp.get_context(start_method)
-    procs = [ctx.Process(target=_guard, args=(fn, r, args), daemon=False) for r in range(nprocs)]
+    parent = os.getpid() if start_method in ("fork", "spawn") else None  # forkserver: not our child
+    procs = [ctx.Process(target=_guard, args=(fn, r, args, parent), daemon=False) for r in range(nprocs)]
     for p in procs:
         p.start()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -109,7 +113,32 @@ def spawn(fn: Callable, nprocs: int, args: tuple = (), timeout_s: Optional[float
         raise RuntimeError(f"distributed run failed: {failed} (see its traceback above)")
 
 
-def _guard(fn, rank, args):
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the launcher ``parent`` dies, even by SIGKILL (no clean-up runs there):
+    an orphaned worker would go on training and writing into the run folder, racing a resume.
+    Linux: the kernel sends SIGKILL (``PR_SET_PDEATHSIG``); elsewhere a thread polls the parent."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
+                if os.getppid() != parent:  # it died before the call
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="kgc-parent-watch", daemon=True).start()
+
+
+def _guard(fn, rank, args, parent=None):
+    if parent is not None:
+        _die_with_parent(parent)
     torch.set_num_threads(1)
     try:
         fn(rank, *args)

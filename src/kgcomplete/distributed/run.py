@@ -20,7 +20,7 @@ from ..data.dataset import Dataset
 from ..evaluation.evaluator import Evaluator
 from ..models.base import KGEModel
 from ..runs import KGERun, RunFolder, _relation_labels, prediction_rows
-from .checkpoint import ENTITY_KEY, gather_run, load_shard_model, reshard_run
+from .checkpoint import ENTITY_KEY, gather_run, load_shard_model, recover_checkpoint, reshard_run
 from .inference import DEFAULT_WINDOW, gather_owned_rows, query_parts, streamed_rank, streamed_topk
 from .sharding import Sharding
 from .step import score_groups
@@ -43,6 +43,7 @@ class ShardedRun(KGERun):
     def load(cls, path: str | Path, dataset: Optional[Dataset] = None, which: str = "best", device="cpu",
              cache: int = 1) -> "ShardedRun":
         folder = RunFolder(path)
+        recover_checkpoint(folder.path)  # finish a checkpoint a crash left half moved into place
         config = Config.load(folder / "config.yaml")
         dataset = dataset if dataset is not None else folder.dataset(config)
         return cls(folder.path, config, dataset, Sharding.load(folder.path), which, device, cache)

@@ -234,11 +234,15 @@ def sync_replicated_grads(model: KGEModel, comm: Comm, extra: Optional[Tensor] =
 
     Sparse gradients are summed densely together with a touched-row mask, then made sparse again
     on the union of touched rows (so sparse optimizers update the same rows as one process would).
-    ``extra`` (e.g. the loss) rides along and is returned summed.
+    ``extra`` (e.g. the loss) rides along and is returned summed. BatchNorm running statistics
+    (:func:`running_stats`) ride along too and are replaced by their mean over workers, so the
+    replicas stay identical buffer for buffer (a checkpoint's shards agree; gather/re-shard keep
+    shard 0's).
     """
     params = [p for p in model.parameters() if p is not model.entity_emb.weight and p.requires_grad]
     if comm.world == 1:
         return extra
+    stats = running_stats(model)
     parts, meta = [], []
     for p in params:
         g = p.grad
@@ -252,6 +256,7 @@ def sync_replicated_grads(model: KGEModel, comm: Comm, extra: Optional[Tensor] =
         else:
             parts.append((g if g is not None else torch.zeros_like(p)).reshape(-1))
             meta.append("dense")
+    parts += [b.detach().reshape(-1).to(params[0].dtype if params else torch.float32) for b in stats]
     if extra is not None:
         parts.append(extra.detach().reshape(-1).to(params[0].dtype if params else torch.float32))
     flat = torch.cat(parts) if parts else torch.zeros(0)
@@ -268,7 +273,21 @@ def sync_replicated_grads(model: KGEModel, comm: Comm, extra: Optional[Tensor] =
             p.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), dense[rows], p.shape).coalesce()
         else:
             p.grad = dense.clone()
+    with torch.no_grad():
+        for b in stats:  # each worker updated them from its own triples: keep the mean everywhere
+            b.copy_(flat[off : off + b.numel()].view_as(b) / comm.world)
+            off += b.numel()
     return flat[off:] if extra is not None else None
+
+
+def running_stats(model: torch.nn.Module) -> list[Tensor]:
+    """Buffers that training updates on every worker from its own batch (BatchNorm running mean and
+    variance, e.g. ConvE's): replicated state that gradient sync alone would let drift apart."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            out += [b for b in (m.running_mean, m.running_var) if b is not None]
+    return out
 
 
 def restrict_entity_grad(model: KGEModel, rows: Tensor) -> None:

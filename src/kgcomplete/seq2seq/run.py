@@ -31,7 +31,7 @@ from .decoding import KGT5Scorer
 from .encoding import QueryEncoder
 from .model import build_model, model_from_folder, num_parameters, save_model_config
 from .tokenizer import build_tokenizer, KGTokenizer
-from .train import BEST, TrainOptions, fit
+from .train import BEST, TrainOptions, fit, recover_checkpoint
 from .trie import EntityTrie
 from .verbalize import EntityTexts, resolve_entities, resolve_relations
 
@@ -171,6 +171,7 @@ class KGT5Run:
         from ..data.vocabulary import Vocabulary
 
         path = Path(path)
+        recover_checkpoint(path)  # finish a checkpoint a crash left half moved into place
         cfg = yaml.safe_load((path / "config.yaml").read_text())
         if dataset is None:
             data = _data_section(cfg)

@@ -8,7 +8,10 @@
 * Checkpoints: ``checkpoint.safetensors`` (weights, atomic tmp file + ``os.replace``) and
   ``checkpoint_state.pt`` (optimizer, epoch, RNG, best validation score) after every epoch;
   ``model.safetensors`` holds the best weights (best validation MRR, else the last epoch).
-  ``resume=True`` continues from the checkpoint.
+  ``resume=True`` continues from the checkpoint, exactly as if training had not stopped (same
+  weights, optimizer state, RNG and log). A checkpoint is all-or-nothing: the weights go to
+  ``next-{id}/`` first, ``checkpoint_state.pt`` naming ``id`` is the commit, then they are moved
+  into place (:func:`recover_checkpoint` finishes or undoes a checkpoint a crash cut short).
 * ``log.jsonl``: one JSON object per epoch (epoch, loss, lr, time_s, examples_per_s, valid_mrr).
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +81,77 @@ def load_weights(model, path: Path) -> None:
     model.tie_weights()
 
 
+def _pending(out_dir: Path, cid: str) -> Path:
+    return Path(out_dir) / f"next-{cid}"
+
+
+def _move_pending(pending: Path) -> None:
+    """Move the finished files of ``pending`` into its parent; drop partial writes; remove it."""
+    for f in list(pending.iterdir()) if pending.is_dir() else []:
+        try:
+            if f.name.endswith(".tmp"):
+                f.unlink()
+            else:
+                os.replace(f, pending.parent / f.name)
+        except FileNotFoundError:  # another process moved it first
+            pass
+    try:
+        pending.rmdir()
+    except OSError:
+        pass
+
+
+def recover_checkpoint(out_dir: Path, roll_back: bool = False) -> Optional[dict]:
+    """Finish (roll forward) the checkpoint named by ``checkpoint_state.pt`` if a crash left its
+    weights in ``next-{id}/``; with ``roll_back``, delete pending checkpoints that never committed
+    (only when nothing is training into ``out_dir``). Returns the committed state (None: none)."""
+    out_dir = Path(out_dir)
+    pending = [d for d in out_dir.glob("next-*") if d.is_dir()]
+    state = None
+    if (out_dir / STATE).exists() and (pending or roll_back):
+        state = torch.load(out_dir / STATE, map_location="cpu", weights_only=False)
+    committed = None if state is None else state.get("checkpoint")
+    for d in pending:
+        if d.name[len("next-"):] == committed:
+            _move_pending(d)
+        elif roll_back:
+            shutil.rmtree(d, ignore_errors=True)
+    return state
+
+
+def _rng_state() -> dict:
+    out = {"rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda_rng"] = torch.cuda.get_rng_state_all()  # dropout on the GPU draws from these
+    return out
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["rng"])
+    cuda = state.get("cuda_rng")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _trim_log(path: Path, epochs: int) -> None:
+    """Keep the log lines of the first ``epochs`` epochs (later ones were logged by a checkpoint
+    that never committed, and are trained again; a line torn by a kill goes too)."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    lines = [x for x in text.splitlines() if x.strip()]
+    keep = []
+    for x in lines:
+        try:
+            rec = json.loads(x)
+        except ValueError:  # a line torn by a kill
+            continue
+        if isinstance(rec, dict) and int(rec.get("epoch", 0)) <= epochs:
+            keep.append(x)
+    if len(keep) != len(lines) or (text and not text.endswith("\n")):
+        _atomic(path, lambda p: Path(p).write_text("".join(x + "\n" for x in keep)))
+
+
 def make_optimizer(model, opts: TrainOptions):
     name = opts.optimizer.lower()
     if name == "adafactor":
@@ -117,6 +192,12 @@ def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out
     n = len(inputs)
     optimizer = make_optimizer(model, opts)
     start_epoch, step, best, spent, bad_evals, cpu_used = 0, 0, -1.0, 0.0, 0, 0.0
+    log_path = out_dir / LOG
+    if resume:
+        if acc.is_main_process:
+            state = recover_checkpoint(out_dir, roll_back=True)
+            _trim_log(log_path, state["epoch"] if state is not None and (out_dir / CHECKPOINT).exists() else 0)
+        acc.wait_for_everyone()
     if resume and (out_dir / STATE).exists() and (out_dir / CHECKPOINT).exists():
         state = torch.load(out_dir / STATE, map_location="cpu", weights_only=False)
         load_weights(model, out_dir / CHECKPOINT)
@@ -124,7 +205,7 @@ def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out
         start_epoch, step, best = state["epoch"], state["step"], state["best"]
         spent, bad_evals = state.get("train_time_s", 0.0), state.get("bad_evals", 0)
         cpu_used = state.get("cpu_s", 0.0)
-        torch.set_rng_state(state["rng"])
+        _set_rng_state(state)
         acc.print(f"resuming KGT5 training from epoch {start_epoch}")
     model, optimizer = acc.prepare(model, optimizer)
     scheduler = None
@@ -134,12 +215,14 @@ def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out
             optimizer, lambda s: min(1.0, (s + 1 + step0) / max(1, opts.warmup_steps)))
     world, rank = acc.num_processes, acc.process_index
     per_rank = n // world
-    log_path = out_dir / LOG
     if not resume and acc.is_main_process and log_path.exists():
         log_path.unlink()
     t_start, cpu_start = time.time(), time.process_time()
-    epoch = start_epoch
-    for epoch in range(start_epoch, opts.epochs):
+    done = start_epoch  # epochs completed
+    # a resumed run that had already stopped (patience, CPU budget) stays stopped, as it would have
+    stopped = bool((opts.patience and bad_evals >= opts.patience)
+                   or (opts.cpu_budget_s is not None and cpu_used >= opts.cpu_budget_s))
+    for epoch in range(start_epoch, opts.epochs if not stopped else start_epoch):
         model.train()
         t0, c0 = time.time(), time.process_time()
         g = torch.Generator().manual_seed(opts.seed * 100_003 + epoch)
@@ -186,22 +269,27 @@ def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out
                 improved = mrr > best
                 best = max(best, mrr)
                 bad_evals = 0 if improved else bad_evals + 1
+        done = epoch + 1
         if acc.is_main_process:
             unwrapped = acc.unwrap_model(model)
-            save_weights(unwrapped, out_dir / CHECKPOINT, {"epoch": epoch + 1})
-            state = {"optimizer": optimizer.state_dict(), "epoch": epoch + 1, "step": step, "best": best,
-                     "train_time_s": spent, "bad_evals": bad_evals,
-                     "cpu_s": cpu_used + time.process_time() - cpu_start, "rng": torch.get_rng_state()}
-            _atomic(out_dir / STATE, lambda p: torch.save(state, p))
+            cid = f"{done}-{step}"
+            pending = _pending(out_dir, cid)
+            pending.mkdir(exist_ok=True)
+            save_weights(unwrapped, pending / CHECKPOINT, {"epoch": done})
             if improved or evaluate_fn is None or not opts.eval_every:
-                save_weights(unwrapped, out_dir / BEST, {"epoch": epoch + 1})
-            with open(log_path, "a") as f:
+                save_weights(unwrapped, pending / BEST, {"epoch": done})
+            with open(log_path, "a") as f:  # dropped on resume unless the checkpoint commits
                 f.write(json.dumps(entry) + "\n")
+            state = {"optimizer": optimizer.state_dict(), "epoch": done, "step": step, "best": best,
+                     "train_time_s": spent, "bad_evals": bad_evals, "checkpoint": cid,
+                     "cpu_s": cpu_used + time.process_time() - cpu_start, **_rng_state()}
+            _atomic(out_dir / STATE, lambda p: torch.save(state, p))  # the commit
+            _move_pending(pending)
         acc.wait_for_everyone()
         if last or (opts.patience and bad_evals >= opts.patience):
             break
     if acc.is_main_process and not (out_dir / BEST).exists():
-        save_weights(acc.unwrap_model(model), out_dir / BEST, {"epoch": epoch + 1})
-    return {"epochs": epoch + 1, "train_time_s": spent, "examples_per_s": n * (epoch + 1) / max(spent, 1e-9),
+        save_weights(acc.unwrap_model(model), out_dir / BEST, {"epoch": done})
+    return {"epochs": done, "train_time_s": spent, "examples_per_s": n * done / max(spent, 1e-9),
             "best_valid_mrr": best if best >= 0 else None, "steps": step,
             "cpu_s": cpu_used + time.process_time() - cpu_start}
