@@ -9,6 +9,7 @@ Layout of ``RUN/``::
     checkpoint.safetensors    latest model parameters (written atomically)
     best.safetensors          best-on-validation parameters
     trainer_state.safetensors + trainer_state.json   optimizer, RNG and counters for --resume
+                              (the four checkpoint files are committed together: see _save_checkpoint)
     log.jsonl                 one JSON record per epoch (loss, lr, time, triples/s, valid MRR)
     metrics.json              {"valid": {...}, "test": {...}, "train_time_s": ..., ...}
 
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -352,30 +354,115 @@ def make_model(config: Config, dataset: Dataset) -> KGEModel:
 
 
 # ------------------------------------------------------------------- training
+#: the files of one checkpoint, in the order they are moved into place (the counters last)
+CHECKPOINT_FILES = ("checkpoint.safetensors", "best.safetensors", "trainer_state.safetensors", "trainer_state.json")
+_STAGING, _COMMITTED = ".checkpoint.staging", ".checkpoint.committed"
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries (best effort: not every platform opens folders)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if Path(path).is_dir():
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not Path(path).is_dir():
+            raise
+    finally:
+        os.close(fd)
+
+
 def _save_checkpoint(folder: RunFolder, trainer: Trainer, reason: str) -> None:
-    atomic_save_safetensors(trainer.model.state_dict(), folder / "checkpoint.safetensors")
-    if trainer.best_state is not None:
-        atomic_save_safetensors(trainer.best_state, folder / "best.safetensors")
+    """Save parameters, best parameters, optimizer + RNG tensors and counters as one commit.
+
+    The files are written to ``.checkpoint.staging/``, which is renamed to ``.checkpoint.committed/``
+    (the commit: one atomic rename) and then moved into place, so a kill at any point leaves either
+    the previous checkpoint or the new one (:func:`recover_checkpoint` finishes or undoes it).
+    ``best.safetensors`` is rewritten only when the best epoch changed.
+    """
+    recover_checkpoint(folder)
+    stage = folder / _STAGING
+    stage.mkdir()
+    files = [stage / "checkpoint.safetensors"]
+    save_file({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}, files[-1])
+    best_saved = (getattr(trainer, "_saved_best_epoch", None) == trainer.best_epoch
+                  and (folder / "best.safetensors").exists())
+    if trainer.best_state is not None and not best_saved:
+        files.append(stage / "best.safetensors")
+        save_file({k: v.detach().cpu().contiguous() for k, v in trainer.best_state.items()}, files[-1])
     tensors, skeleton = optimizer_state_tensors(trainer.optimizer)
-    tensors["__rng__/generator"] = trainer.generator.get_state()
-    tensors["__rng__/torch"] = torch.get_rng_state()
-    atomic_save_safetensors(tensors, folder / "trainer_state.safetensors")
+    tensors.update({f"__rng__/{k}": v for k, v in trainer.rng_state().items()})
+    files.append(stage / "trainer_state.safetensors")
+    save_file(tensors, files[-1])
     state = trainer.state()
     state.update(optimizer=skeleton, reason=reason, saved_at=time.time())
-    atomic_write_json(folder / "trainer_state.json", state)
+    files.append(stage / "trainer_state.json")
+    files[-1].write_text(json.dumps(state, indent=2) + "\n")
+    for f in files:
+        _fsync(f)
+    _fsync(stage)
+    os.replace(stage, folder / _COMMITTED)  # the commit
+    _fsync(folder.path)
+    recover_checkpoint(folder)
+    trainer._saved_best_epoch = trainer.best_epoch
+
+
+def recover_checkpoint(folder: RunFolder | str | Path) -> None:
+    """Finish a committed checkpoint whose files were not all moved into place, or drop a staged
+    one that was never committed (a run killed while saving)."""
+    folder = RunFolder(folder) if not isinstance(folder, RunFolder) else folder
+    committed = folder / _COMMITTED
+    if committed.is_dir():
+        for name in CHECKPOINT_FILES:
+            if (committed / name).exists():
+                os.replace(committed / name, folder / name)
+        committed.rmdir()
+        _fsync(folder.path)
+    if (folder / _STAGING).exists():
+        shutil.rmtree(folder / _STAGING)
+
+
+def _trim_log(folder: RunFolder, epoch: int) -> list[dict]:
+    """Drop log records of epochs after ``epoch`` (logged, then killed before their checkpoint) and a
+    line torn by a kill; rewrites ``log.jsonl`` atomically when that changes it. Returns the records."""
+    p = folder / "log.jsonl"
+    if not p.exists():
+        return []
+    text = p.read_text()
+    records = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # empty, or torn by a kill while it was appended
+        if isinstance(rec, dict) and int(rec.get("epoch", 0)) <= epoch:
+            records.append(rec)
+    kept = "".join(json.dumps(r) + "\n" for r in records)
+    if kept != text:
+        log.info("log.jsonl: kept the %d records up to the checkpoint's epoch %d (of %d lines)", len(records), epoch,
+                 len(text.splitlines()))
+        atomic_write_bytes(p, kept.encode())
+    return records
 
 
 def _restore(folder: RunFolder, trainer: Trainer) -> None:
+    """Load the checkpoint (model, optimizer, RNG states, counters, position in an interrupted
+    epoch, best parameters) into ``trainer``; the log is cut back to the checkpoint's epoch."""
     trainer.model.load_state_dict(load_file(folder / "checkpoint.safetensors"))
     state = json.loads((folder / "trainer_state.json").read_text())
     tensors = load_file(folder / "trainer_state.safetensors")
-    trainer.generator.set_state(tensors.pop("__rng__/generator"))
-    torch.set_rng_state(tensors.pop("__rng__/torch"))
+    rng = {k.removeprefix("__rng__/"): tensors.pop(k) for k in list(tensors) if k.startswith("__rng__/")}
+    trainer.load_rng_state(rng)
     trainer.optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state["optimizer"]))
     trainer.load_state(state)
     if (folder / "best.safetensors").exists():
         trainer.best_state = load_file(folder / "best.safetensors")
-    trainer.history = read_log(folder.path)
+        trainer._saved_best_epoch = trainer.best_epoch
+    trainer.history = _trim_log(folder, int(state["epoch"]))
 
 
 def train(
@@ -448,10 +535,13 @@ def train(
             raise ValueError("model.storage_dtype other than float32 is not supported with distributed workers yet")
 
         return train_distributed(cfg, ds, folder.path, resume=resume)
+    if folder.path.is_dir():
+        recover_checkpoint(folder)
     if not resume:
         if (folder / "checkpoint.safetensors").exists():
             raise FileExistsError(f"{out} already holds a trained run; use resume or another --out")
         folder.create(cfg, ds)
+        _trim_log(folder, 0)  # records of an earlier attempt that never saved a checkpoint
     else:
         cfg.save(folder / "config.yaml")
     estimate = estimate_for_dataset(cfg, ds)
@@ -468,7 +558,10 @@ def train(
     )
     if resume and (folder / "checkpoint.safetensors").exists():
         _restore(folder, trainer)
-        log.info("resumed %s at epoch %d", out, trainer.epoch)
+        rows = (trainer.epoch_progress or {}).get("rows", 0)
+        log.info("resumed %s at epoch %d%s", out, trainer.epoch, f" + {rows} rows" if rows else "")
+    elif resume:
+        _trim_log(folder, 0)  # killed before the first checkpoint: start over
     trainer.fit()
     trainer.load_best()
     run = KGERun(folder.path, cfg, kge, ds)

@@ -4,20 +4,33 @@ trainer: learning-rate schedule, validation with early stopping, best parameters
 A subclass provides ``training_cfg`` (:class:`~kgcomplete.config.TrainingConfig`), ``model``,
 ``optimizer``, ``base_lr``, ``run_epoch() -> dict`` (increments ``epoch``), ``validate() -> float``
 (filtered validation MRR) and ``has_validation() -> bool``; it calls :meth:`_init_loop_state`.
+
+Interruptions: with ``defer_interrupts`` (the single-process trainer), Ctrl-C (SIGINT, when
+:meth:`fit` runs in the main thread) only sets a flag; training stops at the next batch boundary
+(:meth:`_check_interrupt`) or after the current epoch's validation and log record, saves an
+``interrupted`` checkpoint there and raises ``KeyboardInterrupt``. A second Ctrl-C stops at once
+without saving (the previous checkpoint stays). A ``KeyboardInterrupt`` raised otherwise is
+checkpointed only where the state is consistent (see :attr:`_checkpointable`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
 log = logging.getLogger(__name__)
+
+#: the clock of timed checkpoints (a seam for tests)
+_clock = time.perf_counter
 
 
 class EpochLoop:
@@ -25,6 +38,9 @@ class EpochLoop:
     state_keys: tuple[str, ...] = ("epoch", "best_mrr", "best_epoch", "bad_validations", "train_time_s", "train_triples")
     #: save a checkpoint when training is interrupted (off where saving needs every worker)
     checkpoint_on_interrupt = True
+    #: Ctrl-C sets a flag that ``run_epoch`` checks at batch boundaries (:meth:`_check_interrupt`)
+    #: instead of raising wherever it lands (off unless ``run_epoch`` checks it)
+    defer_interrupts = False
 
     def _init_loop_state(
         self,
@@ -38,6 +54,11 @@ class EpochLoop:
         self.best_state: Optional[dict] = None
         self.history: list[dict] = []
         self.train_time_s, self.train_triples = 0.0, 0
+        #: False from the end of an epoch's training until its log record is written: a checkpoint
+        #: then would hold a trained epoch whose validation/record resume would never redo
+        self._checkpointable = True
+        self._interrupt_requested = False  # a deferred Ctrl-C is pending
+        self._interrupt_forced = False  # a second Ctrl-C: stop at once, save nothing
 
     def _set_lr(self) -> float:
         cfg = self.training_cfg
@@ -71,7 +92,40 @@ class EpochLoop:
         if cfg.lr_schedule == "plateau":
             for g in self.optimizer.param_groups:
                 g["lr"] *= cfg.lr_decay
+        return self._stopped_early()
+
+    def _stopped_early(self) -> bool:
+        cfg = self.training_cfg
         return cfg.patience > 0 and self.bad_validations >= cfg.patience
+
+    def _check_interrupt(self) -> None:
+        """Raise the deferred Ctrl-C here, where the training state is consistent."""
+        if self._interrupt_requested:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def _deferred_interrupts(self) -> Iterator[None]:
+        """With ``defer_interrupts`` in the main thread: the first Ctrl-C sets a flag, the second raises."""
+        self._interrupt_requested = self._interrupt_forced = False
+        if not (self.defer_interrupts and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._interrupt_requested:
+                self._interrupt_forced = True
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            self._interrupt_requested = True
+            log.warning("interrupted: stopping after the current batch and saving a checkpoint "
+                        "(Ctrl-C again to stop at once without saving)")
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def fit(self):
         """Train until ``epochs`` (continuing from ``self.epoch`` after a resume) or early stop."""
@@ -79,29 +133,44 @@ class EpochLoop:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         has_valid = self.has_validation()
-        last_save = time.perf_counter()
-        try:
-            while self.epoch < cfg.epochs:
-                record = self.run_epoch()
-                due = cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs)
-                stop = self._validate_epoch(record) if has_valid and due else False
-                self.history.append(record)
-                self._emit(record)
-                log.info("epoch %s", json.dumps(record))
-                timed = self.checkpoint_every_s is not None and time.perf_counter() - last_save > self.checkpoint_every_s
-                if self.checkpoint_cb and ("valid_mrr" in record or timed):
-                    self.checkpoint_cb(self, "epoch")
-                    last_save = time.perf_counter()
-                if stop:
-                    log.info("early stop at epoch %d (best valid MRR %.4f at epoch %d)", self.epoch, self.best_mrr,
-                             self.best_epoch)
-                    break
-        except KeyboardInterrupt:
-            if self.checkpoint_cb and self.checkpoint_on_interrupt:
-                self.checkpoint_cb(self, "interrupted")
-            raise
-        if self.checkpoint_cb:
-            self.checkpoint_cb(self, "end")
+        last_save = _clock()
+        with self._deferred_interrupts():
+            try:
+                self._checkpointable = True
+                if has_valid and self._stopped_early():  # a resumed run that had stopped early
+                    log.info("run stopped early at epoch %d (patience %d); nothing to train", self.epoch, cfg.patience)
+                while self.epoch < cfg.epochs and not (has_valid and self._stopped_early()):
+                    self._check_interrupt()
+                    record = self.run_epoch()
+                    self._checkpointable = False  # until the epoch's record is written
+                    due = cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs)
+                    stop = self._validate_epoch(record) if has_valid and due else False
+                    self.history.append(record)
+                    self._emit(record)
+                    self._checkpointable = True
+                    log.info("epoch %s", json.dumps(record))
+                    timed = self.checkpoint_every_s is not None and _clock() - last_save > self.checkpoint_every_s
+                    if self.checkpoint_cb and ("valid_mrr" in record or timed):
+                        self.checkpoint_cb(self, "epoch")
+                        last_save = _clock()
+                    if stop:
+                        log.info("early stop at epoch %d (best valid MRR %.4f at epoch %d)", self.epoch, self.best_mrr,
+                                 self.best_epoch)
+                        break
+                self._check_interrupt()
+            except KeyboardInterrupt:
+                if self.checkpoint_cb and self.checkpoint_on_interrupt:
+                    if self._interrupt_forced:
+                        log.warning("stopped without saving; the last checkpoint is kept")
+                    elif not self._checkpointable:
+                        log.warning("interrupted between the end of epoch %d and its log record; the last "
+                                    "checkpoint is kept", self.epoch)
+                    else:
+                        self.checkpoint_cb(self, "interrupted")
+                raise
+            if self.checkpoint_cb:
+                self.checkpoint_cb(self, "end")
+            self._check_interrupt()  # Ctrl-C during the last checkpoint: it is written, stop now
         return self
 
     def load_best(self) -> None:

@@ -38,11 +38,21 @@ log = logging.getLogger(__name__)
 class Trainer(EpochLoop):
     """Trains ``model`` on ``dataset.train`` (the epoch loop itself is :class:`EpochLoop`).
 
+    Interrupted mid-epoch (Ctrl-C is deferred to the next batch boundary), the trainer keeps its
+    position in the epoch in :attr:`epoch_progress`: rows done, running loss sum, the generator
+    state at the epoch's start (to draw the same permutation again) and the generator and global
+    torch RNG states after the last finished batch. :meth:`state` and :meth:`rng_state` save it,
+    :meth:`load_state` and :meth:`load_rng_state` restore it, and the next :meth:`run_epoch` skips
+    the rows done, so an interrupted and resumed run equals an uninterrupted one bit for bit
+    (``hogwild > 1``: no batch lost or repeated, but not reproducible).
+
     Args:
         checkpoint: ``callback(trainer, reason)`` that persists state (the run folder passes one);
             called after validations, at the end, on interruption and every ``checkpoint_every_s``.
         log_epoch: ``callback(record: dict)`` called after every epoch (the run folder appends to log.jsonl).
     """
+
+    defer_interrupts = True
 
     def __init__(
         self,
@@ -78,6 +88,9 @@ class Trainer(EpochLoop):
                 f"{cfg.optimizer} is not)")
         self._valid_evaluator: Optional[Evaluator] = None
         self.eval_chunk_elements = eval_chunk_elements
+        #: position in an interrupted epoch (see the class docs); None between epochs
+        self.epoch_progress: Optional[dict] = None
+        self._loaded_epoch_start: Optional[Tensor] = None  # from load_rng_state, for load_state
 
     # ----------------------------------------------------------------- batches
     def _build_kvsall_queries(self) -> None:
@@ -94,11 +107,15 @@ class Trainer(EpochLoop):
         self.kvs_nrel = n_rel
         self.kvs_queries = torch.as_tensor(self.kvs_index.keys)
 
-    def _epoch_batches(self):
-        n = len(self.kvs_queries) if self.mode == "kvsall" else len(self.train)
-        perm = torch.randperm(n, generator=self.generator)
+    def _epoch_rows(self) -> int:
+        return len(self.kvs_queries) if self.mode == "kvsall" else len(self.train)
+
+    def _epoch_batches(self, perm: Optional[Tensor] = None, start: int = 0):
+        """Batches of row indices of one epoch: ``perm`` (default: a new permutation) from row ``start``."""
+        if perm is None:
+            perm = torch.randperm(self._epoch_rows(), generator=self.generator)
         bs = self.cfg.batch_size
-        for s in range(0, n, bs):
+        for s in range(start, len(perm), bs):
             yield perm[s : s + bs]
 
     # -------------------------------------------------------------------- loss
@@ -257,41 +274,72 @@ class Trainer(EpochLoop):
     def has_validation(self) -> bool:
         return len(self.dataset.valid) > 0
 
+    def _start_epoch(self) -> Tensor:
+        """The epoch's permutation; sets :attr:`epoch_progress` (continuing an interrupted epoch)."""
+        n_rows = self._epoch_rows()
+        p = self.epoch_progress
+        if p is not None and p["rows_total"] != n_rows:
+            log.warning("the interrupted epoch had %d rows, this one has %d: starting the epoch over",
+                        p["rows_total"], n_rows)
+            p = None
+        if p is None:
+            start = self.generator.get_state()
+            perm = torch.randperm(n_rows, generator=self.generator)
+            p = {"rows": 0, "rows_total": n_rows, "loss_sum": 0.0, "time_s": 0.0, "start_generator": start,
+                 "generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        else:  # the same permutation, then the RNG states after the last finished batch
+            self.generator.set_state(p["start_generator"])
+            perm = torch.randperm(n_rows, generator=self.generator)
+            self.generator.set_state(p["generator"])
+            torch.set_rng_state(p["torch"])
+        self.epoch_progress = p
+        return perm
+
     def run_epoch(self) -> dict:
-        """One pass over the training data; returns the epoch's log record."""
+        """One pass over the training data (or the rest of an interrupted one); returns the epoch's log record."""
         self.model.train()
         lr = self._set_lr()
         t0 = time.perf_counter()
-        n_rows = len(self.kvs_queries) if self.mode == "kvsall" else len(self.train)
-        n_batches = -(-n_rows // self.cfg.batch_size)
+        perm = self._start_epoch()
+        p = self.epoch_progress
+        time0, bs = p["time_s"], self.cfg.batch_size
+        n_batches = -(-len(perm) // bs)
         bar = None
         if self.cfg.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", leave=False)
+            bar = tqdm(total=n_batches, initial=-(-p["rows"] // bs), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                       unit="batch", leave=False)
 
-        def show(total: float, count: int) -> None:
-            bar.update(1)
-            if bar.n % 10 == 0 or bar.n == n_batches:
-                bar.set_postfix(loss=f"{total / max(count, 1):.4f}", triples_s=f"{count / (time.perf_counter() - t0):,.0f}")
+        def batch_done(total: float, count: int) -> None:  # after every batch: the position to resume from
+            p.update(rows=count, loss_sum=total, generator=self.generator.get_state(), torch=torch.get_rng_state(),
+                     time_s=time0 + time.perf_counter() - t0)
+            if bar is not None:
+                bar.update(1)
+                if bar.n % 10 == 0 or bar.n == n_batches:
+                    bar.set_postfix(loss=f"{total / max(count, 1):.4f}",
+                                    triples_s=f"{count / max(p['time_s'], 1e-9):,.0f}")
 
-        total, count = self.train_batches(self._epoch_batches(), show if bar is not None else None)
+        total, count = self.train_batches(self._epoch_batches(perm, p["rows"]), batch_done, (p["loss_sum"], p["rows"]))
+        self._checkpointable = False  # trained, but neither counted nor logged yet
         if bar is not None:
             bar.close()
-        dt = time.perf_counter() - t0
+        dt = time0 + time.perf_counter() - t0
+        self.epoch_progress = None
         self.epoch += 1
         self.train_time_s += dt
         self.train_triples += count
         return {"epoch": self.epoch, "loss": total / max(count, 1), "lr": lr, "time_s": dt, "triples_per_s": count / dt}
 
-    def train_batches(self, batches: Iterable[Tensor], progress: Optional[Callable[[float, int], None]] = None
-                      ) -> tuple[float, int]:
+    def train_batches(self, batches: Iterable[Tensor], progress: Optional[Callable[[float, int], None]] = None,
+                      start: tuple[float, int] = (0.0, 0)) -> tuple[float, int]:
         """Train on batches of training-row indices, one at a time or with ``hogwild`` threads.
 
-        Returns (sum over batches of mean loss x positives, positives). ``progress(total, count)``
-        is called after every batch with the running sums.
+        Returns (sum over batches of mean loss x positives, positives), added to ``start``.
+        ``progress(total, count)`` is called after every batch with the running sums. A deferred
+        Ctrl-C (:meth:`_check_interrupt`) stops it between batches.
         """
-        total, count = 0.0, 0
+        total, count = start
         lock = threading.Lock()
 
         def done(loss: float, n: int) -> None:  # called after every batch (by every Hogwild thread)
@@ -305,8 +353,20 @@ class Trainer(EpochLoop):
         if self.hogwild > 1:
             self._run_hogwild(iter(batches), done)
         else:
+            buffers = [b for b in self.model.buffers() if b.numel()]  # e.g. BatchNorm statistics
             for idx in batches:
-                done(*self.train_batch(idx))
+                self._check_interrupt()
+                before = [b.clone() for b in buffers]
+                try:
+                    result = self.train_batch(idx)
+                except KeyboardInterrupt:
+                    # raised inside the batch (not a deferred Ctrl-C): undo the buffer updates of its
+                    # forward pass (the RNG states are rolled back from epoch_progress)
+                    with torch.no_grad():
+                        for b, v in zip(buffers, before):
+                            b.copy_(v)
+                    raise
+                done(*result)
         return total, count
 
     def _run_hogwild(self, batches: Iterator[Tensor], done: Callable[[float, int], None]) -> None:
@@ -343,6 +403,7 @@ class Trainer(EpochLoop):
             for w in workers:
                 while w.is_alive():
                     w.join(timeout=0.2)
+                    self._check_interrupt()  # a deferred Ctrl-C: the threads finish their batches
         except KeyboardInterrupt:
             stop.set()
             for w in workers:
@@ -352,6 +413,40 @@ class Trainer(EpochLoop):
             torch.set_num_threads(threads_before)
         if errors:
             raise errors[0]
+
+    # ------------------------------------------------------------ checkpoint state
+    def state(self) -> dict:
+        """Counters (:meth:`EpochLoop.state`) plus, mid-epoch, ``epoch_progress`` (rows done, loss sum)."""
+        out = super().state()
+        p = self.epoch_progress
+        if p is not None:
+            out["epoch_progress"] = {k: p[k] for k in ("rows", "rows_total", "loss_sum", "time_s")}
+        return out
+
+    def rng_state(self) -> dict[str, Tensor]:
+        """RNG states to save: ``generator`` and the global ``torch`` RNG (after the last finished
+        batch when interrupted mid-epoch) and, mid-epoch, ``epoch_start_generator``."""
+        p = self.epoch_progress
+        if p is None:
+            return {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        return {"generator": p["generator"], "torch": p["torch"], "epoch_start_generator": p["start_generator"]}
+
+    def load_rng_state(self, states: dict[str, Tensor]) -> None:
+        """Restore :meth:`rng_state`'s output (call before :meth:`load_state`)."""
+        self.generator.set_state(states["generator"])
+        torch.set_rng_state(states["torch"])
+        self._loaded_epoch_start = states.get("epoch_start_generator")
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        p, start = state.get("epoch_progress"), self._loaded_epoch_start
+        self._loaded_epoch_start = None
+        if p is not None and start is None:
+            log.warning("the checkpoint is %d rows into an epoch but holds no epoch-start RNG state: the epoch "
+                        "starts over", p["rows"])
+            p = None
+        self.epoch_progress = None if p is None else {
+            **p, "start_generator": start, "generator": self.generator.get_state(), "torch": torch.get_rng_state()}
 
     def validate(self) -> float:
         """Filtered MRR on the validation split."""
