@@ -93,19 +93,6 @@ def test_cli_evaluate_and_predict_on_a_sharded_run(sharded):
     assert len(rows) == 4 and all(r["known"] is None for r in rows)
 
 
-def test_resume_continues_with_the_same_workers(sharded, tmp_path):
-    import shutil
-
-    _, out = sharded
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    run = kgc.train(out=copy, resume=True, epochs=3)
-    log = [json.loads(line) for line in (copy / "log.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in log] == [1, 2, 3]
-    assert json.loads((copy / "trainer_state.json").read_text())["epoch"] == 3
-    assert isinstance(run, ShardedRun)
-
-
 @pytest.mark.slow
 def test_torchrun_launch(tmp_path):
     """``torchrun --nproc-per-node 2 -m kgcomplete train`` (the multi-node entry point)."""

@@ -64,7 +64,7 @@ def test_readers_round_trip(tmp_path):
 def test_finetune_ask_and_cli(trained_kgt5, tmp_path):
     ds, out, run = trained_kgt5
     qa = generate_questions(ds)
-    qa_run = train_qa(run, qa, tmp_path / "qa", valid=qa, options={"epochs": 15, "batch_size": 16, "lr": 0.01})
+    train_qa(run, qa, tmp_path / "qa", valid=qa, options={"epochs": 15, "batch_size": 16, "lr": 0.01})
     m = json.loads((tmp_path / "qa" / "metrics.json").read_text())
     again = QARun.load(tmp_path / "qa")
     scores = again.evaluate_qa(qa)

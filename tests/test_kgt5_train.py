@@ -67,18 +67,6 @@ def test_load_predict_and_load_run(trained_kgt5):
     assert isinstance(runs.load_run(out), KGT5Run)
 
 
-def test_resume_continues(tmp_path):
-    ds = tiny_kg()
-    cfg = micro_config(epochs=2)
-    train_kgt5(ds, tmp_path / "r", cfg)
-    cfg["training"]["epochs"] = 4
-    train_kgt5(ds, tmp_path / "r", cfg, resume=True)
-    log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
-    assert [e["epoch"] for e in log] == [1, 2, 3, 4]
-    state = torch.load(tmp_path / "r" / "checkpoint_state.pt", weights_only=False)
-    assert state["epoch"] == 4 and state["step"] == 4 * 3  # 48 examples / batch 16 = 3 steps per epoch
-
-
 def test_resolve_config_ignores_kge_optimizer():
     cfg = resolve_config({"training": {"optimizer": "adagrad", "lr": 0.1, "epochs": None}, "kgt5": {}})
     assert cfg["kgt5"]["optimizer"] == "adamw" and cfg["kgt5"]["lr"] == 2e-3
