@@ -71,7 +71,7 @@ def _assert_equal_tree(a, b, where: str) -> None:
 
 
 def assert_same_run(a: Path, b: Path, metrics: bool = True) -> None:
-    assert not list(a.glob("next-*")) and not list(b.glob("next-*")), "a pending checkpoint was left behind"
+    assert not list(a.glob(".checkpoint.*")) and not list(b.glob(".checkpoint.*")), "a pending checkpoint was left behind"
     for name in WEIGHTS:
         ta, tb = load_file(a / name), load_file(b / name)
         assert sorted(ta) == sorted(tb)
@@ -114,7 +114,7 @@ def trained(tmp_path_factory):
 def test_resume_is_exact(trained, variant):
     root = trained(variant)
     state = _state(root / "part")
-    assert state["epoch"] == K and state["checkpoint"] == f"{K}-{state['step']}"
+    assert state["epoch"] == K
     assert_same_run(root / "full", root / "resumed")
 
 
@@ -134,22 +134,23 @@ def test_resuming_a_finished_run_changes_nothing(trained, tmp_path):
 
 
 def test_a_half_moved_checkpoint_is_finished(trained, tmp_path):
-    """Crash after the commit (checkpoint_state.pt names checkpoint K) before the weights were
-    moved out of ``next-K-*``: the stale weights in their place are replaced before anything reads them."""
+    """Crash after the commit (the staged checkpoint renamed to ``.checkpoint.committed``) before its
+    weights were moved into place: the stale weights there are replaced before anything reads them."""
     root = trained("adamw")
     run = tmp_path / "run"
     shutil.copytree(root / "part", run)
-    pending = run / f"next-{_state(run)['checkpoint']}"
-    pending.mkdir()
+    committed = run / ".checkpoint.committed"
+    committed.mkdir()
     for name in WEIGHTS:
-        os.replace(run / name, pending / name)
-        shutil.copy2(root / "full" / name, run / name)  # stale: not checkpoint K's
+        os.replace(run / name, committed / name)
+        shutil.copy2(root / "full" / name, run / name)  # stale: not this checkpoint's
+    (committed / "ORDER").write_text("\n".join(WEIGHTS) + "\n")
     reader = tmp_path / "reader"
     shutil.copytree(run, reader)
     KGT5Run.load(reader)  # opening the run finishes the move too
     for name in WEIGHTS:
         assert (reader / name).read_bytes() == (root / "part" / name).read_bytes()
-    assert not list(reader.glob("next-*"))
+    assert not list(reader.glob(".checkpoint.*"))
     kgc.train(out=run, resume=True, epochs=N)
     assert_same_run(root / "full", run)
 
@@ -160,10 +161,10 @@ def test_an_uncommitted_checkpoint_is_undone(trained, tmp_path):
     root = trained("adamw")
     run = tmp_path / "run"
     shutil.copytree(root / "part", run)
-    pending = run / f"next-{K + 1}-999"
-    pending.mkdir()
-    shutil.copy2(root / "full" / "checkpoint.safetensors", pending / "checkpoint.safetensors")
-    (pending / "model.safetensors.tmp").write_bytes(b"torn")
+    staging = run / ".checkpoint.staging"
+    staging.mkdir()
+    shutil.copy2(root / "full" / "checkpoint.safetensors", staging / "checkpoint.safetensors")
+    (staging / "model.safetensors.tmp").write_bytes(b"torn")
     with open(run / "log.jsonl", "a") as f:
         f.write(json.dumps({"epoch": K + 1, "loss": 123.0, "lr": 1.0}) + "\n")
         f.write('{"epoch": %d, "loss": 1.' % (K + 2))  # torn by the kill

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -82,10 +82,31 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
+    """The records of ``log.jsonl`` (a line torn by a kill while it was appended is skipped)."""
+    return trim_log(run_dir, None, write=False)
+
+
+def trim_log(run_dir: str | Path, epochs: Optional[int], write: bool = True) -> list[dict]:
+    """The records of the first ``epochs`` epochs of ``log.jsonl`` (None: all), skipping a line torn
+    by a kill. With ``write``, rewrite the file atomically when that drops anything: records of epochs
+    logged after the checkpoint a resume starts from, which are trained (and logged) again."""
     p = Path(run_dir) / "log.jsonl"
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    text = p.read_text()
+    records = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # empty, or torn by a kill while it was appended
+        if isinstance(rec, dict) and (epochs is None or int(rec.get("epoch", 0)) <= epochs):
+            records.append(rec)
+    kept = "".join(json.dumps(r) + "\n" for r in records)
+    if write and kept != text:
+        log.info("%s: kept the %d records up to epoch %s (of %d lines)", p, len(records), epochs, len(text.splitlines()))
+        atomic_write_bytes(p, kept.encode())
+    return records
 
 
 # ----------------------------------------------------------------- run folder
@@ -354,9 +375,8 @@ def make_model(config: Config, dataset: Dataset) -> KGEModel:
 
 
 # ------------------------------------------------------------------- training
-#: the files of one checkpoint, in the order they are moved into place (the counters last)
-CHECKPOINT_FILES = ("checkpoint.safetensors", "best.safetensors", "trainer_state.safetensors", "trainer_state.json")
 _STAGING, _COMMITTED = ".checkpoint.staging", ".checkpoint.committed"
+_ORDER = "ORDER"  # in a staged checkpoint: its file names, in the order they are moved into place
 
 
 def _fsync(path: Path) -> None:
@@ -376,77 +396,64 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _save_checkpoint(folder: RunFolder, trainer: Trainer, reason: str) -> None:
-    """Save parameters, best parameters, optimizer + RNG tensors and counters as one commit.
-
-    The files are written to ``.checkpoint.staging/``, which is renamed to ``.checkpoint.committed/``
-    (the commit: one atomic rename) and then moved into place, so a kill at any point leaves either
-    the previous checkpoint or the new one (:func:`recover_checkpoint` finishes or undoes it).
-    ``best.safetensors`` is rewritten only when the best epoch changed.
-    """
+def commit_files(folder: str | Path, writers: dict[str, Callable[[Path], None]]) -> None:
+    """Write the files of one checkpoint into ``folder`` as one commit: ``writers`` maps a file name
+    to ``write(path)``. The files are written to ``.checkpoint.staging/``, which is renamed to
+    ``.checkpoint.committed/`` (the commit: one atomic rename) and then moved into place in the
+    writers' order (put the counters last), so a kill at any point leaves either the previous
+    checkpoint or the new one (:func:`recover_checkpoint` finishes or undoes it). Single writer:
+    every file of the checkpoint comes from this process."""
+    folder = Path(folder)
     recover_checkpoint(folder)
     stage = folder / _STAGING
     stage.mkdir()
-    files = [stage / "checkpoint.safetensors"]
-    save_file({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}, files[-1])
-    best_saved = (getattr(trainer, "_saved_best_epoch", None) == trainer.best_epoch
-                  and (folder / "best.safetensors").exists())
-    if trainer.best_state is not None and not best_saved:
-        files.append(stage / "best.safetensors")
-        save_file({k: v.detach().cpu().contiguous() for k, v in trainer.best_state.items()}, files[-1])
-    tensors, skeleton = optimizer_state_tensors(trainer.optimizer)
-    tensors.update({f"__rng__/{k}": v for k, v in trainer.rng_state().items()})
-    files.append(stage / "trainer_state.safetensors")
-    save_file(tensors, files[-1])
-    state = trainer.state()
-    state.update(optimizer=skeleton, reason=reason, saved_at=time.time())
-    files.append(stage / "trainer_state.json")
-    files[-1].write_text(json.dumps(state, indent=2) + "\n")
-    for f in files:
-        _fsync(f)
+    for name, write in writers.items():
+        write(stage / name)
+        _fsync(stage / name)
+    (stage / _ORDER).write_text("\n".join(writers) + "\n")
+    _fsync(stage / _ORDER)
     _fsync(stage)
     os.replace(stage, folder / _COMMITTED)  # the commit
-    _fsync(folder.path)
+    _fsync(folder)
     recover_checkpoint(folder)
-    trainer._saved_best_epoch = trainer.best_epoch
 
 
-def recover_checkpoint(folder: RunFolder | str | Path) -> None:
+def recover_checkpoint(folder: str | Path) -> None:
     """Finish a committed checkpoint whose files were not all moved into place, or drop a staged
-    one that was never committed (a run killed while saving)."""
-    folder = RunFolder(folder) if not isinstance(folder, RunFolder) else folder
+    one that was never committed (a run killed while saving). Safe next to a reader; a writer of
+    the same folder must not be running."""
+    folder = Path(folder)
     committed = folder / _COMMITTED
     if committed.is_dir():
-        for name in CHECKPOINT_FILES:
+        order = (committed / _ORDER).read_text().split() if (committed / _ORDER).exists() else []
+        for name in order:
             if (committed / name).exists():
                 os.replace(committed / name, folder / name)
-        committed.rmdir()
-        _fsync(folder.path)
+        shutil.rmtree(committed)
+        _fsync(folder)
     if (folder / _STAGING).exists():
         shutil.rmtree(folder / _STAGING)
 
 
-def _trim_log(folder: RunFolder, epoch: int) -> list[dict]:
-    """Drop log records of epochs after ``epoch`` (logged, then killed before their checkpoint) and a
-    line torn by a kill; rewrites ``log.jsonl`` atomically when that changes it. Returns the records."""
-    p = folder / "log.jsonl"
-    if not p.exists():
-        return []
-    text = p.read_text()
-    records = []
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # empty, or torn by a kill while it was appended
-        if isinstance(rec, dict) and int(rec.get("epoch", 0)) <= epoch:
-            records.append(rec)
-    kept = "".join(json.dumps(r) + "\n" for r in records)
-    if kept != text:
-        log.info("log.jsonl: kept the %d records up to the checkpoint's epoch %d (of %d lines)", len(records), epoch,
-                 len(text.splitlines()))
-        atomic_write_bytes(p, kept.encode())
-    return records
+def _save_checkpoint(folder: RunFolder, trainer: Trainer, reason: str) -> None:
+    """Save parameters, best parameters, optimizer + RNG tensors and counters as one commit
+    (:func:`commit_files`); ``best.safetensors`` is rewritten only when the best epoch changed."""
+    def tensors_writer(tensors: dict[str, torch.Tensor]):
+        return lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, p)
+
+    writers = {"checkpoint.safetensors": tensors_writer(trainer.model.state_dict())}
+    best_saved = (getattr(trainer, "_saved_best_epoch", None) == trainer.best_epoch
+                  and (folder / "best.safetensors").exists())
+    if trainer.best_state is not None and not best_saved:
+        writers["best.safetensors"] = tensors_writer(trainer.best_state)
+    tensors, skeleton = optimizer_state_tensors(trainer.optimizer)
+    tensors.update({f"__rng__/{k}": v for k, v in trainer.rng_state().items()})
+    writers["trainer_state.safetensors"] = tensors_writer(tensors)
+    state = trainer.state()
+    state.update(optimizer=skeleton, reason=reason, saved_at=time.time())
+    writers["trainer_state.json"] = lambda p: p.write_text(json.dumps(state, indent=2) + "\n")
+    commit_files(folder.path, writers)
+    trainer._saved_best_epoch = trainer.best_epoch
 
 
 def _restore(folder: RunFolder, trainer: Trainer) -> None:
@@ -462,7 +469,7 @@ def _restore(folder: RunFolder, trainer: Trainer) -> None:
     if (folder / "best.safetensors").exists():
         trainer.best_state = load_file(folder / "best.safetensors")
         trainer._saved_best_epoch = trainer.best_epoch
-    trainer.history = _trim_log(folder, int(state["epoch"]))
+    trainer.history = trim_log(folder.path, int(state["epoch"]))
 
 
 def train(
@@ -536,12 +543,12 @@ def train(
 
         return train_distributed(cfg, ds, folder.path, resume=resume)
     if folder.path.is_dir():
-        recover_checkpoint(folder)
+        recover_checkpoint(folder.path)
     if not resume:
         if (folder / "checkpoint.safetensors").exists():
             raise FileExistsError(f"{out} already holds a trained run; use resume or another --out")
         folder.create(cfg, ds)
-        _trim_log(folder, 0)  # records of an earlier attempt that never saved a checkpoint
+        trim_log(folder.path, 0)  # records of an earlier attempt that never saved a checkpoint
     else:
         cfg.save(folder / "config.yaml")
     estimate = estimate_for_dataset(cfg, ds)
@@ -561,7 +568,7 @@ def train(
         rows = (trainer.epoch_progress or {}).get("rows", 0)
         log.info("resumed %s at epoch %d%s", out, trainer.epoch, f" + {rows} rows" if rows else "")
     elif resume:
-        _trim_log(folder, 0)  # killed before the first checkpoint: start over
+        trim_log(folder.path, 0)  # killed before the first checkpoint: start over
     trainer.fit()
     trainer.load_best()
     run = KGERun(folder.path, cfg, kge, ds)

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from ..config import Config
 from ..models import build_model
 from ..models.base import KGEModel
-from ..runs import RunFolder, atomic_save_safetensors, atomic_write_bytes, atomic_write_json
+from ..runs import RunFolder, atomic_save_safetensors, atomic_write_json, trim_log
 from ..training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
 from .sharding import Sharding
 
@@ -160,28 +160,6 @@ def recover_checkpoint(folder: str | Path, rank: Optional[int] = None, roll_back
             _move_or_drop(pending, move=done if ours else (), drop=tmp if ours else tmp + done)
         except OSError as e:  # e.g. a read-only copy of a run: read what is there
             log.warning("could not recover the interrupted checkpoint in %s: %s", pending, e)
-
-
-def trim_log(folder: str | Path, epochs: int, write: bool = True) -> list[dict]:
-    """The records of the first ``epochs`` epochs in ``log.jsonl``; with ``write``, rewrite the file
-    (atomically) when it held more: records of epochs whose checkpoint never committed, or a line
-    torn by a kill."""
-    p = Path(folder) / "log.jsonl"
-    if not p.exists():
-        return []
-    text = p.read_text()
-    lines = [x for x in text.splitlines() if x.strip()]
-    keep = []
-    for x in lines:
-        try:
-            rec = json.loads(x)
-        except ValueError:  # torn
-            continue
-        if isinstance(rec, dict) and int(rec.get("epoch", 0)) <= epochs:
-            keep.append(rec)
-    if write and (len(keep) != len(lines) or (text and not text.endswith("\n"))):
-        atomic_write_bytes(p, "".join(json.dumps(r) + "\n" for r in keep).encode())
-    return keep
 
 
 def save_worker(folder: RunFolder, trainer, reason: str) -> None:

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 import yaml
 
-from ..runs import KnownTriples, top_k_predictions
+from ..runs import KnownTriples, recover_checkpoint, top_k_predictions
 from .decoding import KGT5Scorer
 from .encoding import QueryEncoder
 from .model import build_model, model_from_folder, num_parameters, save_model_config
 from .tokenizer import build_tokenizer, KGTokenizer
-from .train import BEST, TrainOptions, fit, recover_checkpoint
+from .train import BEST, TrainOptions, fit
 from .trie import EntityTrie
 from .verbalize import EntityTexts, resolve_entities, resolve_relations
 

@@ -9,9 +9,8 @@
   ``checkpoint_state.pt`` (optimizer, epoch, RNG, best validation score) after every epoch;
   ``model.safetensors`` holds the best weights (best validation MRR, else the last epoch).
   ``resume=True`` continues from the checkpoint, exactly as if training had not stopped (same
-  weights, optimizer state, RNG and log). A checkpoint is all-or-nothing: the weights go to
-  ``next-{id}/`` first, ``checkpoint_state.pt`` naming ``id`` is the commit, then they are moved
-  into place (:func:`recover_checkpoint` finishes or undoes a checkpoint a crash cut short).
+  weights, optimizer state, RNG and log). A checkpoint is all-or-nothing
+  (:func:`~kgcomplete.runs.commit_files`; ``recover_checkpoint`` finishes or undoes one a crash cut short).
 * ``log.jsonl``: one JSON object per epoch (epoch, loss, lr, time_s, examples_per_s, valid_mrr).
 """
 
@@ -20,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from ..runs import commit_files, recover_checkpoint, trim_log
 from .tokenizer import PAD_ID
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -81,44 +80,6 @@ def load_weights(model, path: Path) -> None:
     model.tie_weights()
 
 
-def _pending(out_dir: Path, cid: str) -> Path:
-    return Path(out_dir) / f"next-{cid}"
-
-
-def _move_pending(pending: Path) -> None:
-    """Move the finished files of ``pending`` into its parent; drop partial writes; remove it."""
-    for f in list(pending.iterdir()) if pending.is_dir() else []:
-        try:
-            if f.name.endswith(".tmp"):
-                f.unlink()
-            else:
-                os.replace(f, pending.parent / f.name)
-        except FileNotFoundError:  # another process moved it first
-            pass
-    try:
-        pending.rmdir()
-    except OSError:
-        pass
-
-
-def recover_checkpoint(out_dir: Path, roll_back: bool = False) -> Optional[dict]:
-    """Finish (roll forward) the checkpoint named by ``checkpoint_state.pt`` if a crash left its
-    weights in ``next-{id}/``; with ``roll_back``, delete pending checkpoints that never committed
-    (only when nothing is training into ``out_dir``). Returns the committed state (None: none)."""
-    out_dir = Path(out_dir)
-    pending = [d for d in out_dir.glob("next-*") if d.is_dir()]
-    state = None
-    if (out_dir / STATE).exists() and (pending or roll_back):
-        state = torch.load(out_dir / STATE, map_location="cpu", weights_only=False)
-    committed = None if state is None else state.get("checkpoint")
-    for d in pending:
-        if d.name[len("next-"):] == committed:
-            _move_pending(d)
-        elif roll_back:
-            shutil.rmtree(d, ignore_errors=True)
-    return state
-
-
 def _rng_state() -> dict:
     out = {"rng": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -131,25 +92,6 @@ def _set_rng_state(state: dict) -> None:
     cuda = state.get("cuda_rng")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
-
-
-def _trim_log(path: Path, epochs: int) -> None:
-    """Keep the log lines of the first ``epochs`` epochs (later ones were logged by a checkpoint
-    that never committed, and are trained again; a line torn by a kill goes too)."""
-    if not path.exists():
-        return
-    text = path.read_text()
-    lines = [x for x in text.splitlines() if x.strip()]
-    keep = []
-    for x in lines:
-        try:
-            rec = json.loads(x)
-        except ValueError:  # a line torn by a kill
-            continue
-        if isinstance(rec, dict) and int(rec.get("epoch", 0)) <= epochs:
-            keep.append(x)
-    if len(keep) != len(lines) or (text and not text.endswith("\n")):
-        _atomic(path, lambda p: Path(p).write_text("".join(x + "\n" for x in keep)))
 
 
 def make_optimizer(model, opts: TrainOptions):
@@ -195,8 +137,10 @@ def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out
     log_path = out_dir / LOG
     if resume:
         if acc.is_main_process:
-            state = recover_checkpoint(out_dir, roll_back=True)
-            _trim_log(log_path, state["epoch"] if state is not None and (out_dir / CHECKPOINT).exists() else 0)
+            recover_checkpoint(out_dir)
+            committed = (out_dir / STATE).exists() and (out_dir / CHECKPOINT).exists()
+            trim_log(out_dir, torch.load(out_dir / STATE, map_location="cpu", weights_only=False)["epoch"]
+                     if committed else 0)
         acc.wait_for_everyone()
     if resume and (out_dir / STATE).exists() and (out_dir / CHECKPOINT).exists():
         state = torch.load(out_dir / STATE, map_location="cpu", weights_only=False)
@@ -272,19 +216,16 @@ def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out
         done = epoch + 1
         if acc.is_main_process:
             unwrapped = acc.unwrap_model(model)
-            cid = f"{done}-{step}"
-            pending = _pending(out_dir, cid)
-            pending.mkdir(exist_ok=True)
-            save_weights(unwrapped, pending / CHECKPOINT, {"epoch": done})
+            writers = {CHECKPOINT: lambda p: save_weights(unwrapped, p, {"epoch": done})}
             if improved or evaluate_fn is None or not opts.eval_every:
-                save_weights(unwrapped, pending / BEST, {"epoch": done})
+                writers[BEST] = lambda p: save_weights(unwrapped, p, {"epoch": done})
             with open(log_path, "a") as f:  # dropped on resume unless the checkpoint commits
                 f.write(json.dumps(entry) + "\n")
             state = {"optimizer": optimizer.state_dict(), "epoch": done, "step": step, "best": best,
-                     "train_time_s": spent, "bad_evals": bad_evals, "checkpoint": cid,
+                     "train_time_s": spent, "bad_evals": bad_evals,
                      "cpu_s": cpu_used + time.process_time() - cpu_start, **_rng_state()}
-            _atomic(out_dir / STATE, lambda p: torch.save(state, p))  # the commit
-            _move_pending(pending)
+            writers[STATE] = lambda p: torch.save(state, p)  # moved into place last
+            commit_files(out_dir, writers)
         acc.wait_for_everyone()
         if last or (opts.patience and bad_evals >= opts.patience):
             break
