@@ -82,5 +82,3 @@ def load_dataset(name_or_path: str | Path, unknown: str = "error") -> Dataset:
         return entry.loader(unknown=unknown)
     known = ", ".join(e.name for e in registered_datasets())
     raise FileNotFoundError(f"no dataset named {key!r} and no folder at {path}; known datasets: {known}")
-
-from . import catalog as _catalog  # noqa: E402,F401  (registers the downloadable benchmarks)
