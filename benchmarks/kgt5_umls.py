@@ -74,7 +74,7 @@ def main() -> None:
                       "greedy": {"method": "greedy", "constrained": False}}.items():
         results[name] = run.evaluate("test", **dec)
     if args.complex:
-        from kgcomplete.runs import load_run
+        from kgcomplete.api import load_run
         from kgcomplete.seq2seq.ensemble import EnsembleRun
 
         kge = load_run(args.complex)

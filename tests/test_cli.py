@@ -32,7 +32,7 @@ def test_train_writes_the_run_folder(run_dir):
 
 def _reference_metrics(run_dir, split, filtered):
     """Metrics of the saved best weights, ranked by the NumPy reference (tests/reference.py)."""
-    from kgcomplete.runs import load_run
+    from kgcomplete.api import load_run
 
     run = load_run(run_dir)
     ds = run.dataset
@@ -70,7 +70,7 @@ def test_predict_names_in_names_out_known_marked(run_dir):
     rows = json.loads(res.output)
     assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
     assert all(rows[i]["score"] >= rows[i + 1]["score"] for i in range(4))
-    from kgcomplete.runs import load_run
+    from kgcomplete.api import load_run
 
     run = load_run(run_dir)
     ds = run.dataset

@@ -62,9 +62,9 @@ def test_load_predict_and_load_run(trained_kgt5):
         again.predict(head="e0", tail="e1", relation="next")
     with pytest.raises(KeyError):
         again.predict(head="no such entity", relation="next")
-    from kgcomplete import runs
+    from kgcomplete import api
 
-    assert isinstance(runs.load_run(out), KGT5Run)
+    assert isinstance(api.load_run(out), KGT5Run)
 
 
 def test_resolve_config_ignores_kge_optimizer():

@@ -19,7 +19,7 @@ _EXPORTS = {
     "Config": ".config", "build_config": ".config",
     "Dataset": ".data", "Vocabulary": ".data", "load_dataset": ".data", "registered_datasets": ".data",
     "evaluate": ".evaluation", "build_model": ".models", "model_names": ".models",
-    "train": ".runs", "load_run": ".runs",
+    "train": ".api", "load_run": ".api",
 }
 
 

@@ -13,8 +13,9 @@ Layout of ``RUN/``::
     log.jsonl                 one JSON record per epoch (loss, lr, time, triples/s, valid MRR)
     metrics.json              {"valid": {...}, "test": {...}, "train_time_s": ..., ...}
 
-:func:`load_run` dispatches on ``config.yaml``'s ``model.name`` (KGE models here; ``kgt5`` to
-:mod:`kgcomplete.seq2seq`).
+The KGE run kind lives here (:func:`train_kge`, :class:`KGERun`); other kinds (KGT5, sharded BESS
+runs) register a :class:`RunKind`, and :mod:`kgcomplete.api` (``train`` / ``load_run``) dispatches to
+them. This module names no feature package.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import Config, apply_override, build_config
+from .config import Config
 from .data.dataset import Dataset
 from .data.registry import load_dataset
 from .data.vocabulary import Vocabulary
@@ -472,76 +474,10 @@ def _restore(folder: RunFolder, trainer: Trainer) -> None:
     trainer.history = trim_log(folder.path, int(state["epoch"]))
 
 
-def train(
-    dataset: Dataset | str | None = None,
-    model: Optional[str] = None,
-    out: Optional[str | Path] = None,
-    config: Optional[Config | str | Path] = None,
-    resume: bool = False,
-    evaluate_test: bool = True,
-    **overrides,
-):
-    """Train a model and return its run (:class:`KGERun`, or a KGT5 run for ``model="kgt5"``).
-
-    Args:
-        dataset: a :class:`Dataset`, a registered name or a folder (default: the config's, i.e. umls).
-        model: model name (default complex).
-        out: run folder; None -> ``runs/<dataset>-<model>-<time>``.
-        config: a :class:`Config` or a YAML file.
-        resume: continue the run in ``out`` from its last checkpoint (its config.yaml wins;
-            ``training.epochs`` may be raised through overrides).
-        overrides: dotted keys with ``__`` or ``.``, e.g. ``epochs=50``, ``dim=64`` (shortcuts) or
-            ``**{"training.lr": 0.05}``.
-
-    Example::
-
-        run = kgcomplete.train("umls", model="complex", out="runs/umls")
-        run.evaluate("test")["mrr"]
-    """
-    ov = _expand_overrides(overrides)
-    if resume:
-        if out is None:
-            raise ValueError("resume needs the run folder (out=...)")
-        folder = RunFolder(out)
-        if not (folder / "config.yaml").exists():
-            raise FileNotFoundError(f"{out}: nothing to resume (no config.yaml)")
-        cfg = Config.load(folder / "config.yaml")
-        for k, v in ov.items():
-            apply_override(cfg, k, v)
-    elif isinstance(config, Config):
-        cfg = config
-        for k, v in ov.items():
-            apply_override(cfg, k, v)
-    else:
-        if model is not None:
-            ov["model.name"] = model
-        cfg = build_config(model, config, ov)
-    if isinstance(dataset, Dataset):
-        ds = dataset
-        if not resume:
-            cfg.data.source = None
-    else:
-        if dataset is not None and not resume:
-            cfg.data.source = str(dataset)
-        ds = RunFolder(out).dataset(cfg) if resume else load_dataset(cfg.data.source, unknown=cfg.data.unknown)
-    if out is None:
-        stem = Path("runs") / f"{Path(ds.name).name}-{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        out, n = stem, 1
-        while out.exists():
-            n += 1
-            out = stem.with_name(f"{stem.name}-{n}")
-    folder = RunFolder(out)
-    if cfg.model.name.lower() == "kgt5":
-        from .seq2seq.run import train_kgt5
-
-        return train_kgt5(ds, folder.path, cfg.to_dict(), resume=resume)
-    if distributed_requested(cfg):
-        from .distributed.launch import train_distributed
-
-        if cfg.model.storage_dtype != "float32":
-            raise ValueError("model.storage_dtype other than float32 is not supported with distributed workers yet")
-
-        return train_distributed(cfg, ds, folder.path, resume=resume)
+def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False, evaluate_test: bool = True) -> "KGERun":
+    """Train a shallow KGE model of ``cfg`` on ``ds`` into ``folder`` (the KGE run kind; see
+    :func:`kgcomplete.train` for the public entry point) and return its :class:`KGERun`."""
+    out = folder.path
     if folder.path.is_dir():
         recover_checkpoint(folder.path)
     if not resume:
@@ -596,52 +532,30 @@ def train(
     return run
 
 
-_SHORTCUTS = {
-    "dim": "model.dim", "reciprocal": "model.reciprocal", "init_scale": "model.init_scale", "p_norm": "model.p_norm",
-    "epochs": "training.epochs", "batch_size": "training.batch_size", "lr": "training.lr",
-    "optimizer": "training.optimizer", "loss": "training.loss", "mode": "training.mode",
-    "num_negatives": "training.num_negatives", "corrupt": "training.corrupt", "seed": "training.seed",
-    "margin": "training.margin", "regularizer": "training.regularizer", "reg_weight": "training.reg_weight",
-    "eval_every": "training.eval_every", "patience": "training.patience", "progress": "training.progress",
-    "negative_sampler": "training.negative_sampler", "lr_schedule": "training.lr_schedule",
-    "adversarial_temperature": "training.adversarial_temperature", "label_smoothing": "training.label_smoothing",
-    "threads": "training.threads", "unknown": "data.unknown", "max_memory": "training.max_memory",
-    "storage_dtype": "model.storage_dtype", "hogwild": "training.hogwild",
-}
+# ------------------------------------------------------------------ run kinds
+@dataclass(frozen=True)
+class RunKind:
+    """One kind of run: how to tell that it trains a config or owns a folder, how to train and open it.
+
+    ``train(dataset, folder: RunFolder, cfg: Config, resume: bool, evaluate_test: bool) -> run`` and
+    ``load(path, **kwargs) -> run``. Feature packages register theirs (:func:`register_run_kind`);
+    :mod:`kgcomplete.api` asks them in order, with the KGE kind (:data:`KGE_RUN`) last.
+    """
+
+    name: str
+    trains: Callable[[Config], bool]
+    train: Callable[..., Any]
+    opens: Callable[[Path], bool]
+    load: Callable[..., Any]
 
 
-def _expand_overrides(overrides: dict) -> dict:
-    out = {}
-    for k, v in overrides.items():
-        if v is None:
-            continue
-        key = _SHORTCUTS.get(k, k.replace("__", "."))
-        if "." not in key:
-            raise TypeError(f"unknown option {k!r}; use a dotted config key like 'training.{k}'")
-        out[key] = v
-    return out
+RUN_KINDS: list[RunKind] = []
 
 
-def distributed_requested(cfg: Config) -> bool:
-    """More than one worker asked for (``distributed.workers``), or launched by torchrun."""
-    workers = int((cfg.extra.get("distributed") or {}).get("workers", 1) or 1)
-    return workers > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+def register_run_kind(kind: RunKind) -> None:
+    """Add (or replace, by name) a run kind that :func:`kgcomplete.train` / ``load_run`` consider."""
+    RUN_KINDS[:] = [k for k in RUN_KINDS if k.name != kind.name] + [kind]
 
 
-def load_run(path: str | Path, **kwargs):
-    """Open any run folder (KGE, sharded KGE, or KGT5)."""
-    if (Path(path) / "sharding.json").exists():
-        from .distributed.run import ShardedRun
-
-        return ShardedRun.load(path, **kwargs)
-    cfg_path = Path(path) / "config.yaml"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{path}: not a run folder (no config.yaml)")
-    import yaml
-
-    name = ((yaml.safe_load(cfg_path.read_text()) or {}).get("model") or {}).get("name", "")
-    if str(name).lower() == "kgt5":
-        from .seq2seq.run import KGT5Run
-
-        return KGT5Run.load(path, **kwargs)
-    return KGERun.load(path, **kwargs)
+KGE_RUN = RunKind("kge", trains=lambda cfg: True, train=train_kge, opens=lambda path: True,
+                  load=lambda path, **kw: KGERun.load(path, **kw))

@@ -68,7 +68,7 @@ def cli(verbose: bool) -> None:
 def train(dataset, model, out, config_file, resume, sets, drop_unknown, no_progress, as_json, **flags) -> None:
     """Train a model and print its filtered test metrics."""
     from ..config import parse_override
-    from ..runs import train as train_run
+    from ..api import train as train_run
 
     workers = flags.pop("workers", None)
     overrides = {k: v for k, v in flags.items() if v is not None}
@@ -100,7 +100,7 @@ def train(dataset, model, out, config_file, resume, sets, drop_unknown, no_progr
 
 
 def _open(run_path: str, ensemble: str | None = None):
-    from ..runs import load_run
+    from ..api import load_run
 
     try:
         run = load_run(run_path)

@@ -223,7 +223,7 @@ def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, log_level: s
     """Load the run once and serve the API + explorer with uvicorn (blocking)."""
     import uvicorn
 
-    from ..runs import load_run
+    from ..api import load_run
 
     app = create_app(load_run(run_path))
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)

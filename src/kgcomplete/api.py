@@ -1,0 +1,127 @@
+"""The two entry points, :func:`train` and :func:`load_run`: configuration and dispatch to a run kind.
+
+Run kinds (:class:`~kgcomplete.runs.RunKind`) come from the feature packages listed in
+:data:`FEATURE_KINDS` (imported by name on first use, so this module imports no feature and the
+arrows point one way: features -> core), then the KGE kind of :mod:`kgcomplete.runs`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Optional
+
+from .config import Config, apply_override, build_config
+from .data.dataset import Dataset
+from .data.registry import load_dataset
+from .runs import KGE_RUN, RUN_KINDS, RunFolder, RunKind
+
+#: modules that register a run kind when imported (light: heavy imports happen in train/load)
+FEATURE_KINDS = ("kgcomplete.seq2seq.kind", "kgcomplete.distributed.kind")
+
+
+def run_kinds() -> list[RunKind]:
+    """Registered run kinds in the order they are asked, the KGE kind last."""
+    for name in FEATURE_KINDS:
+        importlib.import_module(name)
+    return [*RUN_KINDS, KGE_RUN]
+
+
+def train(
+    dataset: Dataset | str | None = None,
+    model: Optional[str] = None,
+    out: Optional[str | Path] = None,
+    config: Optional[Config | str | Path] = None,
+    resume: bool = False,
+    evaluate_test: bool = True,
+    **overrides,
+):
+    """Train a model and return its run (:class:`~kgcomplete.runs.KGERun`, a sharded run with
+    ``distributed.workers > 1``, or a KGT5 run for ``model="kgt5"``).
+
+    Args:
+        dataset: a :class:`Dataset`, a registered name or a folder (default: the config's, i.e. umls).
+        model: model name (default complex).
+        out: run folder; None -> ``runs/<dataset>-<model>-<time>``.
+        config: a :class:`Config` or a YAML file.
+        resume: continue the run in ``out`` from its last checkpoint (its config.yaml wins;
+            ``training.epochs`` may be raised through overrides).
+        overrides: dotted keys with ``__`` or ``.``, e.g. ``epochs=50``, ``dim=64`` (shortcuts) or
+            ``**{"training.lr": 0.05}``.
+
+    Example::
+
+        run = kgcomplete.train("umls", model="complex", out="runs/umls")
+        run.evaluate("test")["mrr"]
+    """
+    ov = _expand_overrides(overrides)
+    if resume:
+        if out is None:
+            raise ValueError("resume needs the run folder (out=...)")
+        folder = RunFolder(out)
+        if not (folder / "config.yaml").exists():
+            raise FileNotFoundError(f"{out}: nothing to resume (no config.yaml)")
+        cfg = Config.load(folder / "config.yaml")
+        for k, v in ov.items():
+            apply_override(cfg, k, v)
+    elif isinstance(config, Config):
+        cfg = config
+        for k, v in ov.items():
+            apply_override(cfg, k, v)
+    else:
+        if model is not None:
+            ov["model.name"] = model
+        cfg = build_config(model, config, ov)
+    if isinstance(dataset, Dataset):
+        ds = dataset
+        if not resume:
+            cfg.data.source = None
+    else:
+        if dataset is not None and not resume:
+            cfg.data.source = str(dataset)
+        ds = RunFolder(out).dataset(cfg) if resume else load_dataset(cfg.data.source, unknown=cfg.data.unknown)
+    if out is None:
+        stem = Path("runs") / f"{Path(ds.name).name}-{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out, n = stem, 1
+        while out.exists():
+            n += 1
+            out = stem.with_name(f"{stem.name}-{n}")
+    kind = next(k for k in run_kinds() if k.trains(cfg))
+    return kind.train(ds, RunFolder(out), cfg, resume=resume, evaluate_test=evaluate_test)
+
+
+def load_run(path: str | Path, **kwargs):
+    """Open any run folder (KGE, sharded KGE, KGT5, or a registered kind)."""
+    path = Path(path)
+    if not (path / "config.yaml").exists():
+        raise FileNotFoundError(f"{path}: not a run folder (no config.yaml)")
+    kind = next(k for k in run_kinds() if k.opens(path))
+    return kind.load(path, **kwargs)
+
+
+_SHORTCUTS = {
+    "dim": "model.dim", "reciprocal": "model.reciprocal", "init_scale": "model.init_scale", "p_norm": "model.p_norm",
+    "epochs": "training.epochs", "batch_size": "training.batch_size", "lr": "training.lr",
+    "optimizer": "training.optimizer", "loss": "training.loss", "mode": "training.mode",
+    "num_negatives": "training.num_negatives", "corrupt": "training.corrupt", "seed": "training.seed",
+    "margin": "training.margin", "regularizer": "training.regularizer", "reg_weight": "training.reg_weight",
+    "eval_every": "training.eval_every", "patience": "training.patience", "progress": "training.progress",
+    "negative_sampler": "training.negative_sampler", "lr_schedule": "training.lr_schedule",
+    "adversarial_temperature": "training.adversarial_temperature", "label_smoothing": "training.label_smoothing",
+    "threads": "training.threads", "unknown": "data.unknown", "max_memory": "training.max_memory",
+    "storage_dtype": "model.storage_dtype", "hogwild": "training.hogwild",
+}
+
+
+def _expand_overrides(overrides: dict) -> dict:
+    out = {}
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        key = _SHORTCUTS.get(k, k.replace("__", "."))
+        if "." not in key:
+            raise TypeError(f"unknown option {k!r}; use a dotted config key like 'training.{k}'")
+        out[key] = v
+    return out
+

@@ -1,0 +1,38 @@
+"""The sharded (BESS) run kind: more than one worker (``distributed.workers``, or torchrun's
+``WORLD_SIZE``) trains here; a run folder with ``sharding.json`` opens here.
+
+Light on purpose (imported by :func:`kgcomplete.api.run_kinds` for every run): ``torch.distributed``
+and the rest of :mod:`kgcomplete.distributed` are imported only when a sharded run is trained or opened.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..config import Config
+from ..runs import RunKind, register_run_kind
+
+
+def distributed_requested(cfg: Config) -> bool:
+    """More than one worker asked for (``distributed.workers``), or launched by torchrun."""
+    workers = int((cfg.extra.get("distributed") or {}).get("workers", 1) or 1)
+    return workers > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _train(ds, folder, cfg, resume=False, evaluate_test=True):
+    from .launch import train_distributed
+
+    if cfg.model.storage_dtype != "float32":
+        raise ValueError("model.storage_dtype other than float32 is not supported with distributed workers yet")
+    return train_distributed(cfg, ds, folder.path, resume=resume)
+
+
+def _load(path, **kwargs):
+    from .run import ShardedRun
+
+    return ShardedRun.load(path, **kwargs)
+
+
+register_run_kind(RunKind("sharded", trains=distributed_requested, train=_train,
+                          opens=lambda path: (Path(path) / "sharding.json").exists(), load=_load))

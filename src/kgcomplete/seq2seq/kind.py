@@ -1,0 +1,34 @@
+"""The KGT5 run kind: ``model.name: kgt5`` trains here; a run folder whose config names kgt5 opens here.
+
+Light on purpose (imported by :func:`kgcomplete.api.run_kinds` for every run): transformers and the
+rest of :mod:`kgcomplete.seq2seq` are imported only when a KGT5 run is trained or opened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..runs import RunKind, register_run_kind
+
+
+def _is_kgt5(path: Path) -> bool:
+    import yaml
+
+    cfg = yaml.safe_load((Path(path) / "config.yaml").read_text()) or {}
+    return str((cfg.get("model") or {}).get("name", "")).lower() == "kgt5"
+
+
+def _train(ds, folder, cfg, resume=False, evaluate_test=True):
+    from .run import train_kgt5
+
+    return train_kgt5(ds, folder.path, cfg.to_dict(), resume=resume)
+
+
+def _load(path, **kwargs):
+    from .run import KGT5Run
+
+    return KGT5Run.load(path, **kwargs)
+
+
+register_run_kind(RunKind("kgt5", trains=lambda cfg: cfg.model.name.lower() == "kgt5", train=_train,
+                          opens=_is_kgt5, load=_load))
