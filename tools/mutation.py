@@ -70,6 +70,7 @@ DEFAULT_PATHS = [
 DEFAULT_TESTS = [
     "tests/test_models.py",
     "tests/test_evaluator.py",
+    "tests/test_evaluation_*.py",
     "tests/test_reference_*.py",
     "tests/test_scale.py",
 ]
