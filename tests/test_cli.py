@@ -1,6 +1,7 @@
 """The `kgc` command line end to end on a small umls run."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -126,3 +127,59 @@ def test_datasets_lists_bundled():
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "kgcomplete", "models"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "rotate" in out.stdout
+
+
+def test_train_help_names_the_family_of_each_option():
+    from kgcomplete.cli.train import train
+
+    helps = {p.name: p.help or "" for p in train.params}
+    kge_only = {"dim", "mode", "loss", "num_negatives", "reciprocal", "hogwild", "workers", "max_memory"}
+    assert {name for name, h in helps.items() if h.startswith("[KGE]")} == kge_only
+    assert helps["optimizer"].startswith("KGE: adagrad|rowadagrad|adam|sgd; KGT5: adamw|adafactor")
+    res = CliRunner().invoke(cli, ["train", "--help"])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "[KGE] Embedding size." in text and "--set kgt5.KEY=VALUE" in text
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--model", "distmult", "--optimizer", "adafactor"], "--optimizer adafactor is a KGT5 optimizer"),
+    (["--model", "kgt5", "--optimizer", "adagrad"], "--optimizer adagrad is a KGE optimizer"),
+    (["--model", "kgt5", "--mode", "negatives"], "--mode applies to KGE models, not kgt5"),
+    (["--model", "KGT5", "--workers", "2"], "--workers applies to KGE models"),
+    (["--set", "model.name=kgt5", "--dim", "8"], "--dim applies to KGE models"),
+    (["--model", "kgt5", "--no-reciprocal"], "--reciprocal/--no-reciprocal applies to KGE models"),
+    (["--set", "nonsense"], "must look like section.key=value"),
+])
+def test_train_refuses_flags_of_another_family_before_writing(tmp_path, args, words):
+    out = tmp_path / "o"
+    res = CliRunner().invoke(cli, ["train", "--dataset", "nations", "--out", str(out), *args])
+    assert res.exit_code == 1 and res.output == f"Error: {res.output[7:].strip()}\n" and words in res.output, res.output
+    assert not out.exists()
+
+
+def test_train_family_of_a_config_file_and_of_a_resumed_run(tmp_path):
+    cfg = tmp_path / "kgt5.yaml"
+    cfg.write_text("model:\n  name: kgt5\n")
+    res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--loss", "bce", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "--loss applies to KGE models, not kgt5" in res.output
+    run = tmp_path / "r"  # a resumed run keeps its model: --model does not change the family
+    run.mkdir()
+    (run / "config.yaml").write_text("model:\n  name: complex\n")
+    res = CliRunner().invoke(cli, ["train", "--resume", str(run), "--model", "kgt5", "--optimizer", "adamw"])
+    assert res.exit_code == 1 and "complex (a KGE model) takes adagrad|rowadagrad|adam|sgd" in res.output
+
+
+def test_cli_modules_share_one_helper_module_and_import_no_torch():
+    import inspect as std_inspect
+
+    import kgcomplete.cli as pkg
+    from kgcomplete.cli import common
+
+    for name in ("main", "train", "inspect_run", "shards", "datasets", "kgt5", "serve", "report"):
+        src = (std_inspect.getfile(pkg)[: -len("__init__.py")] + f"{name}.py")
+        text = open(src).read()
+        assert not re.search(r"^def _(fail|open|need|load)\(", text, re.M) and "from .main import" not in text, name
+    assert common.fail and common.open_run
+    code = "import sys, kgcomplete.cli.main; print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

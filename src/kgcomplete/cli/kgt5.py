@@ -11,9 +11,7 @@ from pathlib import Path
 
 import click
 
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc).strip("'\""))
+from .common import fail
 
 
 @click.group("qa")
@@ -36,7 +34,7 @@ def generate(dataset, out, valid, test, fmt, seed) -> None:
     try:
         ds = load_dataset(dataset)
     except (FileNotFoundError, ValueError) as e:
-        _fail(e)
+        fail(e)
     parts = split_qa(generate_questions(ds), valid, test, seed)
     Path(out).mkdir(parents=True, exist_ok=True)
     for name, part in parts.items():
@@ -66,7 +64,7 @@ def train(run, train_file, valid_file, out, epochs, batch_size, lr, no_mix_kg, r
         tr = read_qa(train_file, base.dataset, base.texts)
         va = read_qa(valid_file, base.dataset, base.texts) if valid_file else None
     except (FileNotFoundError, ValueError, KeyError) as e:
-        _fail(e)
+        fail(e)
     if tr.dropped:
         click.echo(f"warning: {tr.dropped} training questions without a known topic/answer were skipped", err=True)
     opts = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr}.items() if v is not None}
@@ -92,7 +90,7 @@ def evaluate(qa_run, data, k, as_json) -> None:
         r = QARun.load(qa_run)
         d = read_qa(data, r.dataset, r.texts)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        _fail(e)
+        fail(e)
     m = r.evaluate_qa(d, k=k)
     m["skipped"] = d.dropped
     if as_json:
@@ -114,9 +112,12 @@ def ask(qa_run, question, topic, k, as_json) -> None:
     try:
         rows = QARun.load(qa_run).ask(question, topic=topic, k=k)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        _fail(e)
+        fail(e)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
         click.echo(f"{row['rank']:>3}  {row['score']:>9.4f}  {row['name']}")
+
+
+__all__ = ["qa"]

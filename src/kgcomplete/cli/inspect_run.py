@@ -1,0 +1,78 @@
+"""``kgc evaluate``, ``kgc predict`` and ``kgc export``: looking into a trained run of any kind.
+
+(Not named ``inspect.py``: that would shadow the standard library's module whenever this folder is
+on ``sys.path``.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import fail, metrics_table, open_run
+
+
+@click.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", default="test", show_default=True)
+@click.option("--raw", is_flag=True, help="Raw instead of filtered ranking.")
+@click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None,
+              help="KGE run to ensemble with this KGT5 run.")
+@click.option("--per-relation", is_flag=True, help="Also print MRR per relation.")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(run, split, raw, ensemble, per_relation, as_json) -> None:
+    """Evaluate a trained run on a split (filtered MRR, MR, Hits@k)."""
+    r = open_run(run, ensemble)
+    if split not in r.dataset.splits:
+        fail(ValueError(f"no split {split!r}; available: {', '.join(r.dataset.splits)}"))
+    m = r.evaluate(split, filtered=not raw, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+        return
+    click.echo(metrics_table(m, split))
+    if per_relation and "per_relation" in m:
+        for name, pm in sorted(m["per_relation"].items(), key=lambda x: -x[1]["mrr"]):
+            click.echo(f"  {name:<40} mrr={pm['mrr']:.4f} count={pm['count']}")
+
+
+@click.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--head", default=None, help="Head entity (label or name): predict tails.")
+@click.option("--relation", required=True)
+@click.option("--tail", default=None, help="Tail entity: predict heads.")
+@click.option("--k", type=int, default=10, show_default=True)
+@click.option("--exclude-known", is_flag=True, help="Leave out answers already in the KG.")
+@click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def predict(run, head, relation, tail, k, exclude_known, ensemble, as_json) -> None:
+    """Top-k tails for (--head, --relation) or heads for (--relation, --tail)."""
+    if (head is None) == (tail is None):
+        fail(ValueError("give exactly one of --head or --tail"))
+    if k < 1:
+        fail(ValueError("--k must be at least 1"))
+    r = open_run(run, ensemble)
+    try:
+        rows = r.predict(head=head, relation=relation, tail=tail, k=k, exclude_known=exclude_known)
+    except (KeyError, ValueError) as e:
+        fail(e)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'rank':>4}  {'score':>10}  {'known':<6} entity")
+    for row in rows:
+        name = row["entity"] if row["name"] == row["entity"] else f"{row['entity']} ({row['name']})"
+        click.echo(f"{row['rank']:>4}  {row['score']:>10.4f}  {row['known'] or '-':<6} {name}")
+
+
+@click.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder (default RUN/export).")
+def export(run, out) -> None:
+    """Export embeddings (.npy) and vocabularies (TSV with names)."""
+    r = open_run(run)
+    for kind, path in r.export(out).items():
+        click.echo(f"{kind}: {path}")
+
+
+__all__ = ["evaluate", "export", "predict"]

@@ -1,0 +1,178 @@
+"""``kgc train`` (any model family: KGE, sharded KGE/BESS, KGT5) and ``kgc models``.
+
+Every model-setting flag maps to one config key (:data:`TRAIN_FLAGS`) and names the model families
+it applies to; a flag given for a family it does not apply to (``--mode`` with ``--model kgt5``,
+``--optimizer adafactor`` with a KGE model) stops with a one-line error before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import click
+
+from .common import USER_ERRORS, fail, metrics_table
+
+KGE, KGT5 = "KGE", "KGT5"
+#: the values of ``--optimizer`` per family
+OPTIMIZERS = {KGE: ("adagrad", "rowadagrad", "adam", "sgd"), KGT5: ("adamw", "adafactor")}
+
+
+class TrainFlag(NamedTuple):
+    key: str  #: the config key the flag sets
+    families: tuple[str, ...]  #: model families it applies to
+
+
+#: ``kgc train`` flags that set one config key (parameter name -> key, families)
+TRAIN_FLAGS: dict[str, TrainFlag] = {
+    "dim": TrainFlag("model.dim", (KGE,)),
+    "epochs": TrainFlag("training.epochs", (KGE, KGT5)),
+    "batch_size": TrainFlag("training.batch_size", (KGE, KGT5)),
+    "lr": TrainFlag("training.lr", (KGE, KGT5)),
+    "optimizer": TrainFlag("training.optimizer", (KGE, KGT5)),  # values checked per family (OPTIMIZERS)
+    "mode": TrainFlag("training.mode", (KGE,)),
+    "loss": TrainFlag("training.loss", (KGE,)),
+    "num_negatives": TrainFlag("training.num_negatives", (KGE,)),
+    "reciprocal": TrainFlag("model.reciprocal", (KGE,)),
+    "seed": TrainFlag("training.seed", (KGE, KGT5)),
+    "threads": TrainFlag("training.threads", (KGE, KGT5)),
+    "hogwild": TrainFlag("training.hogwild", (KGE,)),
+    "workers": TrainFlag("distributed.workers", (KGE,)),
+    "max_memory": TrainFlag("training.max_memory", (KGE,)),
+}
+
+
+def family(model: Optional[str]) -> str:
+    """The model family a model name belongs to."""
+    return KGT5 if str(model or "").lower() == "kgt5" else KGE
+
+
+def _kge(text: str = "") -> str:
+    return f"[{KGE}] {text}".rstrip()
+
+
+def _yaml_model_name(path: Path) -> Optional[str]:
+    import yaml
+
+    try:
+        d = yaml.safe_load(Path(path).read_text()) or {}
+        return (d.get("model") or {}).get("name") if isinstance(d, dict) else None
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None  # the library reports the broken file
+
+
+def _model_name(model, config_file, resume, set_name) -> Optional[str]:
+    """The model the run will train, resolved as :func:`kgcomplete.train` does (None: not known)."""
+    if resume:  # the run's config.yaml wins; only --set changes it
+        return set_name or _yaml_model_name(Path(resume) / "config.yaml")
+    return model or set_name or (_yaml_model_name(Path(config_file)) if config_file else None) or "complex"
+
+
+def check_flags(model_name: Optional[str], given: dict) -> None:
+    """Stop with a one-line error when a given flag does not apply to the model's family."""
+    if model_name is None:
+        return
+    fam = family(model_name)
+    for name, value in given.items():
+        flag = "--reciprocal/--no-reciprocal" if name == "reciprocal" else f"--{name.replace('_', '-')}"
+        if fam not in TRAIN_FLAGS[name].families:
+            fail(ValueError(f"{flag} applies to {'/'.join(TRAIN_FLAGS[name].families)} models, not {model_name}"
+                            + (" (KGT5 options: --set kgt5.KEY=VALUE, see docs/kgt5.md)" if fam == KGT5 else "")))
+        if name == "optimizer" and value not in OPTIMIZERS[fam]:
+            other = KGT5 if fam == KGE else KGE
+            fail(ValueError(f"--optimizer {value} is a {other} optimizer; {model_name} (a {fam} model) "
+                            f"takes {'|'.join(OPTIMIZERS[fam])}"))
+
+
+@click.command(epilog="[KGE]: applies to the KGE models only (every model but kgt5, sharded or not); "
+                      "refused with --model kgt5, which takes its own options as --set kgt5.KEY=VALUE "
+                      "(docs/kgt5.md). Unmarked options apply to every model.")
+@click.option("--dataset", "-d", default=None, help="Bundled/registered name or folder (default: umls).")
+@click.option("--model", "-m", default=None, help="Model name (default: complex). See `kgc models`.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Run folder to create.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, help="YAML config.")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None, help="Continue this run folder.")
+@click.option("--dim", type=int, default=None, help=_kge("Embedding size."))
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice([*OPTIMIZERS[KGE], *OPTIMIZERS[KGT5]]), default=None,
+              help="KGE: adagrad|rowadagrad|adam|sgd; KGT5: adamw|adafactor (checked against the model).")
+@click.option("--mode", type=click.Choice(["1vsAll", "KvsAll", "negatives"], case_sensitive=False), default=None,
+              help=_kge("Training mode."))
+@click.option("--loss", type=click.Choice(["ce", "bce", "logsigmoid", "margin", "softmax"]), default=None,
+              help=_kge("Loss."))
+@click.option("--num-negatives", type=int, default=None, help=_kge("Shared negatives per batch (mode=negatives)."))
+@click.option("--reciprocal/--no-reciprocal", default=None, help=_kge("Learn inverse relations."))
+@click.option("--seed", type=int, default=None)
+@click.option("--threads", type=int, default=None, help="Torch CPU threads.")
+@click.option("--hogwild", type=int, default=None, metavar="N",
+              help=_kge("Train N batches at once in threads sharing the tables without locks (mode negatives, "
+                        "optimizer rowadagrad); faster on several cores, not bit-for-bit reproducible."))
+@click.option("--workers", type=int, default=None,
+              help=_kge("BESS: shard entities over N local worker processes (see docs/distributed.md)."))
+@click.option("--max-memory", default=None, metavar="SIZE",
+              help=_kge("Refuse to start if the memory estimate exceeds SIZE (e.g. 16GiB, 500MB)."))
+@click.option("--drop-unknown", is_flag=True, help="Drop valid/test triples with entities/relations unseen in train.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. training.margin=9.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of a table.")
+def train(dataset, model, out, config_file, resume, sets, drop_unknown, no_progress, as_json, **flags) -> None:
+    """Train a model and print its filtered test metrics."""
+    from ..config import parse_override
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    parsed = []
+    for s in sets:
+        try:
+            parsed.append(parse_override(s))
+        except ValueError as e:
+            fail(e)
+    set_name = next((v for k, v in reversed(parsed) if k == "model.name"), None)
+    check_flags(_model_name(model, config_file, resume, set_name), given)
+    # flags, then --set (which wins over a flag for the same key), then --workers and the switches
+    overrides = {TRAIN_FLAGS[k].key: v for k, v in given.items() if k != "workers"}
+    overrides.update(parsed)
+    if "workers" in given:
+        overrides[TRAIN_FLAGS["workers"].key] = given["workers"]
+    if drop_unknown:
+        overrides["data.unknown"] = "drop"
+    if no_progress:
+        overrides["training.progress"] = False
+    from ..api import train as train_run
+
+    try:
+        run = train_run(dataset, model=model, out=resume or out, config=config_file, resume=bool(resume), **overrides)
+    except USER_ERRORS as e:
+        fail(e)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
+    metrics = json.loads((Path(run.path) / "metrics.json").read_text())
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in metrics.items()}, indent=2))
+        return
+    click.echo(f"run folder: {run.path}")
+    speed = metrics.get("train_triples_per_s")
+    speed = f" ({speed:,.0f} triples/s)" if isinstance(speed, (int, float)) else ""
+    click.echo(f"trained {metrics.get('epochs', '?')} epochs in {metrics.get('train_time_s', 0):.1f}s{speed}")
+    if "test" in metrics:
+        click.echo(metrics_table(metrics["test"], "test"))
+
+
+@click.command()
+def models() -> None:
+    """List the available models."""
+    import inspect
+
+    from ..models import ALIASES, MODELS, model_names
+
+    for name in model_names():
+        cls = MODELS.get(name)
+        doc = (inspect.getdoc(cls) or "").splitlines()[0] if cls else f"alias of {ALIASES[name][0]} {ALIASES[name][1]}"
+        click.echo(f"{name:<12} {doc}")
+
+
+__all__ = ["KGE", "KGT5", "OPTIMIZERS", "TRAIN_FLAGS", "check_flags", "family", "models", "train"]
