@@ -16,8 +16,9 @@ from kgcomplete.distributed.launch import free_port, init_group, spawn
 from kgcomplete.distributed.negative_sampler import ShardedNegativeSampler
 from kgcomplete.distributed.sharding import Sharding
 from kgcomplete.training.row_gradients import RowLeaves
-from kgcomplete.distributed.step import (WorkerView, forward_step, make_plan, reference_step,
+from kgcomplete.distributed.step import (WorkerView, forward_step, make_plan,
                                          restrict_entity_grad, sync_replicated_grads, worker_loss)
+from bess_reference import reference_step
 from kgcomplete.evaluation import Evaluator, FilterIndex
 from kgcomplete.models import build_model
 from kgcomplete.training.optimizers import build_optimizer

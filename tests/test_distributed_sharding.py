@@ -9,8 +9,8 @@ from kgcomplete.distributed.batch_sampler import PartitionedTriples, RandomBatch
 from kgcomplete.distributed.exchange import Comm
 from kgcomplete.distributed.negative_sampler import ShardedNegativeSampler
 from kgcomplete.distributed.sharding import Sharding, _relabel_types
-from kgcomplete.distributed.step import (WorkerView, forward_step, make_plan, reference_step,
-                                         worker_loss)
+from kgcomplete.distributed.step import WorkerView, forward_step, make_plan, worker_loss
+from bess_reference import reference_step
 from kgcomplete.models import build_model
 
 

@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file
 
 import kgcomplete as kgc
+from lifecycle_runs import full_part_resumed, log_records, untimed
 from kgcomplete.distributed.checkpoint import ENTITY_KEY, ENTITY_OPT_PREFIX, reshard_run, worker_files
 from kgcomplete.distributed.run import ShardedRun
 from kgcomplete.distributed.sharding import Sharding
@@ -58,15 +59,10 @@ def _train(out: Path, variant: str, **extra):
 
 
 def _untimed(obj):
-    if isinstance(obj, dict):
-        return {k: _untimed(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [_untimed(v) for v in obj]
-    return obj
+    return untimed(obj, TIMING)
 
 
-def _log(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+_log = log_records
 
 
 def assert_same_run(a: Path, b: Path, epochs: int = N, metrics: bool = True) -> None:
@@ -94,21 +90,8 @@ def assert_same_run(a: Path, b: Path, epochs: int = N, metrics: bool = True) -> 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """``trained(variant)`` -> a folder with ``full`` (N epochs), ``part`` (K epochs, kept as it is)
-    and ``resumed`` (a copy of ``part`` resumed to N); trained once per module."""
-    cache: dict[str, Path] = {}
-
-    def get(variant: str) -> Path:
-        if variant not in cache:
-            root = tmp_path_factory.mktemp(variant)
-            _train(root / "full", variant)
-            _train(root / "part", variant, epochs=K)
-            shutil.copytree(root / "part", root / "resumed")
-            kgc.train(out=root / "resumed", resume=True, epochs=N)
-            cache[variant] = root
-        return cache[variant]
-
-    return get
+    """``trained(variant)`` -> ``full`` (N epochs), ``part`` (K epochs) and ``resumed`` (part resumed to N)."""
+    return full_part_resumed(tmp_path_factory, lambda out, variant, epochs: _train(out, variant, epochs=epochs), K, N)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

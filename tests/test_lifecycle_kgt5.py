@@ -25,6 +25,7 @@ pytest.importorskip("accelerate")
 from kgt5_fixtures import tiny_kg  # noqa: E402
 
 import kgcomplete as kgc  # noqa: E402
+from lifecycle_runs import full_part_resumed, log_records, untimed  # noqa: E402
 from kgcomplete.seq2seq.run import KGT5Run  # noqa: E402
 
 N, K = 4, 2
@@ -40,15 +41,10 @@ WEIGHTS = ("checkpoint.safetensors", "model.safetensors")
 
 
 def _untimed(obj):
-    if isinstance(obj, dict):
-        return {k: _untimed(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [_untimed(v) for v in obj]
-    return obj
+    return untimed(obj, TIMING)
 
 
-def _log(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
+_log = log_records
 
 
 def _state(run: Path) -> dict:
@@ -93,21 +89,8 @@ def _train(out: Path, variant: str, epochs: int):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """``trained(variant)`` -> folder with ``full`` (N epochs), ``part`` (K epochs, kept) and
-    ``resumed`` (a copy of ``part`` resumed to N)."""
-    cache: dict[str, Path] = {}
-
-    def get(variant: str) -> Path:
-        if variant not in cache:
-            root = tmp_path_factory.mktemp(f"kgt5-{variant}")
-            _train(root / "full", variant, N)
-            _train(root / "part", variant, K)
-            shutil.copytree(root / "part", root / "resumed")
-            kgc.train(out=root / "resumed", resume=True, epochs=N)
-            cache[variant] = root
-        return cache[variant]
-
-    return get
+    """``trained(variant)`` -> ``full`` (N epochs), ``part`` (K epochs) and ``resumed`` (part resumed to N)."""
+    return full_part_resumed(tmp_path_factory, _train, K, N, prefix="kgt5-")
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

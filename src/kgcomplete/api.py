@@ -7,6 +7,7 @@ arrows point one way: features -> core), then the KGE kind of :mod:`kgcomplete.r
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import time
 from pathlib import Path
@@ -42,9 +43,12 @@ def train(
 
     Args:
         dataset: a :class:`Dataset`, a registered name or a folder (default: the config's, i.e. umls).
-        model: model name (default complex).
+        model: model name (default complex); its per-model defaults apply (``kgt5``: KGT5's
+            training defaults, see :mod:`kgcomplete.seq2seq.section`).
         out: run folder; None -> ``runs/<dataset>-<model>-<time>``.
-        config: a :class:`Config` or a YAML file.
+        config: a :class:`Config` (complete: no per-model defaults are added; build one with
+            :func:`~kgcomplete.config.build_config`) or a YAML file. Unknown sections and keys
+            (there, in ``overrides`` or in ``--set``) raise :class:`~kgcomplete.config.ConfigError`.
         resume: continue the run in ``out`` from its last checkpoint (its config.yaml wins;
             ``training.epochs`` may be raised through overrides).
         overrides: dotted keys with ``__`` or ``.``, e.g. ``epochs=50``, ``dim=64`` (shortcuts) or
@@ -67,6 +71,8 @@ def train(
             apply_override(cfg, k, v)
     elif isinstance(config, Config):
         cfg = config
+        if model is not None:
+            ov["model.name"] = model
         for k, v in ov.items():
             apply_override(cfg, k, v)
     else:
@@ -121,7 +127,9 @@ def _expand_overrides(overrides: dict) -> dict:
             continue
         key = _SHORTCUTS.get(k, k.replace("__", "."))
         if "." not in key:
-            raise TypeError(f"unknown option {k!r}; use a dotted config key like 'training.{k}'")
+            close = difflib.get_close_matches(k, list(_SHORTCUTS), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}? Or" if close else "use"
+            raise TypeError(f"unknown option {k!r}; {hint} a dotted config key like 'training.{k}'")
         out[key] = v
     return out
 

@@ -1,18 +1,39 @@
-"""One configuration for a run: dataclasses, YAML files and dotted overrides.
+"""One configuration for a run: typed sections (dataclasses), YAML files and dotted overrides.
 
 Precedence (later wins): built-in defaults < per-model defaults (:data:`MODEL_DEFAULTS`) <
 ``--config FILE.yaml`` < CLI flags / ``--set section.key=value``.
+
+Sections: the core's ``data``, ``model``, ``training``, ``evaluation``, and the sections features
+register (:func:`register_section`, e.g. ``kgt5``, ``distributed``), each a dataclass with defaults.
+Every key is checked: an unknown section or key (in a YAML file, a ``--set`` or a Python override)
+raises :class:`ConfigError`, one line naming the key, its section and close matches. Dict-valued
+fields (``model.options``, ``kgt5.model``) are free-form; dataclass-valued fields are typed
+sub-sections (``kgt5.decoding``).
+
+The core imports no feature: the modules that register feature sections are named as strings
+(:data:`FEATURE_SECTION_MODULES`) and imported on first need; they are light (no torch).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
+import importlib
+import typing
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import yaml
+
+
+class ConfigError(KeyError):
+    """An unknown config section or key (a :class:`KeyError` whose text is the plain message)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass
@@ -30,7 +51,7 @@ class ModelConfig:
     p_norm: int = 1
     #: entity table dtype: float32 | float16 | bfloat16 (math stays float32; needs optimizer rowadagrad)
     storage_dtype: str = "float32"
-    options: dict = field(default_factory=dict)  #: model-specific keyword arguments
+    options: dict = field(default_factory=dict)  #: model-specific keyword arguments (free-form)
 
 
 @dataclass
@@ -41,8 +62,9 @@ class TrainingConfig:
     #: "negatives" (shared negative sampling)
     mode: str = "1vsAll"
     loss: str = "ce"  #: ce | bce | logsigmoid | margin | softmax
-    optimizer: str = "adagrad"  #: adagrad | rowadagrad | adam | sgd
-    lr: float = 0.1
+    #: KGE: adagrad | rowadagrad | adam | sgd; KGT5: auto | adamw | adafactor (see ``kgt5.optimizer``)
+    optimizer: str = "adagrad"
+    lr: Optional[float] = 0.1  #: KGT5: None = the ``kgt5.lr`` default
     lr_schedule: str = "none"  #: none | cosine | exponential | plateau
     lr_decay: float = 0.95  #: factor for exponential / plateau
     num_negatives: int = 256
@@ -73,25 +95,124 @@ class EvalConfig:
     per_relation: bool = True
 
 
-@dataclass
+#: the core sections, in the order they are written
+CORE_SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig,
+                                  "evaluation": EvalConfig}
+
+#: light modules that register feature sections when imported (by name: the core imports no feature)
+FEATURE_SECTION_MODULES = ("kgcomplete.seq2seq.section", "kgcomplete.distributed.section")
+
+_FEATURE_SECTIONS: dict[str, type] = {}
+_features_loaded = False
+
+
+def register_section(name: str, cls: type) -> None:
+    """Make ``name`` a config section typed by the dataclass ``cls`` (its field defaults are the
+    section's defaults). Called by a feature's light section module at import."""
+    if name in CORE_SECTIONS:
+        raise ValueError(f"{name!r} is a core config section")
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"config section {name!r}: {cls!r} is not a dataclass")
+    _FEATURE_SECTIONS[name] = cls
+
+
+def register_model_defaults(model: str, defaults: dict[str, Any]) -> None:
+    """Per-model defaults (dotted keys, e.g. ``{"training.eval_every": 10}``) for ``model``."""
+    MODEL_DEFAULTS[model.lower()] = dict(defaults)
+
+
+def load_feature_sections() -> None:
+    """Import the modules of :data:`FEATURE_SECTION_MODULES` once (a feature that is not installed
+    is skipped)."""
+    global _features_loaded
+    if _features_loaded:
+        return
+    _features_loaded = True
+    for name in FEATURE_SECTION_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if not (e.name and name.startswith(e.name)):
+                raise
+
+
+def feature_sections() -> dict[str, type]:
+    """Registered feature sections: name -> dataclass."""
+    load_feature_sections()
+    return dict(_FEATURE_SECTIONS)
+
+
+def section_names() -> list[str]:
+    """Every known section name (core first)."""
+    return [*CORE_SECTIONS, *feature_sections()]
+
+
+def section_class(name: str) -> type:
+    """The dataclass of section ``name``; :class:`ConfigError` for an unknown section."""
+    if name in CORE_SECTIONS:
+        return CORE_SECTIONS[name]
+    cls = feature_sections().get(name)
+    if cls is None:
+        raise ConfigError(_unknown("config section", repr(name), name, section_names(), "known sections"))
+    return cls
+
+
+def _unknown(what: str, shown: str, key: str, known, known_label: str, where: str = "") -> str:
+    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else f"{known_label}: {', '.join(known)}"
+    return f"{where}unknown {what} {shown}; {hint}"
+
+
+@dataclass(eq=False)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
-    #: free-form sections for plug-ins (e.g. ``kgt5``, ``distributed``)
-    extra: dict = field(default_factory=dict)
+    #: the feature sections this config holds (name -> instance of the registered dataclass);
+    #: use :meth:`section` or attribute access (``cfg.distributed.workers``)
+    features: dict = field(default_factory=dict, repr=False)
+
+    def section(self, name: str):
+        """The section object ``name`` (a registered feature section is created with its defaults
+        on first access); :class:`ConfigError` for an unknown section."""
+        if name in CORE_SECTIONS:
+            return getattr(self, name)
+        cls = section_class(name)
+        sec = self.features.get(name)
+        if sec is None:
+            sec = self.features[name] = cls()
+        return sec
+
+    def __getattr__(self, name: str):  # only for names that are not attributes: feature sections
+        if name.startswith("_") or name == "features" or "features" not in self.__dict__:
+            raise AttributeError(name)
+        if name in feature_sections():
+            return self.section(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Config) and self.to_dict() == other.to_dict()
+
+    @property
+    def extra(self) -> "_FeatureView":
+        """Deprecated mapping view of the feature sections (``cfg.extra["distributed"]["workers"]``);
+        use :meth:`section` / ``cfg.distributed``. Writes are checked like every other key."""
+        return _FeatureView(self)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        extra = d.pop("extra")
-        d.update(extra)
+        """Nested plain dict: the core sections, then every feature section that differs from its
+        defaults (with all its keys)."""
+        d = {name: dataclasses.asdict(getattr(self, name)) for name in CORE_SECTIONS}
+        for name, sec in self.features.items():
+            if sec != type(sec)():
+                d[name] = dataclasses.asdict(sec)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
+    def from_dict(cls, d: dict, where: str = "") -> "Config":
         cfg = cls()
-        apply_dict(cfg, d)
+        apply_dict(cfg, d, where)
         return cfg
 
     def save(self, path: str | Path) -> None:
@@ -99,12 +220,57 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+        return cls.from_dict(_read_yaml(path), where=f"{path}: ")
 
 
-_SECTIONS = {"data", "model", "training", "evaluation"}
+class _SectionView(MutableMapping):
+    """A section object seen as a dict (writes are checked and converted like ``--set``)."""
+
+    def __init__(self, obj, path: str):
+        self._obj, self._path = obj, path
+
+    def __getitem__(self, key):
+        if key not in _fields(self._obj):
+            raise KeyError(key)
+        value = getattr(self._obj, key)
+        return _SectionView(value, f"{self._path}.{key}") if dataclasses.is_dataclass(value) else value
+
+    def __setitem__(self, key, value) -> None:
+        _set_field(self._obj, self._path, key, value)
+
+    def __delitem__(self, key) -> None:
+        setattr(self._obj, key, getattr(type(self._obj)(), key))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_fields(self._obj))
+
+    def __len__(self) -> int:
+        return len(_fields(self._obj))
+
+
+class _FeatureView(Mapping):
+    """``Config.extra``: feature section name -> :class:`_SectionView` (deprecated)."""
+
+    def __init__(self, cfg: Config):
+        self._cfg = cfg
+
+    def __getitem__(self, name):
+        if name in CORE_SECTIONS or name not in feature_sections():
+            raise KeyError(name)
+        return _SectionView(self._cfg.section(name), name)
+
+    def setdefault(self, name, default=None):
+        return self[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._cfg.features))
+
+    def __len__(self) -> int:
+        return len(self._cfg.features)
+
 
 #: Per-model defaults, chosen to reach published accuracy on small KGs (umls, nations) on CPU.
+#: Features add theirs with :func:`register_model_defaults`.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "complex": {"model.dim": 512},
     "distmult": {"model.reciprocal": True},
@@ -124,53 +290,163 @@ for _m in ("transe", "transe_l1", "transe_l2", "transh", "pairre", "triplere", "
     }
 
 
-def apply_dict(cfg: Config, d: dict) -> None:
-    """Merge a nested dict into ``cfg`` (unknown top-level sections go to ``cfg.extra``)."""
-    for key, value in (d or {}).items():
-        if key in _SECTIONS and isinstance(value, dict):
-            section = getattr(cfg, key)
-            for k, v in value.items():
-                _set_field(section, key, k, v)
-        elif key == "extra" and isinstance(value, dict):
-            apply_dict(cfg, value)
+# ------------------------------------------------------------------ setting keys
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _fields(obj) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def _hint(cls: type, key: str):
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls].get(key, Any)
+
+
+def _strip_optional(hint):
+    if typing.get_origin(hint) is typing.Union or type(hint).__name__ == "UnionType":
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def _is_free_form(cls: type, key: str, current) -> bool:
+    hint = _strip_optional(_hint(cls, key))
+    return isinstance(current, dict) or hint is dict or typing.get_origin(hint) is dict
+
+
+def _coerce(hint, value, where: str):
+    """``value`` as the field's type (numbers from YAML strings such as ``1e-3``); None stays None."""
+    if value is None:
+        return None
+    hint = _strip_optional(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{where} must be true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool):
+            raise TypeError(f"{where} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{where} must be an integer, got {value!r}") from None
+        if not f.is_integer():
+            raise TypeError(f"{where} must be an integer, got {value!r}")
+        return int(f)
+    if hint is float:
+        if isinstance(value, bool):
+            raise TypeError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{where} must be a number, got {value!r}") from None
+    return value
+
+
+def _deep_update(base: dict, over: dict) -> None:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
         else:
-            if isinstance(value, dict) and isinstance(cfg.extra.get(key), dict):
-                cfg.extra[key].update(value)
-            else:
-                cfg.extra[key] = copy.deepcopy(value)
+            base[k] = copy.deepcopy(v)
 
 
-def _set_field(section, section_name: str, key: str, value) -> None:
-    names = {f.name: f for f in dataclasses.fields(section)}
+def _check_key(obj, path: str, key, where: str = "") -> None:
+    names = _fields(obj)
     if key not in names:
-        raise KeyError(f"unknown config key {section_name}.{key}; known: {', '.join(sorted(names))}")
-    if key == "options" and isinstance(value, dict):
-        section.options.update(value)
+        raise ConfigError(_unknown(f"key {key!r} in config section {path!r}", f"({path}.{key})", str(key),
+                                   list(names), "known keys", where))
+
+
+def _set_field(obj, path: str, key: str, value, where: str = "") -> None:
+    """Set ``path.key`` on the section object ``obj``: a sub-section takes a mapping (merged key by
+    key), a free-form dict is merged, a scalar is converted to the field's type."""
+    _check_key(obj, path, key, where)
+    current = getattr(obj, key)
+    if dataclasses.is_dataclass(current):
+        if value is None:
+            return
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{where}{path}.{key} is a section: give a mapping, got {value!r}")
+        for k, v in value.items():
+            _set_field(current, f"{path}.{key}", k, v, where)
         return
-    default = names[key].default
-    if value is not None and isinstance(default, bool) and not isinstance(value, bool):
-        raise TypeError(f"{section_name}.{key} must be true/false, got {value!r}")
-    if value is not None and isinstance(default, (int, float)) and not isinstance(default, bool):
-        value = type(default)(value) if not (isinstance(default, int) and isinstance(value, float) and value != int(value)) else value
-    setattr(section, key, value)
+    if _is_free_form(type(obj), key, current):
+        if value is None:
+            return
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{where}{path}.{key} must be a mapping, got {value!r}")
+        if current is None:
+            setattr(obj, key, {})
+        _deep_update(getattr(obj, key), dict(value))
+        return
+    setattr(obj, key, _coerce(_hint(type(obj), key), value, f"{where}{path}.{key}"))
+
+
+def section_from_dict(name: str, values: Optional[dict], where: str = ""):
+    """A new ``name`` section object: its defaults, then the mapping ``values`` (checked and
+    converted like a YAML file's section; :class:`ConfigError` for an unknown key)."""
+    obj = section_class(name)()
+    _set_section(obj, name, values, where)
+    return obj
+
+
+def _set_section(obj, name: str, values, where: str = "") -> None:
+    if values is None:
+        return
+    if not isinstance(values, Mapping):
+        raise TypeError(f"{where}config section {name!r} must be a mapping, got {values!r}")
+    for k, v in values.items():
+        _set_field(obj, name, k, v, where)
+
+
+def apply_dict(cfg: Config, d: Optional[dict], where: str = "") -> None:
+    """Merge a nested dict (a YAML file's content) into ``cfg``; every section and key is checked
+    (``where``, e.g. ``"my.yaml: "``, starts the error messages)."""
+    if d is None:
+        return
+    if not isinstance(d, Mapping):
+        raise TypeError(f"{where}a config must be a mapping of sections, got {d!r}")
+    for key, value in d.items():
+        if key == "extra" and isinstance(value, Mapping):  # a dumped ``extra`` mapping: its sections
+            apply_dict(cfg, value, where)
+            continue
+        if key not in CORE_SECTIONS and key not in feature_sections():
+            raise ConfigError(_unknown("config section", repr(key), str(key), section_names(), "known sections", where))
+        _set_section(cfg.section(key), key, value, where)
 
 
 def apply_override(cfg: Config, dotted: str, value: Any) -> None:
-    """``apply_override(cfg, "training.lr", 0.05)``; ``model.options.k`` sets a model option;
-    other first parts (``kgt5.preset``) go to ``cfg.extra``."""
-    parts = dotted.split(".")
-    if parts[0] in _SECTIONS:
-        if len(parts) == 3 and parts[1] == "options":
-            cfg.model.options[parts[2]] = value
+    """``apply_override(cfg, "training.lr", 0.05)``; ``kgt5.decoding.beam_size`` sets a key of a
+    sub-section; below a free-form dict (``model.options.k``, ``kgt5.model.d_model``) any key goes."""
+    parts = str(dotted).split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"bad config key {dotted!r}: expected section.key (e.g. training.lr)")
+    obj, path = cfg.section(parts[0]), parts[0]
+    for i, p in enumerate(parts[1:-1], start=1):
+        _check_key(obj, path, p)
+        current = getattr(obj, p)
+        if dataclasses.is_dataclass(current):
+            obj, path = current, f"{path}.{p}"
+            continue
+        if _is_free_form(type(obj), p, current):
+            if current is None:
+                current = {}
+                setattr(obj, p, current)
+            node = current
+            for q in parts[i + 1:-1]:
+                if not isinstance(node.get(q, {}), dict):
+                    raise TypeError(f"bad config key {dotted!r}: {q!r} holds {node[q]!r}, not a mapping")
+                node = node.setdefault(q, {})
+            node[parts[-1]] = copy.deepcopy(value)
             return
-        if len(parts) != 2:
-            raise KeyError(f"bad config key {dotted!r}")
-        _set_field(getattr(cfg, parts[0]), parts[0], parts[1], value)
-    else:
-        node = cfg.extra
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
+        raise ConfigError(f"bad config key {dotted!r}: {path}.{p} is a value, not a section")
+    _set_field(obj, path, parts[-1], value)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -181,22 +457,46 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw)
 
 
+def _read_yaml(path: str | Path) -> dict:
+    d = yaml.safe_load(Path(path).read_text())
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise TypeError(f"{path}: a config must be a mapping of sections, got {type(d).__name__}")
+    return d
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+    """Per-model defaults of ``name`` (built-in and registered by features)."""
+    load_feature_sections()
+    return dict(MODEL_DEFAULTS.get(str(name).lower(), {}))
+
+
 def build_config(
     model: Optional[str] = None,
     file: Optional[str | Path] = None,
     overrides: Optional[dict[str, Any]] = None,
 ) -> Config:
     """Defaults < per-model defaults < YAML file < overrides (``{"training.lr": 0.1, ...}``)."""
-    file_dict = yaml.safe_load(Path(file).read_text()) if file else {}
+    file_dict = _read_yaml(file) if file else {}
     overrides = dict(overrides or {})
-    name = overrides.get("model.name") or model or (file_dict.get("model") or {}).get("name") or "complex"
+    file_model = file_dict.get("model") if isinstance(file_dict.get("model"), dict) else {}
+    name = overrides.get("model.name") or model or file_model.get("name") or "complex"
     cfg = Config()
     cfg.model.name = name
-    for k, v in MODEL_DEFAULTS.get(name.lower(), {}).items():
+    for k, v in model_defaults(name).items():
         apply_override(cfg, k, v)
-    apply_dict(cfg, file_dict)
+    apply_dict(cfg, file_dict, f"{file}: " if file else "")
     cfg.model.name = name
     for k, v in overrides.items():
         if v is not None:
             apply_override(cfg, k, v)
     return cfg
+
+
+__all__ = [
+    "CORE_SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "FEATURE_SECTION_MODULES", "MODEL_DEFAULTS",
+    "ModelConfig", "TrainingConfig", "apply_dict", "apply_override", "build_config",
+    "feature_sections", "load_feature_sections", "model_defaults", "parse_override", "register_model_defaults",
+    "register_section", "section_class", "section_from_dict", "section_names",
+]

@@ -15,7 +15,9 @@ Layout of ``RUN/``::
 
 The KGE run kind lives here (:func:`train_kge`, :class:`KGERun`); other kinds (KGT5, sharded BESS
 runs) register a :class:`RunKind`, and :mod:`kgcomplete.api` (``train`` / ``load_run``) dispatches to
-them. This module names no feature package.
+them. Every run kind implements :class:`~kgcomplete.run_protocol.Run` (the run interface; shared
+parts such as :class:`KnownTriples` and :func:`top_k_predictions` live there and are re-exported
+here). This module names no feature package.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from .data.registry import load_dataset
 from .data.vocabulary import Vocabulary
 from .evaluation.evaluator import evaluate as evaluate_scorer
 from .evaluation.filter_index import FilterIndex
-from .models import build_model
 from .models.base import KGEModel
+from .run_protocol import (KnownTriples, RunBase, embedding_matrix, prediction_rows, relation_labels, resolve,  # noqa: F401
+                           top_k_predictions)
 from .training.memory import check_memory, estimate_for_dataset, parse_memory
 from .training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
 from .training.trainer import Trainer
@@ -170,23 +173,43 @@ class RunFolder:
 
 
 # ----------------------------------------------------------------- KGE runs
-class KGERun:
+class ConfigRun(RunBase):
+    """What the KGE run kinds share (:class:`KGERun` and the sharded run): a :class:`Config`, the
+    run folder and the dataset. Scoring is up to the subclass (:class:`~kgcomplete.run_protocol.Run`)."""
+
+    def __init__(self, path: Optional[Path], config: Config, dataset: Dataset):
+        self.path = Path(path) if path else None
+        self.config, self.dataset = config, dataset
+        self.known = KnownTriples(dataset)
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.path)
+
+    def config_dict(self) -> dict:
+        return self.config.to_dict()
+
+    @property
+    def eval_batch_elements(self) -> int:
+        return self.config.evaluation.batch_elements
+
+    def filter_index(self, which: str = "all") -> FilterIndex:
+        """Known triples of ``all`` splits or of one split (cached)."""
+        return self.known.index(which)
+
+
+class KGERun(ConfigRun):
     """A trained shallow KGE model with its dataset: evaluate, predict, export.
 
     ``run.score_queries(anchor, r, candidates, head)`` makes it usable wherever a scorer is.
     """
 
     def __init__(self, path: Optional[Path], config: Config, model: KGEModel, dataset: Dataset):
-        self.path = Path(path) if path else None
-        self.config, self.model, self.dataset = config, model, dataset
-        self.known = KnownTriples(dataset)
+        super().__init__(path, config, dataset)
+        self.model = model
 
     def __repr__(self) -> str:
         return f"KGERun({self.path}, model={self.config.model.name}, dataset={self.dataset.name})"
-
-    @property
-    def folder(self) -> RunFolder:
-        return RunFolder(self.path)
 
     @classmethod
     def load(cls, path: str | Path, dataset: Optional[Dataset] = None, which: str = "best", device="cpu") -> "KGERun":
@@ -228,40 +251,11 @@ class KGERun:
             filter_index=self.filter_index("all") if filtered else None,
         )
 
-    def filter_index(self, which: str = "all") -> FilterIndex:
-        """Known triples of ``all`` splits or of one split (cached)."""
-        return self.known.index(which)
+    def entity_embeddings(self) -> np.ndarray:
+        return embedding_matrix(self.model.entity_emb.weight)
 
-    def resolve_entity(self, text: str) -> int:
-        """Entity id from its label or (unique) name; KeyError with close matches otherwise."""
-        return resolve(self.dataset.entities, self.dataset.entity_names, text, "entity")
-
-    def resolve_relation(self, text: str) -> int:
-        return resolve(self.dataset.relations, self.dataset.relation_names, text, "relation")
-
-    def predict(
-        self, head: Optional[str] = None, relation: Optional[str] = None, tail: Optional[str] = None, k: int = 10,
-        exclude_known: bool = False,
-    ) -> list[dict]:
-        """Top-k tails of ``(head, relation, ?)`` or heads of ``(?, relation, tail)``.
-
-        Returns ``[{"rank", "id", "entity", "name", "score", "known"}]``; ``known`` names the split
-        that already holds the triple (``train``/``valid``/``test``) or is None.
-        """
-        if relation is None or (head is None) == (tail is None):
-            raise ValueError("give a relation and exactly one of head or tail")
-        r = self.resolve_relation(relation)
-        is_head_query = head is None
-        anchor = self.resolve_entity(tail if is_head_query else head)
-        return self.predict_ids(np.array([anchor]), np.array([r]), is_head_query, k, exclude_known)[0]
-
-    def predict_ids(self, anchor: np.ndarray, r: np.ndarray, head: bool, k: int = 10, exclude_known: bool = False) -> list[list[dict]]:
-        """Batched top-k for ``(B,)`` anchors/relations (used by ``predict`` and the server)."""
-        return top_k_predictions(self, self.dataset, self.known, anchor, r, head, k, exclude_known)
-
-    def known_split(self, triples: np.ndarray) -> list[Optional[str]]:
-        """For ``(B, 3)`` triples: the first split that contains each, or None."""
-        return self.known.split_of(triples)
+    def relation_embeddings(self) -> np.ndarray:
+        return embedding_matrix(self.model.relation_emb.weight)
 
     def export(self, out: Optional[str | Path] = None) -> dict[str, Path]:
         """Write ``entity_embeddings.npy``, ``relation_embeddings.npy`` and vocabulary TSVs."""
@@ -281,99 +275,16 @@ class KGERun:
                       "name": self.dataset.entity_text(np.arange(self.dataset.num_entities))}).to_csv(
             files["entities"], sep="\t", index=False)
         pd.DataFrame({"id": np.arange(self.model.num_relations),
-                      "label": _relation_labels(self.dataset, self.model.num_relations)}).to_csv(
+                      "label": relation_labels(self.dataset, self.model.num_relations)}).to_csv(
             files["relations"], sep="\t", index=False)
         return files
 
 
-class KnownTriples:
-    """Lazily built :class:`FilterIndex` per split (``"all"`` = every split) of a dataset."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-        self._indexes: dict[str, FilterIndex] = {}
-
-    def index(self, which: str = "all") -> FilterIndex:
-        if which not in self._indexes:
-            triples = self.dataset.all_triples() if which == "all" else self.dataset.splits[which]
-            self._indexes[which] = FilterIndex(triples, self.dataset.num_relations)
-        return self._indexes[which]
-
-    def split_of(self, triples: np.ndarray) -> list[Optional[str]]:
-        """For ``(B, 3)`` triples: the first split that contains each, or None."""
-        status = np.full(len(triples), None, dtype=object)
-        for split in self.dataset.splits:  # a handful of splits, each check vectorised
-            hit = self.index(split).contains(triples) & (status == None)  # noqa: E711
-            status[hit] = split
-        return status.tolist()
-
-
-def top_k_predictions(scorer, dataset: Dataset, known: KnownTriples, anchor: np.ndarray, r: np.ndarray,
-                      head: bool, k: int = 10, exclude_known: bool = False) -> list[list[dict]]:
-    """Top-k answers of ``(B,)`` queries from any scorer (``score_queries``), as rows
-    ``{"rank", "id", "entity", "name", "score", "known"}``; answers scoring -inf (never generated
-    by a text model) are left out, so a list may be shorter than k."""
-    anchor, r = np.asarray(anchor, np.int64), np.asarray(r, np.int64)
-    k = max(1, min(int(k), dataset.num_entities))
-    with torch.no_grad():
-        scores = torch.as_tensor(scorer.score_queries(torch.as_tensor(anchor), torch.as_tensor(r), None, head=head)).float()
-        if exclude_known:
-            q, ent = known.index("all").known(anchor, r, head=head)
-            scores[torch.as_tensor(q), torch.as_tensor(ent)] = float("-inf")
-        top = torch.topk(scores, k, dim=1)
-    return prediction_rows(dataset, known, anchor, r, head, top.indices.numpy(), top.values.numpy())
-
-
-def prediction_rows(dataset: Dataset, known: KnownTriples, anchor: np.ndarray, r: np.ndarray, head: bool,
-                    ids: np.ndarray, vals: np.ndarray) -> list[list[dict]]:
-    """Top-k ``ids``/``vals`` ``(B, k)`` of ``(B,)`` queries -> per query the rows ``{"rank", "id",
-    "entity", "name", "score", "known"}``, non-finite scores left out."""
-    keep = np.isfinite(vals)  # (B, k)
-    q, rows, sc = np.nonzero(keep)[0], ids[keep], vals[keep]  # all queries' answers, query-major
-    a_, r_ = anchor[q], r[q]
-    triples = np.stack([rows, r_, a_], 1) if head else np.stack([a_, r_, rows], 1)
-    status = known.split_of(triples) if len(rows) else []  # one lookup per split for the whole batch
-    labels, names = dataset.entities.labels[rows], dataset.entity_text(rows)
-    rank = np.cumsum(keep, axis=1)[keep]
-    records = [{"rank": int(rank[i]), "id": int(rows[i]), "entity": str(labels[i]), "name": str(names[i]),
-                "score": float(sc[i]), "known": status[i]} for i in range(len(rows))]
-    bounds = np.cumsum(keep.sum(1))
-    return [records[lo:hi] for lo, hi in zip(np.concatenate([[0], bounds[:-1]]), bounds)]
-
-
-def _relation_labels(dataset: Dataset, n: int) -> np.ndarray:
-    labels = dataset.relations.labels
-    if n > len(labels):  # reciprocal relations
-        labels = np.concatenate([labels, np.array([f"{x}^-1" for x in labels], dtype=object)])
-    return labels
-
-
-def resolve(vocab: Vocabulary, names: Optional[np.ndarray], text: str, kind: str) -> int:
-    i = vocab.encode([text])[0]
-    if i >= 0:
-        return int(i)
-    if names is not None:
-        hits = np.flatnonzero(names == text)
-        if len(hits) == 1:
-            return int(hits[0])
-        if len(hits) > 1:
-            raise KeyError(f"{kind} name {text!r} is ambiguous: labels {vocab.labels[hits[:5]].tolist()}")
-    close = vocab.close_matches(text)
-    if names is not None and len(close) < 5:
-        name_vocab = Vocabulary(np.unique(names.astype(str)))
-        close += [n for n in name_vocab.close_matches(text) if n not in close][: 5 - len(close)]
-    err = KeyError(f"unknown {kind} {text!r}; close matches: {close}")
-    err.close_matches = close  # for callers that format their own message (the server)
-    raise err
-
-
 def make_model(config: Config, dataset: Dataset) -> KGEModel:
-    m = config.model
-    return build_model(
-        m.name, dataset.num_entities, dataset.num_relations,
-        dim=m.dim, reciprocal=m.reciprocal, init_scale=m.init_scale, p_norm=m.p_norm,
-        storage_dtype=m.storage_dtype, **m.options,
-    )
+    """The model ``config`` describes, sized for ``dataset`` (:func:`kgcomplete.models.from_config`)."""
+    from .models import from_config
+
+    return from_config(config, dataset.num_entities, dataset.num_relations)
 
 
 # ------------------------------------------------------------------- training

@@ -29,16 +29,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ..config import Config
-from ..models import build_model
+from ..models import from_config
 from ..models.base import KGEModel
 from ..runs import RunFolder, atomic_save_safetensors, atomic_write_json, trim_log
-from ..training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
+from ..training.optimizers import build_optimizer, optimizer_state_from_tensors, optimizer_state_tensors
 from .sharding import Sharding
 
 log = logging.getLogger(__name__)
 ENTITY_KEY = "entity_emb.weight"
-#: optimizer tensors of the entity table: state of parameter 0 (the entity table is built first)
-ENTITY_OPT_PREFIX = "optimizers/0/state/0/"
 #: per-worker RNG states stored next to the optimizer tensors in ``optim-{i}.safetensors``
 RNG_PREFIX = "__rng__/"
 
@@ -48,10 +46,22 @@ def shard_file(folder: Path, kind: str, rank: int) -> Path:
 
 
 def make_shard_model(cfg: Config, num_relations: int, sharding: Sharding) -> KGEModel:
-    """A core model whose entity table is one shard (``S`` rows)."""
-    m = cfg.model
-    return build_model(m.name, sharding.shard_size, num_relations, dim=m.dim, reciprocal=m.reciprocal,
-                       init_scale=m.init_scale, p_norm=m.p_norm, **m.options)
+    """A core model whose entity table is one shard (``S`` rows): :func:`kgcomplete.models.from_config`."""
+    return from_config(cfg, sharding.num_entities, num_relations, shard_rows=sharding.shard_size)
+
+
+def entity_optimizer_prefix(cfg: Config) -> str:
+    """Prefix of the entity table's tensors in a worker's ``optim-{i}.safetensors``: the state key
+    (:meth:`~kgcomplete.training.optimizers.CombinedOptimizer.state_key`) that ``training.optimizer``
+    gives the table of ``cfg``'s model (built on the meta device: no memory, no values)."""
+    with torch.device("meta"):
+        model = from_config(cfg, 1, 1)
+        return build_optimizer(cfg.training.optimizer, model, cfg.training.lr).state_key(model.entity_emb.weight)
+
+
+#: :func:`entity_optimizer_prefix` of the default configuration (every optimizer kind gives the
+#: entity table the same key; reshard_run asks the run's own configuration)
+ENTITY_OPT_PREFIX = entity_optimizer_prefix(Config())
 
 
 def init_shard_model(cfg: Config, num_relations: int, sharding: Sharding, rank: int) -> KGEModel:
@@ -222,7 +232,7 @@ def restore_worker(folder: RunFolder, trainer) -> bool:
 def _copy_run_files(src: Path, out: Path, workers: int) -> Config:
     out.mkdir(parents=True, exist_ok=True)
     cfg = Config.load(src / "config.yaml")
-    cfg.extra.setdefault("distributed", {})["workers"] = workers
+    cfg.distributed.workers = workers
     cfg.save(out / "config.yaml")
     for p in src.iterdir():
         if p.is_file() and (p.suffix in (".tsv", ".jsonl") or p.name in ("metrics.json",)):
@@ -271,13 +281,14 @@ def reshard_run(src: str | Path, n_shard: int, out: str | Path, seed: Optional[i
         state["n_shard"] = n_shard
         atomic_write_json(out / "trainer_state.json", state)
     old_s, old_i = old.entity_to_shard, old.entity_to_idx
+    opt_prefix = entity_optimizer_prefix(cfg)
     for kind in ("latest", "best", "optim"):
         if not shard_file(src, kind, 0).exists():
             continue
         with safe_open(shard_file(src, kind, 0), "pt") as f:
             keys = list(f.keys())
             first = {k: f.get_tensor(k) for k in keys}
-        row_keys = [k for k in keys if (k == ENTITY_KEY if kind != "optim" else k.startswith(ENTITY_OPT_PREFIX))
+        row_keys = [k for k in keys if (k == ENTITY_KEY if kind != "optim" else k.startswith(opt_prefix))
                     and first[k].dim() >= 1 and first[k].shape[0] == old.shard_size]
         for s in range(n_shard):
             ents = new.shard_and_idx_to_entity[s, : new.shard_counts[s]]
@@ -295,5 +306,4 @@ def reshard_run(src: str | Path, n_shard: int, out: str | Path, seed: Optional[i
             atomic_save_safetensors(tensors, shard_file(out, kind, s))
             if kind == "optim":
                 shutil.copy2(src / "shards" / "optim-0.json", out / "shards" / f"optim-{s}.json")
-    del cfg
     return out

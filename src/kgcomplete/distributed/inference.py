@@ -22,10 +22,8 @@ from ..evaluation.evaluator import RankingResult, rank_counts, realistic_rank
 from ..evaluation.filter_index import FilterIndex
 from ..models.base import KGEModel
 from .exchange import Comm
+from .section import DEFAULT_WINDOW  # ``distributed.window``
 from .sharding import Sharding
-from .step import query_side
-
-DEFAULT_WINDOW = 1 << 16
 
 
 # --------------------------------------------------------------- per shard
@@ -45,9 +43,17 @@ def gather_owned_rows(load_shard: "ShardLoader", sharding: Sharding, ids: np.nda
 
 
 def query_parts(model: KGEModel, anchor: Tensor, r: np.ndarray, head: bool):
-    """(anchor, relation embeddings, tails?) of ``(anchor, r, ?)`` / ``(?, r, anchor)`` queries."""
+    """(anchor, relation embeddings, tails?) of ``(anchor, r, ?)`` / ``(?, r, anchor)`` queries
+    (:meth:`~kgcomplete.models.base.KGEModel.query_direction`)."""
     rt = torch.as_tensor(np.asarray(r, np.int64), device=anchor.device)
-    return query_side(model, anchor, anchor, rt, model.relations(rt), "head" if head else "tail")
+    inverse, tails = model.query_direction(head)
+    return anchor, model.relations(model.inverse(rt) if inverse else rt), tails
+
+
+def window_scores(model: KGEModel, a: Tensor, rel: Tensor, lo: int, hi: int, tails: bool) -> Tensor:
+    """Scores ``(Q, hi - lo)`` of the queries against the shard's rows ``lo .. hi - 1``."""
+    rows = model.entities(torch.arange(lo, hi, device=a.device))
+    return model.score_candidates(a, rel, rows, tails)
 
 
 def target_scores(model: KGEModel, anchor: Tensor, answer: Tensor, r: np.ndarray, head: bool) -> Tensor:
@@ -79,7 +85,7 @@ def shard_rank_counts(
         keep = s == shard
         kq, ki = q[keep], i[keep]
     for lo, hi in window_bounds(int(sharding.shard_counts[shard]), window):
-        sc = model._score_side(a, rel, torch.arange(lo, hi, device=dev), tails)  # (Q, w)
+        sc = window_scores(model, a, rel, lo, hi, tails)  # (Q, w)
         better, tied = rank_counts(sc, target)
         counts[0] += better
         counts[1] += tied
@@ -116,7 +122,7 @@ def shard_topk(
         eq, ei = exclude[0][s == shard], i[s == shard]
     to_global = torch.as_tensor(sharding.shard_and_idx_to_entity[shard], device=dev)
     for lo, hi in window_bounds(int(sharding.shard_counts[shard]), window):
-        sc = model._score_side(a, rel, torch.arange(lo, hi, device=dev), tails).float()
+        sc = window_scores(model, a, rel, lo, hi, tails).float()
         sel = (ei >= lo) & (ei < hi)
         if sel.any():
             sc[torch.as_tensor(eq[sel], device=dev), torch.as_tensor(ei[sel] - lo, device=dev)] = float("-inf")

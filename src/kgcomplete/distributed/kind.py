@@ -12,11 +12,12 @@ from pathlib import Path
 
 from ..config import Config
 from ..runs import RunKind, register_run_kind
+from .section import DistConfig  # noqa: F401  (registers the ``distributed`` config section)
 
 
 def distributed_requested(cfg: Config) -> bool:
     """More than one worker asked for (``distributed.workers``), or launched by torchrun."""
-    workers = int((cfg.extra.get("distributed") or {}).get("workers", 1) or 1)
+    workers = int(cfg.section("distributed").workers or 1)
     return workers > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 

@@ -37,8 +37,9 @@ from ..data.dataset import Dataset
 from ..runs import RunFolder
 from .checkpoint import init_shard_model, restore_worker, save_worker
 from .exchange import Comm
+from .section import DistConfig
 from .sharding import Sharding
-from .trainer import PHASES, BessTrainer, DistConfig
+from .trainer import PHASES, BessTrainer
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def train_distributed(cfg: Config, dataset: Dataset, out_dir: Path, resume: bool
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     if env_world > 1:  # torchrun: this process is one worker
         rank = int(os.environ["RANK"])
-        cfg.extra.setdefault("distributed", {})["workers"] = env_world
+        cfg.distributed.workers = env_world
         device = pick_device(dcfg, int(os.environ.get("LOCAL_RANK", "0")))
         if not dist.is_initialized():
             init_group(pick_backend(dcfg, device), rank, env_world, None, None, dcfg.timeout_s, device)
@@ -195,7 +196,7 @@ def _prepare_folder(folder: RunFolder, cfg: Config, dataset: Dataset, n: int, dc
         return
     if (folder / "sharding.json").exists() or (folder / "checkpoint.safetensors").exists():
         raise FileExistsError(f"{folder.path} already holds a trained run; use resume or another --out")
-    cfg.extra.setdefault("distributed", {})["workers"] = n
+    cfg.distributed.workers = n
     folder.create(cfg, dataset)
     make_sharding(cfg, dataset, n, dcfg).save(folder.path)
 

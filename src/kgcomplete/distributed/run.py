@@ -19,22 +19,29 @@ from ..config import Config
 from ..data.dataset import Dataset
 from ..evaluation.evaluator import Evaluator
 from ..models.base import KGEModel
-from ..runs import KGERun, RunFolder, _relation_labels, prediction_rows
+from ..run_protocol import prediction_rows, relation_labels
+from ..runs import ConfigRun, KGERun, RunFolder
 from .checkpoint import ENTITY_KEY, gather_run, load_shard_model, recover_checkpoint, reshard_run
 from .inference import DEFAULT_WINDOW, gather_owned_rows, query_parts, streamed_rank, streamed_topk
 from .sharding import Sharding
-from .step import score_groups
 
 
 class ShardedRun(KGERun):
-    """A sharded KGE run. ``model`` is None; shards are loaded on demand (``cache`` shards kept)."""
+    """A sharded KGE run. ``model`` is None; shards are loaded on demand (``cache`` shards kept).
+
+    A :class:`KGERun` (its folder, configuration, names and ``predict``) whose model-bound members
+    are all replaced: scoring, evaluation, top-k and export go through the shards.
+    """
+
+    #: no single model: :meth:`shard` loads one shard's model at a time
+    model = None
 
     def __init__(self, path: Path, config: Config, dataset: Dataset, sharding: Sharding, which: str = "best",
                  device="cpu", cache: int = 1):
-        super().__init__(path, config, None, dataset)
+        ConfigRun.__init__(self, path, config, dataset)  # not KGERun.__init__: there is no single model
         self.sharding, self.which, self.device, self.cache = sharding, which, torch.device(device), cache
         self._shards: dict[int, KGEModel] = {}
-        self.window = int((config.extra.get("distributed") or {}).get("window", DEFAULT_WINDOW))
+        self.window = int(config.distributed.window or DEFAULT_WINDOW)
 
     def __repr__(self) -> str:
         return f"ShardedRun({self.path}, model={self.config.model.name}, shards={self.sharding.n_shard})"
@@ -76,7 +83,8 @@ class ShardedRun(KGERun):
                 cnt = int(self.sharding.shard_counts[s])
                 a, rel, tails = query_parts(ms, emb, r, head)
                 cols = torch.as_tensor(self.sharding.shard_and_idx_to_entity[s, :cnt])
-                out[:, cols] = ms._score_side(a, rel, torch.arange(cnt, device=self.device), tails).float().cpu()
+                rows = ms.entities(torch.arange(cnt, device=self.device))
+                out[:, cols] = ms.score_candidates(a, rel, rows, tails).float().cpu()
             return out
         cand = np.asarray(torch.as_tensor(candidates).cpu(), np.int64)
         rows = self.entity_rows(np.concatenate([anchor, cand.ravel()]))  # one pass over the shards
@@ -84,8 +92,8 @@ class ShardedRun(KGERun):
         m = self.shard(n - 1)  # relations are replicated: use the shard left in the cache
         a, rel, tails = query_parts(m, emb, r, head)
         if cand.ndim == 1:
-            return score_groups(m, a.unsqueeze(0), rel.unsqueeze(0), ce.unsqueeze(0), tails)[0]
-        return score_groups(m, a.unsqueeze(1), rel.unsqueeze(1), ce, tails)[:, 0]
+            return m.score_candidates(a, rel, ce, tails)
+        return m.score_candidates(a, rel, ce, tails)  # (B, C, We): candidates per query
 
     def score_triples(self, triples) -> np.ndarray:
         t = np.asarray(triples, np.int64).reshape(-1, 3)
@@ -117,6 +125,13 @@ class ShardedRun(KGERun):
         return prediction_rows(self.dataset, self.known, anchor, r, head, ids, vals)
 
     # ----------------------------------------------------------- export
+    def entity_embeddings(self) -> None:
+        """None: the entity table is never assembled in memory (:meth:`export` writes it shard by shard)."""
+        return None
+
+    def relation_embeddings(self) -> None:
+        return None
+
     def export(self, out: Optional[str | Path] = None) -> dict[str, Path]:
         """Like :meth:`KGERun.export`; the entity matrix is written shard by shard into a memmap."""
         out = Path(out) if out else self.path / "export"
@@ -138,7 +153,7 @@ class ShardedRun(KGERun):
         n = self.dataset.num_entities
         pd.DataFrame({"id": np.arange(n), "label": self.dataset.entities.labels,
                       "name": self.dataset.entity_text(np.arange(n))}).to_csv(files["entities"], sep="\t", index=False)
-        pd.DataFrame({"id": np.arange(len(rel)), "label": _relation_labels(self.dataset, len(rel))}).to_csv(
+        pd.DataFrame({"id": np.arange(len(rel)), "label": relation_labels(self.dataset, len(rel))}).to_csv(
             files["relations"], sep="\t", index=False)
         return files
 

@@ -1,5 +1,7 @@
 """One BESS step: the shared step plan, each worker's view of it, scoring through an exchange,
-the loss, gradient sync of the replicated parameters, and a single-process reference.
+gradient sync of the replicated parameters. The loss is the negatives objective of the core
+trainer (training/objective.py): the same side queries, positives, loss options and regulariser;
+only the candidates' rows (or scores) travel through the exchange.
 
 Shapes: ``n`` workers, ``P`` triples per block, ``B = n * P`` triples per worker, ``k`` negatives
 per shard, ``T`` negative types (1 when uniform), ``C = n * k`` negatives per side and triple,
@@ -15,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..models.base import KGEModel, _similarity
-from ..training.loss import negative_sampling_loss
+from ..models.base import KGEModel
+from ..training.objective import relation_rows, side_queries, sides_loss
 from .exchange import MASKED_SCORE, Comm, StepTimer
 from .negative_sampler import NegativeDraw, ShardedNegativeSampler
 from .sharding import Sharding
@@ -86,60 +88,6 @@ class WorkerView:
 
 
 # ---------------------------------------------------------------- scoring
-def score_groups(model: KGEModel, anchor: Tensor, rel: Tensor, cand: Tensor, tails: bool) -> Tensor:
-    """Score ``G`` groups of queries against their own candidates.
-
-    anchor ``(G, B, We)``, rel ``(G, B, Wr)``, cand ``(G, C, We)`` -> ``(G, B, C)``. Uses the
-    model's query/similarity fast path when it has one (one batched matrix product), otherwise
-    its broadcasting ``score_emb`` over candidate chunks.
-    """
-    G, B = anchor.shape[:2]
-    if model.similarity is not None:
-        q = (model.tail_query(anchor.flatten(0, 1), rel.flatten(0, 1)) if tails
-             else model.head_query(rel.flatten(0, 1), anchor.flatten(0, 1)))
-        q = q.view(G, B, -1)
-        vec, bias = model.candidate_features(cand)
-        if G == 1:
-            s = _similarity(q[0], vec[0], model.similarity).unsqueeze(0)
-        elif model.similarity == "dot":
-            s = torch.bmm(q, vec.transpose(1, 2))
-        elif model.similarity == "l2":
-            d2 = q.pow(2).sum(-1, keepdim=True) + vec.pow(2).sum(-1).unsqueeze(1) - 2.0 * torch.bmm(q, vec.transpose(1, 2))
-            s = -torch.sqrt(d2.clamp_min(1e-12))
-        else:
-            s = -torch.cdist(q, vec, p=1.0)
-        return s if bias is None else s + bias.unsqueeze(1)
-    C, W = cand.shape[1], cand.shape[2]
-    chunk = max(1, (1 << 24) // max(1, G * B * W))
-    a, r = anchor.unsqueeze(2), rel.unsqueeze(2)
-    out = []
-    for s0 in range(0, C, chunk):
-        c = cand[:, s0 : s0 + chunk].unsqueeze(1)  # (G, 1, c, W)
-        out.append(model.score_emb(a, r, c) if tails else model.score_emb(c, r, a))
-    return torch.cat(out, dim=2) if len(out) > 1 else out[0]
-
-
-def query_side(model: KGEModel, h: Tensor, t: Tensor, r: Tensor, r_emb: Tensor, side: str):
-    """(anchor embeddings, relation embeddings, score as tails?) for corrupting ``side``.
-
-    Mirrors ``KGEModel.score_tails``/``score_heads`` (reciprocal models answer head queries as
-    tail queries with the inverse relation).
-    """
-    if side == "tail":
-        return h, r_emb, True
-    if model.reciprocal:
-        return t, model.relations(model.inverse(r)), True
-    return t, r_emb, False
-
-
-def positive_score(model: KGEModel, h: Tensor, r_emb: Tensor, t: Tensor, rel_side: Tensor, side: str) -> Tensor:
-    """``(B,)`` positive scores in the same direction as that side's negatives: a reciprocal
-    model's head corruption scores ``(t, r^-1, h)``, the other cases ``(h, r, t)``."""
-    if side == "head" and model.reciprocal:
-        return model.score_emb(t, rel_side, h)
-    return model.score_emb(h, r_emb, t)
-
-
 def finish_negatives(s: Tensor, view: WorkerView, si: int) -> Tensor:
     """``(B, T, n, k)`` scores -> ``(B, n*k)``: pick each triple's type, mask placeholders."""
     B = s.shape[0]
@@ -192,41 +140,26 @@ def forward_step(model: KGEModel, view: WorkerView, comm: Comm, exchange: str = 
             negs = neg_rows.view(n, ns, T, k, W)  # mine, for every destination
     else:
         raise ValueError(f"distributed.exchange={exchange!r}: expected one of embeddings, scores, allgather")
-    r_emb = model.relations(view.r)
+    r_emb, r_inv = relation_rows(model, view.sides, view.r)
     pos, out = [], []
-    for si, side in enumerate(view.sides):
-        anchor, rel, tails_side = query_side(model, h, t, view.r, r_emb, side)
-        pos.append(positive_score(model, h, r_emb, t, rel, side))
+    for si, q in enumerate(side_queries(model, view.sides, h, r_emb, t, r_inv)):
+        pos.append(q.positive)
         if exchange == "scores":
             # queries of every worker against my negatives for that worker, scores sent back
-            r_ids = view.r_all if (side == "tail" or not model.reciprocal) else model.inverse(view.r_all)
-            s = score_groups(model, comm.all_gather(anchor), model.relations(r_ids),
-                             negs[:, si].reshape(n, T * k, -1), tails_side)  # (n_dest, B, T*k)
+            r_ids = model.inverse(view.r_all) if q.inverse else view.r_all
+            s = model.score_candidates(comm.all_gather(q.anchor), model.relations(r_ids),
+                                       negs[:, si].reshape(n, T * k, -1), q.tails)  # (n_dest, B, T*k)
             s = comm.all_to_all(s).view(n, B, T, k).permute(1, 2, 0, 3)  # (B, T, n_src, k)
         else:
-            cand = negs[:, si].permute(1, 0, 2, 3).reshape(1, T * n * k, -1)
-            s = score_groups(model, anchor.unsqueeze(0), rel.unsqueeze(0), cand, tails_side)[0].view(B, T, n, k)
+            cand = negs[:, si].permute(1, 0, 2, 3).reshape(T * n * k, -1)
+            s = model.score_candidates(q.anchor, q.rel, cand, q.tails).view(B, T, n, k)
         out.append(finish_negatives(s, view, si))
     return pos, out, (h, r_emb, t)
 
 
-def loss_kwargs(tcfg) -> dict:
-    """``negative_sampling_loss`` options from a ``TrainingConfig`` (as the core trainer maps them)."""
-    return dict(kind=tcfg.loss if tcfg.loss != "ce" else "softmax", margin=tcfg.margin,
-                adversarial_temperature=tcfg.adversarial_temperature, label_smoothing=tcfg.label_smoothing)
-
-
-def worker_loss(pos: list[Tensor], negs: list[Tensor], tcfg, reg: Optional[Tensor] = None) -> Tensor:
-    """Mean over sides of the core ``negative_sampling_loss`` (+ weighted regularizer)."""
-    kw = loss_kwargs(tcfg)
-    loss = sum(negative_sampling_loss(p, s, **kw) for p, s in zip(pos, negs)) / len(negs)
-    if reg is not None:
-        loss = loss + tcfg.reg_weight * reg
-    return loss
-
-
-def use_regularizer(tcfg) -> bool:
-    return tcfg.regularizer != "none" and tcfg.reg_weight > 0
+#: a worker's loss from :func:`forward_step`'s scores (mean over sides + weighted regularizer):
+#: the core objective's :func:`~kgcomplete.training.objective.sides_loss`
+worker_loss = sides_loss
 
 
 def sync_replicated_grads(model: KGEModel, comm: Comm, extra: Optional[Tensor] = None) -> Optional[Tensor]:
@@ -297,43 +230,3 @@ def restrict_entity_grad(model: KGEModel, rows: Tensor) -> None:
         return
     dense = g.to_dense() if g.is_sparse else g
     model.entity_emb.weight.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), dense[rows], dense.shape).coalesce()
-
-
-# --------------------------------------------------------------- reference
-def reference_step(model: KGEModel, plan: StepPlan, sharding: Sharding, sampler: ShardedNegativeSampler, tcfg) -> dict:
-    """What the workers compute, done in one process with the whole table and core scoring.
-
-    Returns ``{"pos": [n x [per side (B,)]], "neg": [n x [per side (B, C)]], "loss": scalar}``; the loss is
-    the mean of the workers' losses (= the loss of the whole step, blocks being equal-sized).
-    """
-    n = sharding.n_shard
-    draw = plan.neg
-    out = {"pos": [], "neg": [], "loss": 0.0}
-    for i in range(n):
-        tr = torch.as_tensor(plan.triples[i].reshape(-1, 3))
-        h, r, t = tr[:, 0], tr[:, 1], tr[:, 2]
-        pos, negs = [], []
-        for si, side in enumerate(plan.sides):
-            if side == "head" and model.reciprocal:  # (t, r^-1, h), as the head negatives
-                pos.append(model.score_tails(t, model.inverse(r), h.unsqueeze(1))[:, 0])
-            else:
-                pos.append(model.score_triples(tr))
-            # (T, n_src * k) global ids: k from every source shard, in source order
-            loc = draw.local[:, i, si]  # (n_src, T, k)
-            cand = sharding.shard_and_idx_to_entity[np.arange(n)[:, None, None], loc]
-            cand = torch.as_tensor(cand.transpose(1, 0, 2).reshape(loc.shape[1], -1))
-            if draw.types is None:
-                c = cand[0]
-            else:
-                rt = torch.as_tensor(sampler.row_types(draw, (h if side == "head" else t).numpy()))
-                c = cand[rt]  # (B, C)
-            s = model.score_tails(h, r, c) if side == "tail" else model.score_heads(r, t, c)
-            if draw.mask is not None:
-                m = torch.as_tensor(np.repeat(draw.mask.T[:, :, None], loc.shape[-1], axis=2).reshape(loc.shape[1], -1))
-                s = torch.where(m[rt], s, torch.full_like(s, MASKED_SCORE))
-            negs.append(s)
-        reg = model.regularizer(tr, tcfg.regularizer) if use_regularizer(tcfg) else None
-        out["loss"] = out["loss"] + worker_loss(pos, negs, tcfg, reg) / n
-        out["pos"].append(pos)
-        out["neg"].append(negs)
-    return out

@@ -6,7 +6,7 @@ Each worker owns a core :class:`~kgcomplete.models.base.KGEModel` whose entity t
 1. ``sampling``: the shared step plan (same seed everywhere) and this worker's view of it;
 2. ``gather``: local lookup of the rows any worker needs from this shard;
 3. ``exchange``: the collectives (forward and backward);
-4. ``compute``: scores, core ``negative_sampling_loss`` (+ regularizer), backward;
+4. ``compute``: scores, the core negatives objective (training/objective.py, + regularizer), backward;
 5. ``update``: sum the replicated gradients over workers (one ``all_reduce``), optimizer step on
    the local shard rows and the replicas.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, fields
 from typing import Callable, Optional
 
 import numpy as np
@@ -30,56 +29,19 @@ from ..data.dataset import Dataset
 from ..evaluation.filter_index import FilterIndex
 from ..models.base import KGEModel
 from ..training.loop import EpochLoop
+from ..training.objective import regularization, sides_loss
 from ..training.optimizers import build_optimizer
 from ..training.row_gradients import RowLeaves
 from .batch_sampler import PartitionedTriples, build_batch_sampler
-from .exchange import EXCHANGES, Comm, StepTimer
-from .inference import DEFAULT_WINDOW, distributed_rank
+from .exchange import Comm, StepTimer
+from .inference import distributed_rank
 from .negative_sampler import ShardedNegativeSampler
+from .section import DistConfig  # the ``distributed`` config section (also imported from here)
 from .sharding import Sharding
-from .step import (WorkerView, forward_step, make_plan, restrict_entity_grad,
-                   sync_replicated_grads, use_regularizer, worker_loss)
+from .step import WorkerView, forward_step, make_plan, restrict_entity_grad, sync_replicated_grads
 
 log = logging.getLogger(__name__)
 PHASES = ("sampling", "gather", "exchange", "compute", "update")
-
-
-@dataclass
-class DistConfig:
-    """``cfg.extra["distributed"]`` with defaults (see docs/distributed.md)."""
-
-    workers: int = 1
-    backend: str = "auto"  #: auto | gloo | nccl
-    device: str = "auto"  #: auto (cuda:LOCAL_RANK when available) | cpu | cuda
-    exchange: str = "embeddings"  #: embeddings | scores | allgather
-    batch_sampler: str = "rigid"  #: rigid | random (with replacement)
-    positives_per_block: int = 0  #: P; 0 = max(1, training.batch_size // workers**2)
-    negatives_per_shard: int = 0  #: k; 0 = max(1, training.num_negatives // workers)
-    sharding_seed: Optional[int] = None  #: None = training.seed
-    master_addr: str = "127.0.0.1"
-    master_port: int = 0  #: 0 = a free port (local launch)
-    timeout_s: float = 600.0  #: collectives fail instead of hanging after this long
-    window: int = DEFAULT_WINDOW  #: shard rows scored at once in inference
-    threads: int = 0  #: torch threads per worker (0 = cores // workers)
-    start_method: str = "spawn"  #: local launch: spawn | fork (faster start, e.g. in tests)
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> "DistConfig":
-        d = dict(cfg.extra.get("distributed") or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise KeyError(f"unknown distributed option(s) {unknown}; known: {', '.join(sorted(known))}")
-        out = cls(**d)
-        if out.exchange not in EXCHANGES:
-            raise ValueError(f"distributed.exchange={out.exchange!r}: expected one of {', '.join(EXCHANGES)}")
-        return out
-
-    def sizes(self, cfg: Config, n: int) -> tuple[int, int]:
-        """(positives per block P, negatives per shard k)."""
-        P = self.positives_per_block or max(1, cfg.training.batch_size // (n * n))
-        k = self.negatives_per_shard or max(1, cfg.training.num_negatives // n)
-        return P, k
 
 
 class BessTrainer(EpochLoop):
@@ -103,6 +65,8 @@ class BessTrainer(EpochLoop):
         n = sharding.n_shard
         if comm.world != n:
             raise ValueError(f"{comm.world} workers for a sharding of {n} shards")
+        if model.entity_emb.weight.dtype != torch.float32:
+            raise ValueError("model.storage_dtype other than float32 is not supported with distributed workers yet")
         if self.tcfg.mode.lower() != "negatives":
             log.info("BESS trains with shared negatives (training.mode=%s is ignored)", self.tcfg.mode)
         self.P, self.k = self.dcfg.sizes(cfg, n)
@@ -132,8 +96,7 @@ class BessTrainer(EpochLoop):
         self.optimizer.zero_grad(set_to_none=True)
         leaves = RowLeaves(self.model.entity_emb.weight) if self.row_updates else None
         pos, negs, (h, r, t) = forward_step(self.model, view, self.comm, self.dcfg.exchange, T, leaves)
-        reg = self.model.regularizer_emb(h, r, t, self.tcfg.regularizer) if use_regularizer(self.tcfg) else None
-        loss = worker_loss(pos, negs, self.tcfg, reg)
+        loss = sides_loss(pos, negs, self.tcfg, regularization(self.model, self.tcfg, h, r, t))
         (loss / n).backward()
         t2 = T.now()
         T.add("compute", (t2 - t1) - (T.totals["exchange"] - ex0) - (T.totals["gather"] - g0))
@@ -143,7 +106,7 @@ class BessTrainer(EpochLoop):
         total = sync_replicated_grads(self.model, self.comm, loss.detach().reshape(1))
         self.optimizer.step()  # relations (+ the entity shard unless its rows come from the leaves)
         if leaves is not None and leaves.leaf.grad is not None:
-            self.optimizer.optimizers[0].update_rows(self.model.entity_emb.weight, leaves.rows, leaves.leaf.grad)
+            self.optimizer.update_rows(self.model.entity_emb.weight, leaves.rows, leaves.leaf.grad)
         T.add("update", T.now() - t2 - (T.totals["exchange"] - ex1))
         self.steps += 1
         return float(total[0]) / n
@@ -212,8 +175,7 @@ class BessTrainer(EpochLoop):
         """Bytes of this worker's entity shard and of the optimizer state attached to it."""
         w = self.model.entity_emb.weight
         opt = 0
-        for o in self.optimizer.optimizers:
-            for t in o.state.get(w, {}).values():
-                if torch.is_tensor(t) and t.dim() >= 1 and t.shape[0] == w.shape[0]:  # per-row state
-                    opt += t.numel() * t.element_size()
+        for t in self.optimizer.for_param(w).state.get(w, {}).values():
+            if torch.is_tensor(t) and t.dim() >= 1 and t.shape[0] == w.shape[0]:  # per-row state
+                opt += t.numel() * t.element_size()
         return {"entity_bytes": w.numel() * w.element_size(), "entity_optimizer_bytes": opt}

@@ -6,6 +6,10 @@ of ``r``). Each subclass defines one broadcasting scoring function :meth:`KGEMod
 scoring against many candidates is derived from it in memory-bounded chunks. Models whose score
 is a dot product or a distance between a *query vector* and the candidate embedding also define
 ``tail_query``/``head_query`` so that candidate scoring is a single matrix product (BLAS).
+
+Every way of scoring candidates (``score_tails``/``score_heads``, both trainers' negatives
+objective, BESS workers, distributed ranking) goes through one entry point,
+:meth:`KGEModel.score_candidates`, on embeddings the caller has already looked up.
 """
 
 from __future__ import annotations
@@ -48,7 +52,20 @@ class KGEModel(nn.Module):
     complex_relations = False
     #: needs reciprocal relations for head queries (ConvE).
     requires_reciprocal = False
+    #: the model overrides :meth:`score_candidates` with its own computation (RotatE's rotation of
+    #: the query) instead of the generic similarity / broadcast paths. Declared, never detected: a
+    #: subclass that overrides the method without declaring it fails at class creation. Such models
+    #: train through sparse autograd, not the row-gradient fast path (training/row_gradients.py),
+    #: which is verified against autograd for the generic paths only. (ConvE specialises scoring
+    #: through the declared hooks - ``similarity``, ``tail_query``, ``candidate_features`` with its
+    #: bias column - and keeps the generic entry point.)
+    custom_candidate_scoring = False
     init = "normal"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "score_candidates" in vars(cls) and not cls.custom_candidate_scoring:
+            raise TypeError(f"{cls.__name__} overrides score_candidates: declare custom_candidate_scoring = True")
 
     def __init__(
         self,
@@ -152,20 +169,26 @@ class KGEModel(nn.Module):
             ``(B, C)`` scores (C = E when candidates is None).
         """
         a, rel, tails = self.query_embeddings(h, r)
-        return self._score_side(a, rel, candidates, tails)
+        return self._score_ids(a, rel, candidates, tails)
 
     def score_heads(self, r: Tensor, t: Tensor, candidates: Optional[Tensor] = None) -> Tensor:
         """Score ``(?, r, t)`` queries; same conventions as :meth:`score_tails`."""
         a, rel, tails = self.query_embeddings(t, r, head=True)
-        return self._score_side(a, rel, candidates, tails)
+        return self._score_ids(a, rel, candidates, tails)
+
+    def query_direction(self, head: bool = False) -> tuple[bool, bool]:
+        """(the query uses the inverse relation, the candidates fill the tail slot) of a tail query
+        ``(anchor, r, ?)`` or, with ``head``, a head query ``(?, r, anchor)``: with reciprocal
+        relations a head query is the tail query ``(anchor, r^-1, ?)``."""
+        inverse = head and self.reciprocal
+        return inverse, inverse or not head
 
     def query_embeddings(self, anchor: Tensor, r: Tensor, head: bool = False) -> tuple[Tensor, Tensor, bool]:
         """Anchor ``(B, We)`` and relation ``(B, Wr)`` embeddings of ``(anchor, r, ?)`` queries (or, with
-        ``head``, ``(?, r, anchor)``), and whether the candidates fill the tail slot: with reciprocal
-        relations a head query is the tail query ``(anchor, r^-1, ?)``."""
-        if head and self.reciprocal:
-            return self.entities(anchor), self.relations(self.inverse(r)), True
-        return self.entities(anchor), self.relations(r), not head
+        ``head``, ``(?, r, anchor)``), and whether the candidates fill the tail slot
+        (:meth:`query_direction`)."""
+        inverse, tails = self.query_direction(head)
+        return self.entities(anchor), self.relations(self.inverse(r) if inverse else r), tails
 
     def score_queries(self, anchor: Tensor, r: Tensor, candidates: Optional[Tensor] = None, head: bool = False) -> Tensor:
         """Tail queries ``(anchor, r, ?)`` or, with ``head=True``, head queries ``(?, r, anchor)``."""
@@ -186,39 +209,70 @@ class KGEModel(nn.Module):
         q = self.tail_query(a, rel) if tails else self.head_query(rel, a)
         return torch.addmm(c.pow(2).sum(-1).neg_(), q, c.T, alpha=2.0)
 
+    def score_candidates(self, anchor: Tensor, rel: Tensor, cand: Tensor, tails: bool = True) -> Tensor:
+        """Scores of queries against candidate entities, from embeddings: the one candidate-scoring
+        entry point (:meth:`score_tails`/:meth:`score_heads`, the negatives objective of both
+        trainers, BESS workers and distributed ranking all score candidates here).
+
+        A query is an anchor entity and a relation; each candidate fills the other slot: the tail
+        (``tails=True``, triples ``(anchor, rel, c)``) or the head (``tails=False``, ``(c, rel,
+        anchor)``). Inputs are float32 rows as :meth:`entities`/:meth:`relations` return them, the
+        relation already resolved (a reciprocal model's head query passes ``rel`` = the inverse
+        relation's row and ``tails=True``, see :meth:`query_direction`). Shapes (``We``/``Wr``:
+        entity/relation widths):
+
+        - anchor ``(B, We)``, rel ``(B, Wr)``, cand ``(C, We)`` shared by the queries -> ``(B, C)``;
+        - anchor ``(B, We)``, rel ``(B, Wr)``, cand ``(B, C, We)``, candidates per query -> ``(B, C)``;
+        - anchor ``(G, B, We)``, rel ``(G, B, Wr)``, cand ``(G, C, We)``: ``G`` groups of queries,
+          each with its own shared candidates -> ``(G, B, C)``.
+
+        Models with a ``similarity`` compare a query vector (``tail_query``/``head_query``) with
+        ``candidate_features`` in one (batched) matrix product; the others broadcast ``score_emb``
+        over memory-bounded chunks of candidates. A model with its own computation overrides this
+        method (all three shapes) and declares ``custom_candidate_scoring``.
+        """
+        if anchor.dim() == 3 and anchor.shape[0] == 1:  # one group: the shared-candidates path
+            return self.score_candidates(anchor[0], rel[0], cand[0], tails).unsqueeze(0)
+        if self.similarity is None:
+            return self._broadcast_chunks(anchor, rel, cand, tails)
+        if anchor.dim() == 2:
+            q = self.tail_query(anchor, rel) if tails else self.head_query(rel, anchor)
+        else:  # groups: one query batch (G * B, Wq)
+            a, r = anchor.flatten(0, -2), rel.flatten(0, -2)
+            q = self.tail_query(a, r) if tails else self.head_query(r, a)
+            q = q.view(*anchor.shape[:-1], q.shape[-1])
+        vec, bias = self.candidate_features(cand)
+        s = _similarity(q, vec, self.similarity)
+        if bias is None:
+            return s
+        return s + (bias if cand.dim() > anchor.dim() else bias.unsqueeze(-2))
+
     # -------------------------------------------------------------- internals
-    def _score_side(self, anchor: Tensor, rel: Tensor, candidates: Optional[Tensor], tails: bool) -> Tensor:
+    def _score_ids(self, anchor: Tensor, rel: Tensor, candidates: Optional[Tensor], tails: bool) -> Tensor:
+        """:meth:`score_candidates` against candidate ids: ``(C,)``, ``(B, C)`` or None (all entities;
+        a low-precision table is converted in blocks of rows, never copied whole to float32)."""
         w = self.entity_emb.weight
         if candidates is None and w.dtype != torch.float32 and not torch.is_grad_enabled() \
                 and self.num_entities > ENTITY_BLOCK_ROWS:
-            # low-precision table: convert blocks of rows, never a float32 copy of the whole table
-            return torch.cat([self.score_side_emb(anchor, rel, w[s : s + ENTITY_BLOCK_ROWS].float(), tails)
+            return torch.cat([self.score_candidates(anchor, rel, w[s : s + ENTITY_BLOCK_ROWS].float(), tails)
                               for s in range(0, self.num_entities, ENTITY_BLOCK_ROWS)], dim=1)
-        return self.score_side_emb(anchor, rel, self.entities(candidates), tails)
-
-    def score_side_emb(self, anchor: Tensor, rel: Tensor, cand: Tensor, tails: bool) -> Tensor:
-        """Scores from embeddings: anchor ``(B, We)``, rel ``(B, Wr)``, cand ``(C, We)`` or
-        ``(B, C, We)`` -> ``(B, C)``. ``tails``: the candidates fill the tail slot (else the head)."""
-        if self.similarity is not None:
-            q = self.tail_query(anchor, rel) if tails else self.head_query(rel, anchor)
-            vec, bias = self.candidate_features(cand)
-            s = _similarity(q, vec, self.similarity)
-            return s if bias is None else s + bias
-        return self._broadcast_chunks(anchor, rel, cand, tails)
+        return self.score_candidates(anchor, rel, self.entities(candidates), tails)
 
     def _broadcast_chunks(self, anchor: Tensor, rel: Tensor, cand: Tensor, tails: bool) -> Tensor:
-        """Generic path: score_emb over ``(B, chunk, W)`` blocks of candidates."""
-        b, w = anchor.shape[0], cand.shape[-1]
+        """Generic path of :meth:`score_candidates`: ``score_emb`` over blocks of candidates
+        (``(..., B, chunk, W)`` elements at a time)."""
+        per_query = cand.dim() > anchor.dim()
+        b, w = anchor.shape[:-1].numel(), cand.shape[-1]
         n = cand.shape[-2]
         chunk = max(1, CHUNK_ELEMENTS // max(1, b * w))
-        a, rr = anchor.unsqueeze(1), rel.unsqueeze(1)
+        a, rr = anchor.unsqueeze(-2), rel.unsqueeze(-2)
         out = []
         for s in range(0, n, chunk):
             c = cand[..., s : s + chunk, :]
-            if c.dim() == 2:
-                c = c.unsqueeze(0)
+            if not per_query:
+                c = c.unsqueeze(-3)
             out.append(self.score_emb(a, rr, c) if tails else self.score_emb(c, rr, a))
-        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
+        return torch.cat(out, dim=-1) if len(out) > 1 else out[0]
 
     # --------------------------------------------------------- regularisation
     def regularizer(self, triples: Tensor, kind: str) -> Tensor:
@@ -309,7 +363,17 @@ class _NegL2(torch.autograd.Function):
 
 
 def _similarity(q: Tensor, cand: Tensor, kind: str) -> Tensor:
-    """q ``(B, W)`` vs cand ``(C, W)`` or ``(B, C, W)`` -> ``(B, C)``."""
+    """q ``(B, W)`` vs cand ``(C, W)`` or ``(B, C, W)`` -> ``(B, C)``; q ``(G, B, W)`` vs cand
+    ``(G, C, W)`` -> ``(G, B, C)`` (batched matrix products)."""
+    if q.dim() == 3:
+        if kind == "dot":
+            return torch.bmm(q, cand.transpose(1, 2))
+        if kind == "l2":
+            d2 = q.pow(2).sum(-1, keepdim=True) + cand.pow(2).sum(-1).unsqueeze(1) - 2.0 * torch.bmm(q, cand.transpose(1, 2))
+            return -torch.sqrt(d2.clamp_min(1e-12))
+        if kind == "l1":
+            return -torch.cdist(q, cand, p=1.0)
+        raise ValueError(kind)
     if kind == "dot":
         return q @ cand.T if cand.dim() == 2 else torch.einsum("bw,bcw->bc", q, cand)
     if kind == "l2":

@@ -65,6 +65,7 @@ class RotatE(KGEModel):
 
     name = "rotate"
     complex_entities = True
+    custom_candidate_scoring = True  # rotates the query once (score_candidates below)
     init = "uniform"
 
     def entity_width(self):
@@ -84,16 +85,18 @@ class RotatE(KGEModel):
     def score_emb(self, h, r, t):
         return -(self._c(h) * torch.polar(torch.ones_like(r), r) - self._c(t)).abs().sum(-1)
 
-    def _score_side(self, anchor, rel, candidates, tails):
-        # Rotate the anchor once per query (conjugate rotation for head queries), then take the
-        # complex L1 distance to the candidates in chunks of at most CHUNK_ELEMENTS.
+    def score_candidates(self, anchor, rel, cand, tails=True):
+        """:meth:`KGEModel.score_candidates`: rotate the anchor once per query (the conjugate
+        rotation for head queries), then take the complex L1 distance to the candidates, shared
+        candidates in chunks of at most ``2**22`` complex elements per query row."""
         rot = torch.polar(torch.ones_like(rel), rel if tails else -rel)
-        q = (self._c(anchor) * rot).unsqueeze(1)  # (B, 1, dim)
-        cand = self._c(self.entities(candidates))
-        if cand.dim() == 3:
-            return -(q - cand).abs().sum(-1)
-        chunk = max(1, (1 << 22) // max(1, q.shape[0] * self.dim))
-        return torch.cat([-(q - cand[s : s + chunk]).abs().sum(-1) for s in range(0, cand.shape[0], chunk)], dim=1)
+        q = (self._c(anchor) * rot).unsqueeze(-2)  # (..., B, 1, dim)
+        c = self._c(cand)
+        if cand.dim() > anchor.dim():  # candidates per query (B, C, dim)
+            return -(q - c).abs().sum(-1)
+        c = c.unsqueeze(-3)  # (..., 1, C, dim)
+        chunk = max(1, (1 << 22) // max(1, q.shape[:-2].numel() * self.dim))
+        return torch.cat([-(q - c[..., s : s + chunk, :]).abs().sum(-1) for s in range(0, c.shape[-2], chunk)], dim=-1)
 
 
 class PairRE(KGEModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..runs import RunKind, register_run_kind
+from .section import KGT5Config  # noqa: F401  (registers the ``kgt5`` config section)
 
 
 def _is_kgt5(path: Path) -> bool:
@@ -21,7 +22,7 @@ def _is_kgt5(path: Path) -> bool:
 def _train(ds, folder, cfg, resume=False, evaluate_test=True):
     from .run import train_kgt5
 
-    return train_kgt5(ds, folder.path, cfg.to_dict(), resume=resume)
+    return train_kgt5(ds, folder.path, cfg, resume=resume)  # resolve_config: KGT5's defaults, no KGE keys
 
 
 def _load(path, **kwargs):

@@ -2,7 +2,8 @@
 
 Layout of ``RUN/``::
 
-    config.yaml            full config (model.name = kgt5, kgt5 section with defaults filled in)
+    config.yaml            resolved config (resolve_config: model.name = kgt5, KGT5's training keys, kgt5 section
+                           with defaults filled in; no KGE-only keys)
     entities.tsv relations.tsv   vocabularies (Vocabulary.save)
     entity_texts.tsv relation_texts.tsv   the unique texts the model reads and writes
     tokenizer.json         trained tokenizer (or a copied T5 tokenizer folder's files)
@@ -16,9 +17,11 @@ A run provides ``dataset``, ``score_queries``, ``evaluate``, ``predict`` like th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -26,10 +29,15 @@ import numpy as np
 import torch
 import yaml
 
-from ..runs import KnownTriples, recover_checkpoint, top_k_predictions
+from ..config import (CORE_SECTIONS, Config, ModelConfig, TrainingConfig, feature_sections, section_class,
+                      section_from_dict)
+from ..run_protocol import KnownTriples, RunBase, top_k_predictions
+from ..runs import recover_checkpoint
 from .decoding import KGT5Scorer
 from .encoding import QueryEncoder
 from .model import build_model, model_from_folder, num_parameters, save_model_config
+from .section import AUTO_OPTIMIZERS, KGT5_OPTIMIZERS, TRAINING_KEYS, KGT5Config
+from .section import TRAINING_DEFAULTS as _TRAINING_DEFAULTS
 from .tokenizer import build_tokenizer, KGTokenizer
 from .train import BEST, TrainOptions, fit
 from .trie import EntityTrie
@@ -37,28 +45,13 @@ from .verbalize import EntityTexts, resolve_entities, resolve_relations
 
 log = logging.getLogger(__name__)
 
-#: Options of the ``kgt5`` config section (``--set kgt5.KEY=VALUE``).
-KGT5_DEFAULTS: dict = {
-    "preset": "tiny",  # micro | tiny | small
-    "model": {},  # T5Config overrides, e.g. {d_model: 256}
-    "tokenizer": "train",  # "train" (on the KG's strings) or a local T5 tokenizer folder
-    "tokenizer_model": "bpe",  # bpe | unigram (when trained)
-    "vocab_size": 8000,
-    "description_words": 8,  # words of the description used to disambiguate clashing names
-    "max_length": 128,
-    "optimizer": "auto",  # adafactor (the paper's) | adamw | auto: adafactor for `small`, adamw otherwise
-    "lr": None,  # None: Adafactor relative step size / AdamW 2e-3
-    "warmup_steps": 100,
-    "weight_decay": 0.0,
-    "time_budget_s": None,  # wall-clock training budget (s)
-    "cpu_budget_s": None,  # process CPU-time training budget (s)
-    "mixed_precision": "auto",
-    "valid_max_triples": 500,  # validation subset used during training (final metrics use all)
-    "decoding": {"method": "beam", "beam_size": 50, "num_samples": 50, "constrained": True,
-                 "temperature": 1.0, "max_rows": 2048},
-}
-TRAINING_DEFAULTS = {"epochs": 100, "batch_size": 256, "seed": 0, "eval_every": 10, "patience": 0,
-                     "threads": 0, "progress": True}
+#: Options of the ``kgt5`` config section (``--set kgt5.KEY=VALUE``): the defaults of
+#: :class:`~kgcomplete.seq2seq.section.KGT5Config` as a dict.
+KGT5_DEFAULTS: dict = dataclasses.asdict(KGT5Config())
+#: KGT5's defaults of the ``training`` keys it reads (see :mod:`kgcomplete.seq2seq.section`)
+TRAINING_DEFAULTS: dict = dict(_TRAINING_DEFAULTS)
+#: AdamW's learning rate when ``kgt5.lr`` is None
+ADAMW_DEFAULT_LR = 2e-3
 
 
 def _merge(base: dict, over: Optional[dict]) -> dict:
@@ -71,35 +64,70 @@ def _merge(base: dict, over: Optional[dict]) -> dict:
     return out
 
 
-def resolve_config(config: Optional[dict]) -> dict:
-    """Fill the KGT5 defaults into a full config dict (returns a copy).
+def _without_none(d: dict) -> dict:
+    """``d`` without None values, recursively (None means "the default" in a KGT5 config dict)."""
+    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
 
-    Generic ``training`` keys (epochs, batch_size, seed, ...) are honoured when not None;
-    ``training.optimizer``/``training.lr`` only when the optimizer is ``adafactor``/``adamw``
-    (KGE optimizers such as adagrad do not apply); ``kgt5.optimizer``/``kgt5.lr`` win.
+
+def resolve_config(config) -> dict:
+    """The full KGT5 config dict of ``config`` (a :class:`~kgcomplete.config.Config` or a config dict;
+    returns a new dict): ``data``, ``model`` (``name: kgt5``), ``training`` (:data:`TRAINING_KEYS`
+    only) and ``kgt5`` (every key, ``auto`` resolved), then any other top-level key (e.g. ``qa``).
+
+    * ``training`` keys that are None take KGT5's :data:`TRAINING_DEFAULTS`, not the KGE ones.
+    * ``training.optimizer: adafactor|adamw`` sets an ``auto`` ``kgt5.optimizer``; ``training.lr``
+      sets ``kgt5.lr`` when that is None and ``training.optimizer`` is that optimizer or ``auto``.
+      KGE optimizers (adagrad, ...) and their lr are ignored. The resolved ``kgt5.optimizer``/``lr``
+      are mirrored into ``training``.
+    * Unknown keys in ``training``/``kgt5``/``data`` raise :class:`~kgcomplete.config.ConfigError`.
+    * KGE-only keys (``model.dim``, ``training.regularizer``, the ``evaluation`` and ``distributed``
+      sections, ...) do not apply: they are dropped, with a warning when they differ from their
+      defaults.
     """
+    if isinstance(config, Config):
+        config = config.to_dict()
     cfg = copy.deepcopy(config or {})
-    tr_in = cfg.get("training") or {}
-    k_in = cfg.get("kgt5") or {}
-    kgt5 = _merge(KGT5_DEFAULTS, k_in)
+    tr_in = _without_none(cfg.get("training") or {})
+    tr_sec = section_from_dict("training", tr_in)
+    kgt5 = dataclasses.asdict(section_from_dict("kgt5", _without_none(cfg.get("kgt5") or {})))
+    section_from_dict("data", cfg.get("data"))
     tr_opt = str(tr_in.get("optimizer") or "").lower()
-    if "optimizer" not in k_in and tr_opt in ("adafactor", "adamw"):
+    kgt5["optimizer"] = str(kgt5["optimizer"]).lower()
+    if kgt5["optimizer"] == "auto" and tr_opt in KGT5_OPTIMIZERS:
         kgt5["optimizer"] = tr_opt
-        if "lr" not in k_in and tr_in.get("lr") is not None:
-            kgt5["lr"] = float(tr_in["lr"])
+    if kgt5["lr"] is None and tr_in.get("lr") is not None and tr_opt in (*AUTO_OPTIMIZERS, kgt5["optimizer"]):
+        kgt5["lr"] = float(tr_in["lr"])
     if kgt5["optimizer"] == "auto":
         kgt5["optimizer"] = "adafactor" if kgt5["preset"] == "small" else "adamw"
+    if kgt5["optimizer"] not in KGT5_OPTIMIZERS:
+        raise ValueError(f"kgt5.optimizer={kgt5['optimizer']!r}: expected {' | '.join(KGT5_OPTIMIZERS)} | auto")
     if kgt5["optimizer"] == "adamw" and kgt5["lr"] is None:
-        kgt5["lr"] = 2e-3
-    training = dict(tr_in)
-    for k, v in TRAINING_DEFAULTS.items():
-        if training.get(k) is None:
-            training[k] = v
+        kgt5["lr"] = ADAMW_DEFAULT_LR
+    training = {k: getattr(tr_sec, k) if k in tr_in else v for k, v in TRAINING_DEFAULTS.items()}
     training["optimizer"], training["lr"] = kgt5["optimizer"], kgt5["lr"]
+
+    ignored = [f"training.{k}" for k in tr_in if k not in TRAINING_KEYS
+               and getattr(tr_sec, k) != getattr(TrainingConfig(), k)]
     model = dict(cfg.get("model") or {})
+    for k in [k for k in model if k != "name" and k in ModelConfig.__dataclass_fields__]:
+        v = model.pop(k)
+        if getattr(section_from_dict("model", {k: v}), k) != getattr(ModelConfig(), k):
+            ignored.append(f"model.{k}")
     model["name"] = "kgt5"
-    cfg.update(training=training, kgt5=kgt5, model=model)
-    return cfg
+    out = {"data": cfg["data"]} if "data" in cfg else {}
+    out.update(model=model, training=training, kgt5=kgt5)
+    for key, value in cfg.items():
+        if key in out or key in ("training", "kgt5"):
+            continue
+        if key in CORE_SECTIONS or key in feature_sections():  # evaluation, distributed: KGE only
+            if section_from_dict(key, value) != section_class(key)():
+                ignored.append(key)
+            continue
+        out[key] = value
+    if ignored:
+        warnings.warn(f"KGE-only config keys do not apply to KGT5 and are ignored: {', '.join(ignored)}",
+                      UserWarning, stacklevel=2)
+    return out
 
 
 def _data_section(cfg: dict) -> dict:
@@ -107,13 +135,8 @@ def _data_section(cfg: dict) -> dict:
 
 
 def _options(cfg: dict) -> TrainOptions:
-    tr, k = cfg["training"], cfg["kgt5"]
-    return TrainOptions(
-        epochs=int(tr["epochs"]), batch_size=int(tr["batch_size"]), optimizer=k["optimizer"], lr=k["lr"],
-        warmup_steps=int(k["warmup_steps"]), weight_decay=float(k["weight_decay"]), seed=int(tr["seed"]),
-        eval_every=int(tr["eval_every"] or 0), patience=int(tr["patience"] or 0),
-        time_budget_s=k["time_budget_s"], cpu_budget_s=k["cpu_budget_s"], mixed_precision=k["mixed_precision"], progress=bool(tr["progress"]),
-    )
+    """The :class:`TrainOptions` of a resolved KGT5 config dict (:func:`resolve_config`)."""
+    return TrainOptions.from_config(cfg)
 
 
 def build_texts(dataset, tokenizer_source, vocab_size: int, description_words: int, max_length: int,
@@ -151,8 +174,13 @@ def train_examples(encoder: QueryEncoder, triples: np.ndarray) -> tuple[torch.Te
     return torch.cat([pad(tail_in), pad(head_in)]), torch.cat([t[:, 2], t[:, 0]])
 
 
-class KGT5Run:
-    """An opened (or freshly trained) KGT5 run; see the module docstring for the folder layout."""
+class KGT5Run(RunBase):
+    """An opened (or freshly trained) KGT5 run; see the module docstring for the folder layout.
+
+    Implements :class:`~kgcomplete.run_protocol.Run`; ``config`` is the plain config dict (also
+    :meth:`config_dict`), names resolve by label or unique name (``predict`` also takes entity
+    texts), and there is no embedding table (``entity_embeddings()`` is None).
+    """
 
     def __init__(self, path: Path, config: dict, dataset, model, tokenizer, texts: EntityTexts,
                  encoder: Optional[QueryEncoder] = None, trie: Optional[EntityTrie] = None,
@@ -163,6 +191,9 @@ class KGT5Run:
         self.trie = trie or EntityTrie(self.encoder.entity_ids, tokenizer.vocab_size)
         self._scorer: Optional[KGT5Scorer] = None
         self.known = known or KnownTriples(dataset)  # filter indexes, built once on first use
+
+    def config_dict(self) -> dict:
+        return copy.deepcopy(self.config)
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -272,10 +303,6 @@ class KGT5Run:
             sc = self.scorer(method="beam", beam_size=max(sc.beam_size, k + extra)) if sc.method != "exhaustive" else sc
         return top_k_predictions(sc, self.dataset, self.known, anchor, r, head, k, exclude_known)
 
-    def known_split(self, triples: np.ndarray) -> list[Optional[str]]:
-        """For ``(B, 3)`` triples: the first split that contains each, or None."""
-        return self.known.split_of(triples)
-
 
 def _write_metadata(out: Path, cfg: dict, dataset, texts: EntityTexts, tok, model) -> None:
     out.mkdir(parents=True, exist_ok=True)
@@ -293,16 +320,18 @@ def _write_metadata(out: Path, cfg: dict, dataset, texts: EntityTexts, tok, mode
     save_model_config(model, out)
 
 
-def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict] = None, resume: bool = False) -> KGT5Run:
+def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = None, resume: bool = False) -> KGT5Run:
     """Train KGT5 on ``dataset`` into the run folder ``out_dir`` and evaluate it (valid + test).
 
-    ``config``: full config dict (``training`` generic keys, ``kgt5`` options; see
-    :data:`KGT5_DEFAULTS`). Writes config.yaml, vocabularies, texts, tokenizer, weights,
-    log.jsonl and metrics.json; returns the opened :class:`KGT5Run`.
+    ``config``: a :class:`~kgcomplete.config.Config` or a config dict (``training`` generic keys,
+    ``kgt5`` options; see :data:`KGT5_DEFAULTS`), resolved by :func:`resolve_config`. Writes
+    config.yaml (the resolved config), vocabularies, texts, tokenizer, weights, log.jsonl and
+    metrics.json; returns the opened :class:`KGT5Run`.
     """
     out = Path(out_dir)
     cfg = resolve_config(config)
-    cfg.setdefault("data", _data_section(cfg) or {"source": None})
+    if "data" not in cfg:
+        cfg = {"data": _data_section(cfg) or {"source": None}, **cfg}
     k, tr = cfg["kgt5"], cfg["training"]
     if int(tr.get("threads") or 0) > 0:
         torch.set_num_threads(int(tr["threads"]))
@@ -353,4 +382,5 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict] = None, resu
     return run
 
 
-__all__ = ["KGT5Run", "train_kgt5", "resolve_config", "KGT5_DEFAULTS", "build_texts", "train_examples"]
+__all__ = ["KGT5Run", "train_kgt5", "resolve_config", "KGT5_DEFAULTS", "TRAINING_DEFAULTS", "build_texts",
+           "train_examples"]

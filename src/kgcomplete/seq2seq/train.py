@@ -28,32 +28,52 @@ import torch
 from torch import Tensor
 
 from ..runs import commit_files, recover_checkpoint, trim_log
+from .section import TRAINING_DEFAULTS, KGT5Config
 from .tokenizer import PAD_ID
 
 CHECKPOINT = "checkpoint.safetensors"
 STATE = "checkpoint_state.pt"
 BEST = "model.safetensors"
 LOG = "log.jsonl"
+_KGT5 = KGT5Config()
 
 
 @dataclass
 class TrainOptions:
-    epochs: int = 100
-    batch_size: int = 256
-    optimizer: str = "adafactor"  #: adafactor | adamw
-    lr: Optional[float] = None  #: None: Adafactor relative step / AdamW 1e-3
-    warmup_steps: int = 100  #: AdamW linear warm-up
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  #: AdamW only (Adafactor clips its updates itself)
-    seed: int = 0
-    eval_every: int = 10  #: epochs between validations (0 = never)
-    patience: int = 0  #: validations without improvement before stopping (0 = never)
+    """What :func:`fit` needs, taken from a resolved KGT5 config (:meth:`from_config`); the defaults
+    are the config's (:data:`~kgcomplete.seq2seq.section.TRAINING_DEFAULTS`, ``KGT5Config``)."""
+
+    epochs: int = TRAINING_DEFAULTS["epochs"]
+    batch_size: int = TRAINING_DEFAULTS["batch_size"]
+    optimizer: str = "adafactor"  #: adafactor | adamw (a resolved ``kgt5.optimizer``: no ``auto``)
+    lr: Optional[float] = None  #: None: Adafactor relative step / AdamW 1e-3 (the config resolves it to 2e-3)
+    warmup_steps: int = _KGT5.warmup_steps  #: AdamW linear warm-up
+    weight_decay: float = _KGT5.weight_decay
+    grad_clip: float = 1.0  #: AdamW only (Adafactor clips its updates itself); not a config key
+    seed: int = TRAINING_DEFAULTS["seed"]
+    eval_every: int = TRAINING_DEFAULTS["eval_every"]  #: epochs between validations (0 = never)
+    patience: int = TRAINING_DEFAULTS["patience"]  #: validations without improvement before stopping (0 = never)
     time_budget_s: Optional[float] = None  #: stop after the epoch that crosses this wall time
     #: stop after the epoch that crosses this much process CPU time (e.g. 2 cores x 15 min = 1800;
     #: a machine-independent budget when the cores are shared with other work)
     cpu_budget_s: Optional[float] = None
-    mixed_precision: str = "auto"  #: auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16
-    progress: bool = True
+    mixed_precision: str = _KGT5.mixed_precision  #: auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16
+    progress: bool = TRAINING_DEFAULTS["progress"]
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "TrainOptions":
+        """From a resolved KGT5 config dict (``training`` and ``kgt5`` sections, see
+        :func:`kgcomplete.seq2seq.run.resolve_config`)."""
+        tr, k = cfg["training"], cfg["kgt5"]
+        if k["optimizer"] not in ("adafactor", "adamw"):
+            raise ValueError(f"kgt5.optimizer={k['optimizer']!r}: expected adafactor | adamw (resolve the config first)")
+        return cls(
+            epochs=int(tr["epochs"]), batch_size=int(tr["batch_size"]), optimizer=k["optimizer"], lr=k["lr"],
+            warmup_steps=int(k["warmup_steps"]), weight_decay=float(k["weight_decay"]), seed=int(tr["seed"]),
+            eval_every=int(tr["eval_every"] or 0), patience=int(tr["patience"] or 0),
+            time_budget_s=k["time_budget_s"], cpu_budget_s=k["cpu_budget_s"], mixed_precision=k["mixed_precision"],
+            progress=bool(tr["progress"]),
+        )
 
 
 def _atomic(path: Path, write: Callable[[str], None]) -> None:

@@ -1,10 +1,9 @@
 """Framework-free query engine behind ``kgc serve``: name lookup, autocomplete, batched top-k.
 
-:class:`QueryEngine` adapts any run with the common run interface (``dataset``,
-``score_queries``; optionally ``predict_ids``, ``score_triples``, ``resolve_entity``,
-``resolve_relation``, ``known_split``) -- :class:`~kgcomplete.runs.KGERun`, a KGT5 run or an
-ensemble -- and falls back to generic implementations built on ``score_queries`` for the parts
-a run type does not provide.
+:class:`QueryEngine` talks to a run only through the run interface
+(:class:`~kgcomplete.run_protocol.Run`), which every run kind implements -- a KGE run, a sharded
+run, a KGT5 run, an ensemble. Anything else with ``dataset`` and ``score_queries`` is served through
+:func:`~kgcomplete.run_protocol.as_run` (generic implementations built on ``score_queries``).
 
 :class:`MicroBatcher` groups top-k queries that arrive within a few milliseconds into one
 ``predict_ids`` call, executed on a single worker thread (the model is never entered
@@ -24,9 +23,8 @@ from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
-import torch
 
-from ..runs import KnownTriples, top_k_predictions
+from ..run_protocol import Run, UnknownNameError, as_run
 
 _MAX_CHAR = "\U0010ffff"
 
@@ -111,15 +109,6 @@ class PrefixIndex:
 
 
 # ------------------------------------------------------------------ the engine
-def _config_dict(config: Any) -> dict:
-    if config is None:
-        return {}
-    if isinstance(config, dict):
-        return config
-    to_dict = getattr(config, "to_dict", None)
-    return to_dict() if callable(to_dict) else {}
-
-
 def _jsonable(obj: Any) -> Any:
     """Metrics/config -> strict JSON (NaN/inf become None)."""
     if isinstance(obj, dict):
@@ -140,12 +129,18 @@ class QueryEngine:
     """Everything the server needs from a run, loaded once.
 
     Args:
-        run: an opened run (``kgcomplete.load_run(path)``, a KGT5 run or an ensemble).
+        run: an opened run (``kgcomplete.load_run(path)``, a KGT5 run or an ensemble): a
+            :class:`~kgcomplete.run_protocol.Run`, or an object with ``dataset`` and
+            ``score_queries`` (see :func:`~kgcomplete.run_protocol.as_run`).
+
+    ``run`` is the object given (its type names the run in ``/api/health``); ``runner`` is its
+    :class:`~kgcomplete.run_protocol.Run` view, which every call goes through.
     """
 
     def __init__(self, run: Any):
         self.run = run
-        self.dataset = run.dataset
+        self.runner: Run = as_run(run)
+        self.dataset = self.runner.dataset
         ds = self.dataset
         self.num_entities = int(ds.num_entities)
         self.num_relations = int(ds.num_relations)
@@ -155,18 +150,18 @@ class QueryEngine:
         self.relation_names = ds.relation_text(np.arange(self.num_relations)).astype(str)
         self.entity_index = PrefixIndex(self.entity_labels, self.entity_names)
         self.relation_index = PrefixIndex(self.relation_labels, self.relation_names)
-        self.known = getattr(run, "known", None) or KnownTriples(self.dataset)
+        self.known = self.runner.known
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- run info
     @property
     def path(self) -> Optional[Path]:
-        p = getattr(self.run, "path", None)
+        p = self.runner.path
         return Path(p) if p else None
 
     @property
     def model_name(self) -> str:
-        cfg = _config_dict(getattr(self.run, "config", None))
+        cfg = self.runner.config_dict()
         return str((cfg.get("model") or {}).get("name") or type(self.run).__name__)
 
     def metrics(self) -> dict:
@@ -185,7 +180,7 @@ class QueryEngine:
             "run_type": type(self.run).__name__,
             "model": self.model_name,
             "dataset": self.dataset.summary(),
-            "config": _config_dict(getattr(self.run, "config", None)),
+            "config": self.runner.config_dict(),
             "metrics": self.metrics(),
             "epochs_logged": len(log),
             "log": log,
@@ -193,23 +188,17 @@ class QueryEngine:
 
     # ---------------------------------------------------------------- names
     def _resolve(self, text: str, kind: str) -> int:
-        method = getattr(self.run, f"resolve_{kind}", None)
         try:
-            if callable(method):
-                return int(method(text))
-            from ..runs import resolve
-
-            ds = self.dataset
             if kind == "entity":
-                return int(resolve(ds.entities, ds.entity_names, text, kind))
-            return int(resolve(ds.relations, ds.relation_names, text, kind))
+                return int(self.runner.resolve_entity(text))
+            return int(self.runner.resolve_relation(text))
         except KeyError as e:
             msg = str(e.args[0]) if e.args else f"unknown {kind} {text!r}"
-            close = getattr(e, "close_matches", None)  # already computed by runs.resolve
-            if close is None:
+            if isinstance(e, UnknownNameError):  # close matches already computed by run_protocol.resolve
+                close = list(e.close_matches)
+            else:
                 vocab = self.dataset.entities if kind == "entity" else self.dataset.relations
-                close = vocab.close_matches(str(text))
-            close = list(close)
+                close = list(vocab.close_matches(str(text)))
             names = self.entity_names if kind == "entity" else self.relation_names
             index = self.entity_index if kind == "entity" else self.relation_index
             if len(close) < 5:  # also suggest by (word-)prefix of the human-readable names
@@ -233,20 +222,13 @@ class QueryEngine:
     # ---------------------------------------------------------------- scoring
     def known_split(self, triples: np.ndarray) -> list[Optional[str]]:
         """First split (train/valid/test) that holds each ``(B, 3)`` triple, or None."""
-        fn = getattr(self.run, "known_split", None)
-        if callable(fn):
-            return list(fn(triples))
-        return self.known.split_of(triples)
+        return list(self.runner.known_split(triples))
 
     def predict_ids(self, anchor: np.ndarray, r: np.ndarray, head: bool, k: int, exclude_known: bool = False) -> list[list[dict]]:
         """Batched top-k (thread-safe: calls into the model are serialised)."""
         anchor, r = np.asarray(anchor, np.int64), np.asarray(r, np.int64)
         with self._lock:
-            fn = getattr(self.run, "predict_ids", None)
-            if callable(fn):
-                rows = fn(anchor, r, head, k, exclude_known)
-            else:
-                rows = top_k_predictions(self.run, self.dataset, self.known, anchor, r, head, k, exclude_known)
+            rows = self.runner.predict_ids(anchor, r, head, k, exclude_known)
         for qrows in rows:  # normalise across run types (KGT5 reports known as a bool)
             for row in qrows:
                 if isinstance(row.get("known"), bool):
@@ -257,13 +239,7 @@ class QueryEngine:
     def score_triples(self, triples: np.ndarray) -> np.ndarray:
         triples = np.asarray(triples, np.int64).reshape(-1, 3)
         with self._lock:
-            fn = getattr(self.run, "score_triples", None)
-            if callable(fn):
-                return np.asarray(fn(triples), dtype=np.float64)
-            with torch.no_grad():
-                s = self.run.score_queries(torch.as_tensor(triples[:, 0]), torch.as_tensor(triples[:, 1]),
-                                           torch.as_tensor(triples[:, 2:3]), head=False)
-            return torch.as_tensor(s).float()[:, 0].numpy().astype(np.float64)
+            return np.asarray(self.runner.score_triples(triples), dtype=np.float64)
 
 
 # ------------------------------------------------------------------ micro-batching

@@ -19,38 +19,22 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from ..run_protocol import Run, as_run, embedding_matrix
+
 FORMATS = ("npy", "parquet", "tsv")
 
 
-def _weight(run: Any, which: str) -> Optional[np.ndarray]:
-    fn = getattr(run, f"{which}_embeddings", None)  # a run type may provide its own
-    if callable(fn):
-        w = fn()
-    else:
-        emb = getattr(getattr(run, "model", None), f"{which}_emb", None)
-        w = getattr(emb, "weight", None)
-    if w is None:
-        return None
-    import torch
-
-    if isinstance(w, torch.Tensor):
-        w = w.detach().cpu()
-        if w.is_complex():
-            w = torch.view_as_real(w).flatten(1)
-        w = w.float().numpy()
-    return np.asarray(w, dtype=np.float32).reshape(len(w), -1)
-
-
-def entity_embeddings(run: Any) -> np.ndarray:
+def entity_embeddings(run: Run) -> np.ndarray:
     """``(E, d)`` float32 entity embeddings; ValueError for runs without them (e.g. KGT5)."""
-    w = _weight(run, "entity")
+    w = as_run(run).entity_embeddings()
     if w is None:
         raise ValueError(f"{type(run).__name__} has no entity embedding table to export or project")
-    return w
+    return embedding_matrix(w)
 
 
-def relation_embeddings(run: Any) -> Optional[np.ndarray]:
-    return _weight(run, "relation")
+def relation_embeddings(run: Run) -> Optional[np.ndarray]:
+    w = as_run(run).relation_embeddings()
+    return None if w is None else embedding_matrix(w)
 
 
 def _relation_table(run: Any, n: int) -> pd.DataFrame:

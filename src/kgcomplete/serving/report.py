@@ -26,6 +26,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..evaluation.evaluator import Evaluator, RankingResult
+from ..run_protocol import as_run
 
 RANK_BINS = np.array([1, 2, 3, 4, 6, 11, 21, 51, 101, 201, 501, 1001, 5001, 10001, 100001, 1000001, np.inf])
 
@@ -46,9 +47,11 @@ def _style(ax) -> None:
 
 # ------------------------------------------------------------------ data
 def compute_ranks(run: Any, split: str = "test", max_triples: Optional[int] = None, seed: int = 0) -> RankingResult:
-    """Filtered ranks of ``split`` (all of it, or a seeded sample of ``max_triples``)."""
+    """Filtered ranks of ``split`` (all of it, or a seeded sample of ``max_triples``), scored in the
+    chunks the run's own ``evaluate`` uses."""
     from ..evaluation.filter_index import FilterIndex
 
+    run = as_run(run)
     ds = run.dataset
     if split not in ds.splits or len(ds.splits[split]) == 0:
         raise ValueError(f"run's dataset has no (non-empty) split {split!r}; available: {', '.join(ds.splits)}")
@@ -57,12 +60,8 @@ def compute_ranks(run: Any, split: str = "test", max_triples: Optional[int] = No
         keep = np.sort(np.random.default_rng(seed).choice(len(triples), max_triples, replace=False))
         triples = triples[keep]
     fi = FilterIndex(ds.all_triples(), ds.num_relations)
-    chunk = 1 << 22
-    cfg = getattr(run, "config", None)
-    if hasattr(cfg, "evaluation"):
-        chunk = cfg.evaluation.batch_elements
     cand = (ds.candidates or {}).get(split)
-    return Evaluator(fi, chunk).rank(run, triples, ds.num_entities, filtered=True, candidates=cand)
+    return Evaluator(fi, run.eval_batch_elements).rank(run, triples, ds.num_entities, filtered=True, candidates=cand)
 
 
 def rank_histogram(ranks: np.ndarray, bins: np.ndarray = RANK_BINS) -> tuple[list[str], np.ndarray]:
@@ -224,7 +223,8 @@ def build_report(run: Any, out: Optional[str | Path] = None, split: str = "test"
     """
     from ..runs import read_log
 
-    run_path = Path(run.path) if getattr(run, "path", None) else None
+    given, run = run, as_run(run)
+    run_path = Path(run.path) if run.path else None
     if out is None:
         if run_path is None:
             raise ValueError("this run has no folder; pass out=")
@@ -257,7 +257,7 @@ def build_report(run: Any, out: Optional[str | Path] = None, split: str = "test"
         try:
             from .projection import plot_projection
 
-            figures["projection"] = plot_projection(run)
+            figures["projection"] = plot_projection(given)
             captions["projection"] = "Entity embeddings projected on their two principal components."
         except ValueError as e:  # no embedding table (e.g. KGT5)
             proj_note = str(e)
@@ -286,9 +286,8 @@ def build_report(run: Any, out: Optional[str | Path] = None, split: str = "test"
     }
     (out / "report.json").write_text(json.dumps(data, indent=1))
 
-    cfg = getattr(run, "config", None)
-    cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else (cfg if isinstance(cfg, dict) else {})
-    model_name = (cfg.get("model") or {}).get("name", type(run).__name__)
+    cfg = run.config_dict()
+    model_name = (cfg.get("model") or {}).get("name", type(given).__name__)
     facts = {
         "run": str(run_path) if run_path else "(in memory)",
         "model": model_name,

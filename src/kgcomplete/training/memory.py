@@ -89,11 +89,9 @@ class MemoryEstimate:
 
 def _model_shape(cfg) -> tuple[int, int, int, int]:
     """(entity width, relation width, relation rows per base relation, dense parameter count)."""
-    from ..models import build_model
+    from ..models import from_config
 
-    m = cfg.model
-    probe = build_model(m.name, 1, 1, dim=m.dim, reciprocal=m.reciprocal, init_scale=m.init_scale, p_norm=m.p_norm,
-                        **m.options)
+    probe = from_config(cfg, 1, 1)
     we, wr = probe.entity_emb.weight.shape[1], probe.relation_emb.weight.shape[1]
     rel_rows = probe.relation_emb.weight.shape[0]  # 1 or 2 (reciprocal)
     dense = sum(p.numel() for p in probe.parameters()) - we - rel_rows * wr

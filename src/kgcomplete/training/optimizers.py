@@ -120,6 +120,33 @@ class CombinedOptimizer:
     def param_groups(self):
         return [g for o in self.optimizers for g in o.param_groups]
 
+    def _locate(self, p: Tensor) -> tuple[int, int]:
+        """(index of the optimizer that updates ``p``, index of ``p`` in that optimizer's state dict)."""
+        for i, o in enumerate(self.optimizers):
+            params = [q for g in o.param_groups for q in g["params"]]  # torch numbers them in this order
+            for j, q in enumerate(params):
+                if q is p:
+                    return i, j
+        raise KeyError(f"no optimizer updates the parameter of shape {tuple(p.shape)}")
+
+    def for_param(self, p: Tensor) -> torch.optim.Optimizer:
+        """The optimizer that updates parameter ``p``."""
+        return self.optimizers[self._locate(p)[0]]
+
+    def update_rows(self, p: Tensor, rows: Tensor, grad: Tensor) -> None:
+        """Apply the gradient ``grad (U, W)`` of the distinct rows ``rows (U,)`` of table ``p`` in place
+        (:meth:`RowAdagrad.update_rows`; the row-gradient step, training/row_gradients.py)."""
+        opt = self.for_param(p)
+        if not isinstance(opt, RowAdagrad):
+            raise TypeError(f"row updates need optimizer rowadagrad, not {type(opt).__name__}")
+        opt.update_rows(p, rows, grad)
+
+    def state_key(self, p: Tensor) -> str:
+        """Prefix of ``p``'s state tensors among :func:`optimizer_state_tensors`' keys (e.g. the
+        entity table's Adagrad accumulator is ``state_key(table) + "sum"``)."""
+        i, j = self._locate(p)
+        return state_path("optimizers", i, "state", j) + "/"
+
     def zero_grad(self, set_to_none: bool = True):
         for o in self.optimizers:
             o.zero_grad(set_to_none=set_to_none)
@@ -164,13 +191,18 @@ def build_optimizer(name: str, model: nn.Module, lr: float) -> CombinedOptimizer
     return CombinedOptimizer(opts)
 
 
+def state_path(*parts) -> str:
+    """The flat key of a tensor at ``parts`` (dict keys, list indices) of a nested state dict."""
+    return "/".join(str(p) for p in parts)
+
+
 def optimizer_state_tensors(opt: CombinedOptimizer) -> tuple[dict[str, Tensor], dict]:
     """Split an optimizer state into flat tensors (for safetensors) and a JSON-able skeleton."""
     tensors: dict[str, Tensor] = {}
 
     def walk(obj, path):
         if isinstance(obj, Tensor):
-            key = "/".join(path)
+            key = state_path(*path)
             tensors[key] = obj.detach().cpu().contiguous()
             return {"__tensor__": key}
         if isinstance(obj, dict):

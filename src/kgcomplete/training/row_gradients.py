@@ -4,7 +4,9 @@ A batch touches a few thousand rows of an entity table that may hold millions. I
 sparse ``.grad`` (duplicated rows, then a sort to coalesce them), :class:`RowLeaves` copies the
 *distinct* rows the batch needs into a small float32 leaf tensor, the loss is computed from views
 of it, and ``torch.autograd.grad`` returns the ``(U, W)`` gradient of exactly those rows, which
-:meth:`~kgcomplete.training.optimizers.RowAdagrad.update_rows` applies in place.
+:meth:`~kgcomplete.training.optimizers.RowAdagrad.update_rows` applies in place (through
+:meth:`~kgcomplete.training.optimizers.CombinedOptimizer.update_rows`). The loss is the shared
+negatives objective (training/objective.py), in the single-process trainer and the BESS step alike.
 
 Nothing here writes to ``.grad`` of a shared parameter, so several threads can train different
 batches against the same tables at once (Hogwild, ``training.hogwild``).
@@ -41,11 +43,12 @@ class RowLeaves:
 
 def supports_row_updates(model: KGEModel, optimizer_name: str, mode: str) -> bool:
     """True when a step can run on :class:`RowLeaves`: shared negatives, row-wise Adagrad, a model
-    whose only parameters are its two tables and that scores candidates through the generic path."""
+    whose only parameters are its two tables and that scores candidates through the generic paths
+    (it does not declare ``custom_candidate_scoring``)."""
     tables = {id(model.entity_emb.weight), id(model.relation_emb.weight)}
     return (
         mode == "negatives"
         and optimizer_name.lower() == "rowadagrad"
         and all(id(p) in tables for p in model.parameters() if p.requires_grad)
-        and type(model)._score_side is KGEModel._score_side
+        and not model.custom_candidate_scoring
     )

@@ -26,9 +26,10 @@ from ..data.dataset import Dataset
 from ..evaluation.evaluator import Evaluator
 from ..evaluation.filter_index import CSRIndex, FilterIndex
 from ..models.base import KGEModel
-from .loss import kvsall_loss, negative_sampling_loss, one_vs_all_loss
+from .loss import kvsall_loss, one_vs_all_loss
 from .negative_sampler import NegativeSampler
 from .loop import EpochLoop
+from .objective import corrupted_sides, negatives_loss
 from .optimizers import build_optimizer
 from .row_gradients import RowLeaves, supports_row_updates
 
@@ -179,63 +180,13 @@ class Trainer(EpochLoop):
     ) -> Tensor:
         """Shared-negatives loss (+ regularizer) of a batch ``(B,)`` heads, relations, tails.
 
-        Every entity row the step needs (heads, tails, both sides' negatives) is gathered with one
-        call of ``entity_rows`` (default: the model's lookup, sparse gradients) and every relation
-        row with one call of ``relation_rows``, so scoring runs on the gathered rows (BLAS for
-        dot/L2 models) and the gradients hold each batch row once per lookup.
+        Draws each corrupted side's negatives from ``sampler`` (tail side first), then computes the
+        negatives objective (:func:`~kgcomplete.training.objective.negatives_loss`, the one the
+        BESS workers compute too) from rows gathered with one call of ``entity_rows`` and one of
+        ``relation_rows`` (defaults: the model's sparse-gradient lookups).
         """
-        cfg, model = self.cfg, self.model
-        entity_rows = entity_rows or model.entities
-        relation_rows = relation_rows or model.relations
-        kw = dict(
-            kind=cfg.loss if cfg.loss != "ce" else "softmax",
-            margin=cfg.margin,
-            adversarial_temperature=cfg.adversarial_temperature,
-            label_smoothing=cfg.label_smoothing,
-        )
-        regularize = cfg.regularizer != "none" and cfg.reg_weight > 0
-        sides = [s for s in ("tail", "head") if cfg.corrupt in (s, "both")]
-        negs = {s: sampler.sample(t if s == "tail" else h) for s in sides}
-        if type(model)._score_side is not KGEModel._score_side:  # model-specific candidate scoring
-            pos = model.score_triples(torch.stack([h, r, t], 1))
-            losses = []
-            for side in sides:
-                if side == "tail":
-                    losses.append(negative_sampling_loss(pos, model.score_tails(h, r, negs[side]), **kw))
-                else:
-                    pos_h = model.score_emb(model.entities(t), model.relations(model.inverse(r)), model.entities(h)) \
-                        if model.reciprocal else pos
-                    losses.append(negative_sampling_loss(pos_h, model.score_heads(r, t, negs[side]), **kw))
-            loss = sum(losses) / len(losses)
-            if regularize:
-                loss = loss + cfg.reg_weight * model.regularizer(torch.stack([h, r, t], 1), cfg.regularizer)
-            return loss
-        B = len(h)
-        ids = torch.cat([h, t] + [negs[s].reshape(-1) for s in sides])
-        # split (not slicing): its backward is one concatenation, not a zero-filled buffer per slice
-        h_e, t_e, *parts = entity_rows(ids).split([B, B] + [negs[s].numel() for s in sides])
-        cand = {s: p.view(*negs[s].shape, -1) for s, p in zip(sides, parts)}  # (N, W) or (B, N, W)
-        inv_head = "head" in sides and model.reciprocal
-        if inv_head:
-            r_e, r_inv = relation_rows(torch.cat([r, model.inverse(r)])).split([B, B])
-        else:
-            r_e = relation_rows(r)
-        pos = model.score_emb(h_e, r_e, t_e)
-        losses = []
-        for side in sides:
-            if side == "tail":
-                neg = model.score_side_emb(h_e, r_e, cand[side], tails=True)
-                losses.append(negative_sampling_loss(pos, neg, **kw))
-            elif inv_head:  # (t, r^-1, h') competes with (t, r^-1, h)
-                neg = model.score_side_emb(t_e, r_inv, cand[side], tails=True)
-                losses.append(negative_sampling_loss(model.score_emb(t_e, r_inv, h_e), neg, **kw))
-            else:
-                neg = model.score_side_emb(t_e, r_e, cand[side], tails=False)
-                losses.append(negative_sampling_loss(pos, neg, **kw))
-        loss = sum(losses) / len(losses)
-        if regularize:
-            loss = loss + cfg.reg_weight * model.regularizer_emb(h_e, r_e, t_e, cfg.regularizer)
-        return loss
+        negs = {s: sampler.sample(t if s == "tail" else h) for s in corrupted_sides(self.cfg.corrupt)}
+        return negatives_loss(self.model, self.cfg, h, r, t, negs, entity_rows, relation_rows)
 
     def train_batch(self, idx: Tensor, sampler: Optional[NegativeSampler] = None) -> tuple[float, int]:
         """One optimisation step on the training rows ``idx (B,)``; returns (mean loss, positives).
@@ -257,9 +208,8 @@ class Trainer(EpochLoop):
         loss = self._negatives_loss(batch[:, 0], batch[:, 1], batch[:, 2], sampler or self.sampler, ents, rels)
         self._check_finite(loss)
         grad_e, grad_r = torch.autograd.grad(loss, [ents.leaf, rels.leaf])
-        opt = self.optimizer.optimizers[0]
-        opt.update_rows(model.entity_emb.weight, ents.rows, grad_e)
-        opt.update_rows(model.relation_emb.weight, rels.rows, grad_r)
+        self.optimizer.update_rows(model.entity_emb.weight, ents.rows, grad_e)
+        self.optimizer.update_rows(model.relation_emb.weight, rels.rows, grad_r)
         return loss.item(), len(idx)
 
     def _check_finite(self, loss: Tensor) -> None:

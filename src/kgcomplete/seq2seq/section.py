@@ -1,0 +1,70 @@
+"""The ``kgt5`` config section and KGT5's defaults for the generic ``training`` keys.
+
+Light on purpose (the core config imports it by name, :data:`kgcomplete.config.FEATURE_SECTION_MODULES`):
+dataclasses only, no torch or transformers.
+
+A KGT5 run reads, of the core sections, ``data`` and ``model.name``, and from ``training`` only
+:data:`TRAINING_KEYS` (``optimizer``/``lr`` mirror the resolved ``kgt5.optimizer``/``kgt5.lr``); the
+KGE-only keys (``model.dim``, ``training.regularizer``, ``evaluation``, ...) do not apply and are not
+written to its ``config.yaml`` (see :func:`kgcomplete.seq2seq.run.resolve_config`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..config import register_model_defaults, register_section
+
+
+@dataclass
+class DecodingConfig:
+    """``kgt5.decoding``: how a run ranks (see docs/kgt5.md, Decoding and ranking)."""
+
+    method: str = "beam"  #: greedy | sample | beam | exhaustive
+    beam_size: int = 50
+    num_samples: int = 50
+    constrained: bool = True  #: restrict every decoding step to the entity trie
+    temperature: float = 1.0  #: sampling temperature
+    max_rows: int = 2048  #: hypotheses decoded at once
+
+
+@dataclass
+class KGT5Config:
+    """The ``kgt5`` section (``--set kgt5.KEY=VALUE``)."""
+
+    preset: str = "tiny"  #: micro | tiny | small
+    model: dict = field(default_factory=dict)  #: T5Config overrides, e.g. {d_model: 256} (free-form)
+    tokenizer: str = "train"  #: "train" (on the KG's strings) or a local T5 tokenizer folder
+    tokenizer_model: str = "bpe"  #: bpe | unigram (when trained)
+    vocab_size: int = 8000
+    description_words: int = 8  #: words of the description used to disambiguate clashing names
+    max_length: int = 128
+    #: adafactor (the paper's) | adamw | auto: adafactor for `small`, adamw otherwise
+    optimizer: str = "auto"
+    lr: Optional[float] = None  #: None: Adafactor relative step size / AdamW 2e-3
+    warmup_steps: int = 100  #: AdamW linear warm-up
+    weight_decay: float = 0.0
+    time_budget_s: Optional[float] = None  #: wall-clock training budget (s)
+    cpu_budget_s: Optional[float] = None  #: process CPU-time training budget (s)
+    mixed_precision: str = "auto"  #: auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16
+    valid_max_triples: int = 500  #: validation subset used during training (final metrics use all)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+
+
+#: KGT5's defaults for the ``training`` keys it reads (not the KGE ones: validation every 10 epochs,
+#: no early stopping)
+TRAINING_DEFAULTS = {"epochs": 100, "batch_size": 256, "seed": 0, "eval_every": 10, "patience": 0,
+                     "threads": 0, "progress": True}
+#: the ``training`` keys of a KGT5 config (``optimizer``/``lr``: the resolved ``kgt5`` ones)
+TRAINING_KEYS = (*TRAINING_DEFAULTS, "optimizer", "lr")
+#: optimizers of ``training.optimizer`` that KGT5 takes over into ``kgt5.optimizer``
+KGT5_OPTIMIZERS = ("adafactor", "adamw")
+#: ``training.optimizer`` values that mean "KGT5's own choice": ``training.lr`` still applies
+AUTO_OPTIMIZERS = ("", "auto")
+
+register_section("kgt5", KGT5Config)
+register_model_defaults("kgt5", {**{f"training.{k}": v for k, v in TRAINING_DEFAULTS.items()},
+                                 "training.optimizer": "auto", "training.lr": None})
+
+__all__ = ["AUTO_OPTIMIZERS", "DecodingConfig", "KGT5Config", "KGT5_OPTIMIZERS", "TRAINING_DEFAULTS", "TRAINING_KEYS"]

@@ -1,0 +1,141 @@
+"""The configuration a KGT5 run resolves and saves, trained through ``kgcomplete.train`` and ``kgc train``:
+KGT5's documented defaults (not the KGE ones), and no KGE-only keys in its config.yaml."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import yaml
+
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+from kgt5_fixtures import one_thread, tiny_kg  # noqa: E402,F401
+
+import kgcomplete as kgc  # noqa: E402
+from kgcomplete.config import ConfigError  # noqa: E402
+from kgcomplete.seq2seq.run import KGT5_DEFAULTS, TRAINING_DEFAULTS, KGT5Run, resolve_config  # noqa: E402
+
+#: what docs/kgt5.md and seq2seq/section.py document
+DOCUMENTED_TRAINING = {"epochs": 100, "batch_size": 256, "seed": 0, "eval_every": 10, "patience": 0,
+                       "threads": 0, "progress": True}
+DOCUMENTED_KGT5 = {
+    "preset": "tiny", "model": {}, "tokenizer": "train", "tokenizer_model": "bpe", "vocab_size": 8000,
+    "description_words": 8, "max_length": 128, "optimizer": "auto", "lr": None, "warmup_steps": 100,
+    "weight_decay": 0.0, "time_budget_s": None, "cpu_budget_s": None, "mixed_precision": "auto",
+    "valid_max_triples": 500,
+    "decoding": {"method": "beam", "beam_size": 50, "num_samples": 50, "constrained": True, "temperature": 1.0,
+                 "max_rows": 2048},
+}
+#: the micro settings both runs use (1 epoch; everything else left to the defaults)
+GIVEN_TRAINING = {"epochs": 1, "batch_size": 16, "threads": 1, "progress": False}
+
+
+def expected_config(source) -> dict:
+    """The resolved config of a micro run with :data:`GIVEN_TRAINING` and ``kgt5.preset=micro``,
+    ``kgt5.decoding.beam_size=2``: ``auto`` is AdamW with lr 2e-3 for ``micro``."""
+    return {
+        "data": {"source": source, "unknown": "error"},
+        "model": {"name": "kgt5"},
+        "training": {**DOCUMENTED_TRAINING, **GIVEN_TRAINING, "optimizer": "adamw", "lr": 2e-3},
+        "kgt5": {**DOCUMENTED_KGT5, "preset": "micro", "optimizer": "adamw", "lr": 2e-3,
+                 "decoding": {**DOCUMENTED_KGT5["decoding"], "beam_size": 2}},
+    }
+
+
+def test_defaults_are_the_documented_ones():
+    assert TRAINING_DEFAULTS == DOCUMENTED_TRAINING
+    assert KGT5_DEFAULTS == DOCUMENTED_KGT5
+    cfg = kgc.build_config("kgt5")
+    assert {k: getattr(cfg.training, k) for k in DOCUMENTED_TRAINING} == DOCUMENTED_TRAINING
+    resolved = resolve_config(cfg)
+    assert resolved["training"] == {**DOCUMENTED_TRAINING, "optimizer": "adamw", "lr": 2e-3}
+    assert set(resolved) == {"data", "model", "training", "kgt5"} and resolved["model"] == {"name": "kgt5"}
+
+
+def test_api_train_kgt5_saves_the_documented_config(tmp_path):
+    out = tmp_path / "api"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "KGE-only keys ignored" warning for a plain run
+        run = kgc.train(tiny_kg(), model="kgt5", out=out, **GIVEN_TRAINING,
+                        **{"kgt5.preset": "micro", "kgt5.decoding.beam_size": 2})
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved == expected_config(None)
+    assert run.config == saved
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
+    # it opens and resumes (to 2 epochs) with the same config, epochs aside
+    assert isinstance(kgc.load_run(out), KGT5Run)
+    kgc.train(out=out, resume=True, epochs=2)
+    again = yaml.safe_load((out / "config.yaml").read_text())
+    assert again == {**saved, "training": {**saved["training"], "epochs": 2}}
+    assert [json.loads(x)["epoch"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_cli_train_kgt5_saves_the_documented_config(tmp_path):
+    from click.testing import CliRunner
+
+    from kgcomplete.cli import main
+
+    ds = tiny_kg()
+    data = tmp_path / "tiny"
+    data.mkdir()
+    for split, triples in ds.splits.items():
+        rows = [f"{ds.entities.labels[h]}\t{ds.relations.labels[r]}\t{ds.entities.labels[t]}" for h, r, t in triples]
+        (data / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(main.cli, [
+        "train", "--model", "kgt5", "--dataset", str(data), "--out", str(out), "--epochs", "1",
+        "--batch-size", "16", "--threads", "1", "--set", "kgt5.preset=micro", "--set", "kgt5.decoding.beam_size=2",
+        "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((out / "config.yaml").read_text()) == expected_config(str(data))
+
+
+def test_cli_rejects_unknown_kgt5_keys(tmp_path):
+    from click.testing import CliRunner
+
+    from kgcomplete.cli import main
+
+    for bad, words in (("kgt5.presett=micro", ("'presett'", "'kgt5'", "preset")),
+                       ("kgt5.decoding.beam=2", ("'beam'", "'kgt5.decoding'", "beam_size")),
+                       ("kgt6.preset=micro", ("'kgt6'", "kgt5"))):
+        res = CliRunner().invoke(main.cli, ["train", "--model", "kgt5", "--dataset", "nations", "--out",
+                                            str(tmp_path / "x"), "--set", bad])
+        assert res.exit_code != 0
+        line = res.output.strip().splitlines()[-1]
+        assert line.startswith("Error: unknown") and all(w in line for w in words), res.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_resolve_config_checks_keys_and_drops_kge_ones():
+    with pytest.raises(ConfigError, match="did you mean preset"):
+        resolve_config({"kgt5": {"presett": "micro"}})
+    with pytest.raises(ConfigError, match="did you mean eval_every"):
+        resolve_config({"training": {"eval_evry": 3}})
+    # KGE defaults (as old KGT5 config.yaml files hold them) are dropped quietly ...
+    old = kgc.Config().to_dict()
+    old["model"]["name"] = "kgt5"
+    old["training"].update(optimizer="adamw", lr=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        cfg = resolve_config(old)
+    assert set(cfg["training"]) == {*DOCUMENTED_TRAINING, "optimizer", "lr"} and "evaluation" not in cfg
+    assert cfg["model"] == {"name": "kgt5"} and (cfg["kgt5"]["optimizer"], cfg["kgt5"]["lr"]) == ("adamw", 0.01)
+    # ... values that differ from them are dropped with a warning naming them
+    with pytest.warns(UserWarning, match=r"training.regularizer, model.dim, evaluation"):
+        cfg = resolve_config({"training": {"regularizer": "l2"}, "model": {"dim": 64},
+                              "evaluation": {"filtered": False}})
+    assert "regularizer" not in cfg["training"] and "dim" not in cfg["model"]
+
+
+def test_training_lr_and_optimizer_reach_kgt5():
+    cfg = kgc.build_config("kgt5", None, {"training.lr": 0.01})  # kgc train --model kgt5 --lr 0.01
+    assert resolve_config(cfg)["kgt5"]["lr"] == 0.01
+    cfg = kgc.build_config("kgt5", None, {"training.optimizer": "adafactor"})
+    r = resolve_config(cfg)
+    assert (r["kgt5"]["optimizer"], r["kgt5"]["lr"]) == ("adafactor", None)
+    assert (r["training"]["optimizer"], r["training"]["lr"]) == ("adafactor", None)
+    cfg = kgc.build_config("kgt5", None, {"training.lr": 0.01, "kgt5.lr": 0.05})  # the kgt5 key wins
+    assert resolve_config(cfg)["kgt5"]["lr"] == 0.05
