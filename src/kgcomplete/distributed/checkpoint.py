@@ -215,7 +215,7 @@ def restore_worker(folder: RunFolder, trainer) -> bool:
         return False
     if int(state.get("n_shard", trainer.comm.world)) != trainer.comm.world:
         raise ValueError(f"{folder.path} was trained with {state['n_shard']} workers; re-shard it first "
-                         f"(kgcomplete.distributed.checkpoint.reshard_run)")
+                         f"(kgc shards reshard {folder.path} --workers N --out NEW)")
     trainer.model.load_state_dict(load_file(shard_file(folder.path, "latest", rank)))
     skeleton = json.loads((folder / "shards" / f"optim-{rank}.json").read_text())
     tensors = load_file(shard_file(folder.path, "optim", rank))

@@ -215,7 +215,8 @@ def _worker_main(rank: int, world: int, cfg: Config, dataset: Dataset, out: Path
     folder = RunFolder(out)
     sharding = Sharding.load(folder.path)
     if sharding.n_shard != world:
-        raise ValueError(f"{out} is sharded for {sharding.n_shard} workers, not {world}; re-shard it first")
+        raise ValueError(f"{out} is sharded for {sharding.n_shard} workers, not {world}; re-shard it first "
+                         f"(kgc shards reshard {out} --workers {world} --out NEW)")
     comm = Comm.from_env() if world > 1 else Comm()
     model = init_shard_model(cfg, dataset.num_relations, sharding, rank).to(device)
     trainer = BessTrainer(cfg, dataset, sharding, model, comm, dcfg, device,
