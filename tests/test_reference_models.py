@@ -291,6 +291,28 @@ def test_scores_match_reference_formula(case, reciprocal):
             close(m.score_queries(t_(t), t_(r), arg, head=True), expected(ent, rel, score, t, r, cand, False, recip))
 
 
+@pytest.mark.parametrize("case, tails", [(c, tails) for c in sorted(CASES) for tails in (True, False)
+                                          if tails or CASES[c][0] != "conve"])  # ConvE: heads via inverse relations
+def test_grouped_candidate_scoring_matches_reference(case, tails):
+    """``score_candidates`` from embeddings in all three shapes (BESS scores each shard's candidates
+    as one group): shared ``(C, We)``, per query ``(B, C, We)`` and groups ``(G, B, .)`` vs ``(G, C, We)``."""
+    m, ent, rel, score = make(case, False)
+    rng = np.random.default_rng(7)
+    G, Bg, Cg = 3, 4, 5
+    a_ids, r_ids, c_ids = rng.integers(0, E, (G, Bg)), rng.integers(0, R, (G, Bg)), rng.integers(0, E, (G, Cg))
+    f = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
+    want = np.stack([
+        score(ent[a_ids[g]][:, None], rel[r_ids[g]][:, None], ent[c_ids[g]][None]) if tails
+        else score(ent[c_ids[g]][None], rel[r_ids[g]][:, None], ent[a_ids[g]][:, None])
+        for g in range(G)])  # (G, B, C)
+    with torch.no_grad():
+        close(m.score_candidates(f(ent[a_ids]), f(rel[r_ids]), f(ent[c_ids]), tails), want)
+        close(m.score_candidates(f(ent[a_ids[:1]]), f(rel[r_ids[:1]]), f(ent[c_ids[:1]]), tails), want[:1])
+        close(m.score_candidates(f(ent[a_ids[0]]), f(rel[r_ids[0]]), f(ent[c_ids[0]]), tails), want[0])
+        per_query = np.broadcast_to(c_ids[0], (Bg, Cg))
+        close(m.score_candidates(f(ent[a_ids[0]]), f(rel[r_ids[0]]), f(ent[per_query]), tails), want[0])
+
+
 def test_boxe_reference_exercises_both_distance_branches():
     """The fixed BoxE tables put some points inside their box and some outside (both formulas tested)."""
     _, ent, rel, _ = make("boxe_l1", False)
