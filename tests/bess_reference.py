@@ -12,7 +12,7 @@ from kgcomplete.distributed.negative_sampler import ShardedNegativeSampler
 from kgcomplete.distributed.sharding import Sharding
 from kgcomplete.distributed.step import StepPlan
 from kgcomplete.models.base import KGEModel
-from kgcomplete.training.objective import sides_loss
+from kgcomplete.training.loss import negative_sampling_loss
 
 
 def reference_step(model: KGEModel, plan: StepPlan, sharding: Sharding, sampler: ShardedNegativeSampler, tcfg) -> dict:
@@ -48,7 +48,19 @@ def reference_step(model: KGEModel, plan: StepPlan, sharding: Sharding, sampler:
                 s = torch.where(m[rt], s, torch.full_like(s, MASKED_SCORE))
             negs.append(s)
         reg = model.regularizer(tr, tcfg.regularizer) if tcfg.regularizer != "none" and tcfg.reg_weight > 0 else None
-        out["loss"] = out["loss"] + sides_loss(pos, negs, tcfg, reg) / n
+        out["loss"] = out["loss"] + reference_loss(pos, negs, tcfg, reg) / n
         out["pos"].append(pos)
         out["neg"].append(negs)
     return out
+
+
+def reference_loss(pos: list, negs: list, tcfg, reg=None):
+    """The negatives objective written out from the training config (not through
+    ``training.objective``): the mean over corrupted sides of the per-side loss (itself checked
+    against NumPy in tests/test_reference_training.py), plus ``reg_weight * reg``."""
+    kind = "softmax" if tcfg.loss == "ce" else tcfg.loss
+    per_side = [negative_sampling_loss(p, s, kind=kind, margin=tcfg.margin,
+                                       adversarial_temperature=tcfg.adversarial_temperature,
+                                       label_smoothing=tcfg.label_smoothing) for p, s in zip(pos, negs)]
+    loss = sum(per_side) / len(per_side)
+    return loss if reg is None else loss + tcfg.reg_weight * reg

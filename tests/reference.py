@@ -60,3 +60,11 @@ def model_score_fn(scorer):
             return scorer.score_queries(torch.as_tensor(anchor), torch.as_tensor(rel), None, head).double().numpy()
 
     return fn
+
+
+def assert_user_error(res, *words: str) -> None:
+    """A click ``CliRunner`` result of a refused command: exit code 1 through ``SystemExit`` (no
+    exception escaped, so no traceback), one line ``Error: ...`` naming ``words``."""
+    assert isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.exception, res.output)
+    assert res.output.startswith("Error: ") and res.output.count("\n") == 1, res.output
+    assert all(w in res.output for w in words), res.output

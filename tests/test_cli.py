@@ -153,7 +153,7 @@ def test_train_help_names_the_family_of_each_option():
 def test_train_refuses_flags_of_another_family_before_writing(tmp_path, args, words):
     out = tmp_path / "o"
     res = CliRunner().invoke(cli, ["train", "--dataset", "nations", "--out", str(out), *args])
-    assert res.exit_code == 1 and res.output == f"Error: {res.output[7:].strip()}\n" and words in res.output, res.output
+    reference.assert_user_error(res, words)
     assert not out.exists()
 
 
@@ -183,3 +183,18 @@ def test_cli_modules_share_one_helper_module_and_import_no_torch():
     code = "import sys, kgcomplete.cli.main; print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_broken_yaml_and_a_kge_run_as_ensemble_base_are_one_line_errors(run_dir, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  lr: [1, 2\n")
+    reference.assert_user_error(CliRunner().invoke(cli, ["train", "--config", str(bad), "--out", str(tmp_path / "o")]),
+                                str(bad), "line 3", "not valid YAML")
+    broken = tmp_path / "broken-run"
+    import shutil
+
+    shutil.copytree(run_dir, broken)
+    (broken / "config.yaml").write_text("model: {name: distmult\n")
+    reference.assert_user_error(CliRunner().invoke(cli, ["evaluate", str(broken)]), "config.yaml", "not valid YAML")
+    reference.assert_user_error(CliRunner().invoke(cli, ["evaluate", str(run_dir), "--ensemble", str(run_dir)]),
+                                "KGT5 run")

@@ -74,15 +74,16 @@ def test_candidates_protocol():
     ds = random_kg()
     rng = np.random.default_rng(2)
     tails = rng.normal(size=(ds.num_entities, ds.num_relations, ds.num_entities)).astype(np.float32)
+    heads = rng.normal(size=(ds.num_entities, ds.num_relations, ds.num_entities)).astype(np.float32)
     cand_t = rng.integers(0, ds.num_entities, (len(ds.test), 5))
     cand_h = rng.integers(0, ds.num_entities, (len(ds.test), 5))
-    res = Evaluator(None).rank(TableScorer(tails, tails), ds.test, ds.num_entities, filtered=False,
+    res = Evaluator(None).rank(TableScorer(tails, heads), ds.test, ds.num_entities, filtered=False,
                                candidates={"head": cand_h, "tail": cand_t})
     h, r, t = ds.test.T
     expected = 1 + (tails[h, r][np.arange(len(t))[:, None], cand_t] > tails[h, r, t][:, None]).sum(1)
     np.testing.assert_allclose(res.tail_ranks, expected)
     # head queries (?, r, t) look up the head table at [t, r] and rank the true head among cand_h
-    expected_h = 1 + (tails[t, r][np.arange(len(h))[:, None], cand_h] > tails[t, r, h][:, None]).sum(1)
+    expected_h = 1 + (heads[t, r][np.arange(len(h))[:, None], cand_h] > heads[t, r, h][:, None]).sum(1)
     np.testing.assert_allclose(res.head_ranks, expected_h)
 
 

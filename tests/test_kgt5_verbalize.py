@@ -87,7 +87,7 @@ def test_query_assembly_equals_tokenising_the_string(tmp_path):
         assert torch.equal(tok2.encode(list(t.entity)), tok.encode(list(t.entity)))
 
 
-@pytest.mark.skipif(not WN18RR.is_dir(), reason="shared wn18rr not available")
+@pytest.mark.skipif(not WN18RR.is_dir(), reason=f"shared: no {WN18RR}")
 def test_wn18rr_clashes_resolved():
     from kgcomplete.data.registry import load_dataset
 

@@ -242,27 +242,32 @@ def test_kill_9_of_the_launcher_then_resume_equals_the_uninterrupted_run(tmp_pat
         cmd += ["--set", f"training.{k}={o[k]}"]
     for k in ("training.lr_decay", "distributed.threads", "distributed.start_method"):
         cmd += ["--set", f"{k}={o[k]}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    err = tmp_path / "stderr.txt"
+    workers = []
+    with open(err, "wb") as err_file:  # a file, not a pipe nobody reads while the run goes on
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         deadline = time.monotonic() + 120
         while not (run / "trainer_state.json").exists():  # the first checkpoint has committed
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert proc.poll() is None, err.read_text()[-3000:]
             assert time.monotonic() < deadline
             time.sleep(0.01)
         workers = _children(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert len(workers) == 2, workers
+        deadline = time.monotonic() + 5
+        while any(_alive(w) for w in workers):  # no orphan goes on training into the folder
+            assert time.monotonic() < deadline, "the workers outlived their launcher"
+            time.sleep(0.05)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        proc.stderr.close()
-    assert len(workers) == 2, workers
-    deadline = time.monotonic() + 5
-    while any(_alive(w) for w in workers):  # no orphan goes on training into the folder
-        assert time.monotonic() < deadline, "the workers outlived their launcher"
-        time.sleep(0.05)
+        for w in workers:  # never leave an orphan behind, even when the test fails
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
     killed_at = json.loads((run / "trainer_state.json").read_text())["epoch"]
     assert 1 <= killed_at < epochs, "the run finished: the kill came too late, or orphaned workers went on"
     kgc.train(out=run, resume=True)

@@ -168,7 +168,7 @@ def test_sharded_run_answers_like_its_gathered_copy(runs, tmp_path):
 def test_query_engine_serves_every_kind(runs, kind):
     r = runs[kind]
     eng = QueryEngine(r)
-    assert eng.runner is r and eng.known is r.known and eng.path == r.path
+    assert eng.runner is r and eng.path == r.path
     assert eng.model_name == (r.config_dict().get("model") or {}).get("name", type(r).__name__)
     ds = r.dataset
     h, rel, t = _queries(ds, 3)

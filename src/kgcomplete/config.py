@@ -220,7 +220,7 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":
-        return cls.from_dict(_read_yaml(path), where=f"{path}: ")
+        return cls.from_dict(read_yaml(path), where=f"{path}: ")
 
 
 class _SectionView(MutableMapping):
@@ -457,8 +457,14 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw)
 
 
-def _read_yaml(path: str | Path) -> dict:
-    d = yaml.safe_load(Path(path).read_text())
+def read_yaml(path: str | Path) -> dict:
+    """A YAML config file as a dict; a broken file is a one-line ``ConfigError`` naming the line."""
+    try:
+        d = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:  # one line: where the file breaks
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if d is None:
         return {}
     if not isinstance(d, dict):
@@ -478,7 +484,7 @@ def build_config(
     overrides: Optional[dict[str, Any]] = None,
 ) -> Config:
     """Defaults < per-model defaults < YAML file < overrides (``{"training.lr": 0.1, ...}``)."""
-    file_dict = _read_yaml(file) if file else {}
+    file_dict = read_yaml(file) if file else {}
     overrides = dict(overrides or {})
     file_model = file_dict.get("model") if isinstance(file_dict.get("model"), dict) else {}
     name = overrides.get("model.name") or model or file_model.get("name") or "complex"

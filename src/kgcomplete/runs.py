@@ -45,8 +45,7 @@ from .data.vocabulary import Vocabulary
 from .evaluation.evaluator import evaluate as evaluate_scorer
 from .evaluation.filter_index import FilterIndex
 from .models.base import KGEModel
-from .run_protocol import (KnownTriples, RunBase, embedding_matrix, prediction_rows, relation_labels, resolve,  # noqa: F401
-                           top_k_predictions)
+from .run_protocol import KnownTriples, RunBase, embedding_matrix, relation_labels
 from .training.memory import check_memory, estimate_for_dataset, parse_memory
 from .training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
 from .training.trainer import Trainer
@@ -267,8 +266,8 @@ class KGERun(ConfigRun):
             "entities": out / "entities.tsv",
             "relations": out / "relations.tsv",
         }
-        np.save(files["entity_embeddings"], self.model.entity_emb.weight.detach().float().cpu().numpy())
-        np.save(files["relation_embeddings"], self.model.relation_emb.weight.detach().cpu().numpy())
+        np.save(files["entity_embeddings"], self.entity_embeddings())
+        np.save(files["relation_embeddings"], self.relation_embeddings())
         import pandas as pd
 
         pd.DataFrame({"id": np.arange(self.dataset.num_entities), "label": self.dataset.entities.labels,
@@ -331,20 +330,26 @@ def commit_files(folder: str | Path, writers: dict[str, Callable[[Path], None]])
     recover_checkpoint(folder)
 
 
-def recover_checkpoint(folder: str | Path) -> None:
-    """Finish a committed checkpoint whose files were not all moved into place, or drop a staged
-    one that was never committed (a run killed while saving). Safe next to a reader; a writer of
-    the same folder must not be running."""
+def recover_checkpoint(folder: str | Path, roll_back: bool = True) -> None:
+    """Finish a committed checkpoint whose files were not all moved into place (a run killed after
+    the commit) and, with ``roll_back``, drop a staged one that was never committed. Readers pass
+    ``roll_back=False``: finishing is safe next to a running writer (whoever moves a file first
+    wins), dropping its staging folder is not."""
     folder = Path(folder)
     committed = folder / _COMMITTED
     if committed.is_dir():
-        order = (committed / _ORDER).read_text().split() if (committed / _ORDER).exists() else []
+        try:
+            order = (committed / _ORDER).read_text().split()
+        except FileNotFoundError:  # moved and removed by another process meanwhile
+            order = []
         for name in order:
-            if (committed / name).exists():
+            try:
                 os.replace(committed / name, folder / name)
-        shutil.rmtree(committed)
+            except FileNotFoundError:  # already moved (by another process)
+                pass
+        shutil.rmtree(committed, ignore_errors=True)
         _fsync(folder)
-    if (folder / _STAGING).exists():
+    if roll_back and (folder / _STAGING).exists():
         shutil.rmtree(folder / _STAGING)
 
 

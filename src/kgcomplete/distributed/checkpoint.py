@@ -167,7 +167,9 @@ def recover_checkpoint(folder: str | Path, rank: Optional[int] = None, roll_back
         tmp = [n for n in names if n.startswith(".")]  # temporary files of a write cut short
         done = [n for n in names if not n.startswith(".")]
         try:
-            _move_or_drop(pending, move=done if ours else (), drop=tmp if ours else tmp + done)
+            # only a resume (roll_back, nothing writing) drops temporary files: a reader next to a running
+            # training must not delete the files of a save in progress
+            _move_or_drop(pending, move=done if ours else (), drop=(tmp if ours else tmp + done) if roll_back else ())
         except OSError as e:  # e.g. a read-only copy of a run: read what is there
             log.warning("could not recover the interrupted checkpoint in %s: %s", pending, e)
 

@@ -16,7 +16,10 @@ from .section import DistConfig  # noqa: F401  (registers the ``distributed`` co
 
 
 def distributed_requested(cfg: Config) -> bool:
-    """More than one worker asked for (``distributed.workers``), or launched by torchrun."""
+    """A KGE model with more than one worker asked for (``distributed.workers``), or launched by
+    torchrun (KGT5 runs its own data parallelism through accelerate, which also sets WORLD_SIZE)."""
+    if cfg.model.name.lower() == "kgt5":
+        return False
     workers = int(cfg.section("distributed").workers or 1)
     return workers > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
 

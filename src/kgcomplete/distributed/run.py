@@ -91,9 +91,7 @@ class ShardedRun(KGERun):
         emb, ce = rows[: len(anchor)], rows[len(anchor):].reshape(*cand.shape, -1)
         m = self.shard(n - 1)  # relations are replicated: use the shard left in the cache
         a, rel, tails = query_parts(m, emb, r, head)
-        if cand.ndim == 1:
-            return m.score_candidates(a, rel, ce, tails)
-        return m.score_candidates(a, rel, ce, tails)  # (B, C, We): candidates per query
+        return m.score_candidates(a, rel, ce, tails)  # ce: (C, We) shared or (B, C, We) per query
 
     def score_triples(self, triples) -> np.ndarray:
         t = np.asarray(triples, np.int64).reshape(-1, 3)

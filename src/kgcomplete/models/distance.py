@@ -88,7 +88,7 @@ class RotatE(KGEModel):
     def score_candidates(self, anchor, rel, cand, tails=True):
         """:meth:`KGEModel.score_candidates`: rotate the anchor once per query (the conjugate
         rotation for head queries), then take the complex L1 distance to the candidates, shared
-        candidates in chunks of at most ``2**22`` complex elements per query row."""
+        candidates in chunks of at most ``2**22`` complex elements (all queries of a chunk together)."""
         rot = torch.polar(torch.ones_like(rel), rel if tails else -rel)
         q = (self._c(anchor) * rot).unsqueeze(-2)  # (..., B, 1, dim)
         c = self._c(cand)

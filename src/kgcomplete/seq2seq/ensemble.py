@@ -59,6 +59,11 @@ class EnsembleRun(RunBase):
     """
 
     def __init__(self, kgt5_run, kge_run, weight: Optional[float] = None, grid=WEIGHT_GRID):
+        from .run import KGT5Run
+
+        if not isinstance(kgt5_run, KGT5Run):
+            raise ValueError(f"an ensemble joins a KGT5 run with a KGE run; the first run is a {type(kgt5_run).__name__} "
+                             f"(kgc evaluate/predict: RUN is the KGT5 run, --ensemble the KGE run)")
         self.kgt5, self.kge = kgt5_run, kge_run
         self.dataset = kgt5_run.dataset
         if not np.array_equal(kge_run.dataset.entities.labels, self.dataset.entities.labels) or \

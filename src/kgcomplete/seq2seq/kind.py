@@ -13,9 +13,9 @@ from .section import KGT5Config  # noqa: F401  (registers the ``kgt5`` config se
 
 
 def _is_kgt5(path: Path) -> bool:
-    import yaml
+    from ..config import read_yaml
 
-    cfg = yaml.safe_load((Path(path) / "config.yaml").read_text()) or {}
+    cfg = read_yaml(Path(path) / "config.yaml")
     return str((cfg.get("model") or {}).get("name", "")).lower() == "kgt5"
 
 

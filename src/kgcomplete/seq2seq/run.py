@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import yaml
 
-from ..config import (CORE_SECTIONS, Config, ModelConfig, TrainingConfig, feature_sections, section_class,
+from ..config import (CORE_SECTIONS, Config, ModelConfig, TrainingConfig, feature_sections, read_yaml, section_class,
                       section_from_dict)
 from ..run_protocol import KnownTriples, RunBase, top_k_predictions
 from ..runs import recover_checkpoint
@@ -202,8 +202,8 @@ class KGT5Run(RunBase):
         from ..data.vocabulary import Vocabulary
 
         path = Path(path)
-        recover_checkpoint(path)  # finish a checkpoint a crash left half moved into place
-        cfg = yaml.safe_load((path / "config.yaml").read_text())
+        recover_checkpoint(path, roll_back=False)  # finish a checkpoint a crash left half moved into place
+        cfg = read_yaml(path / "config.yaml")
         if dataset is None:
             data = _data_section(cfg)
             if data.get("source"):

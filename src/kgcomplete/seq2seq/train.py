@@ -5,12 +5,13 @@
 * Hugging Face ``accelerate``: mixed precision (bf16/fp16) and multi-GPU data parallelism when GPUs
   are present (launch with ``accelerate launch``); plain CPU otherwise. Each process takes every
   ``world``-th example of the same seeded permutation.
-* Checkpoints: ``checkpoint.safetensors`` (weights, atomic tmp file + ``os.replace``) and
-  ``checkpoint_state.pt`` (optimizer, epoch, RNG, best validation score) after every epoch;
-  ``model.safetensors`` holds the best weights (best validation MRR, else the last epoch).
-  ``resume=True`` continues from the checkpoint, exactly as if training had not stopped (same
-  weights, optimizer state, RNG and log). A checkpoint is all-or-nothing
-  (:func:`~kgcomplete.runs.commit_files`; ``recover_checkpoint`` finishes or undoes one a crash cut short).
+* Checkpoints: ``checkpoint.safetensors`` (weights) and ``checkpoint_state.pt`` (optimizer, epoch,
+  RNG, best validation score) after every epoch; ``model.safetensors`` holds the best weights (best
+  validation MRR, else the last epoch). A checkpoint is all-or-nothing
+  (:func:`~kgcomplete.runs.commit_files`; ``recover_checkpoint`` finishes or undoes one a crash cut
+  short). ``resume=True`` continues from it exactly as if training had not stopped (same weights,
+  optimizer state, RNG and log) in one process; with several accelerate processes only the main
+  process's RNG state is saved.
 * ``log.jsonl``: one JSON object per epoch (epoch, loss, lr, time_s, examples_per_s, valid_mrr).
 """
 
@@ -155,15 +156,17 @@ def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out
     optimizer = make_optimizer(model, opts)
     start_epoch, step, best, spent, bad_evals, cpu_used = 0, 0, -1.0, 0.0, 0, 0.0
     log_path = out_dir / LOG
+    state = None
     if resume:
         if acc.is_main_process:
             recover_checkpoint(out_dir)
-            committed = (out_dir / STATE).exists() and (out_dir / CHECKPOINT).exists()
-            trim_log(out_dir, torch.load(out_dir / STATE, map_location="cpu", weights_only=False)["epoch"]
-                     if committed else 0)
         acc.wait_for_everyone()
-    if resume and (out_dir / STATE).exists() and (out_dir / CHECKPOINT).exists():
-        state = torch.load(out_dir / STATE, map_location="cpu", weights_only=False)
+        if (out_dir / STATE).exists() and (out_dir / CHECKPOINT).exists():
+            state = torch.load(out_dir / STATE, map_location="cpu", weights_only=False)
+        if acc.is_main_process:
+            trim_log(out_dir, state["epoch"] if state is not None else 0)
+        acc.wait_for_everyone()
+    if state is not None:
         load_weights(model, out_dir / CHECKPOINT)
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, best = state["epoch"], state["step"], state["best"]

@@ -150,7 +150,6 @@ class QueryEngine:
         self.relation_names = ds.relation_text(np.arange(self.num_relations)).astype(str)
         self.entity_index = PrefixIndex(self.entity_labels, self.entity_names)
         self.relation_index = PrefixIndex(self.relation_labels, self.relation_names)
-        self.known = self.runner.known
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- run info
@@ -229,10 +228,8 @@ class QueryEngine:
         anchor, r = np.asarray(anchor, np.int64), np.asarray(r, np.int64)
         with self._lock:
             rows = self.runner.predict_ids(anchor, r, head, k, exclude_known)
-        for qrows in rows:  # normalise across run types (KGT5 reports known as a bool)
+        for qrows in rows:  # JSON has no infinities (KGT5: entities it did not generate)
             for row in qrows:
-                if isinstance(row.get("known"), bool):
-                    row["known"] = "known" if row["known"] else None
                 row["score"] = float(row["score"]) if np.isfinite(row["score"]) else None
         return rows
 

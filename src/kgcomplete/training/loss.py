@@ -50,8 +50,9 @@ def negative_sampling_loss(
 
 class _SoftplusRowMean(torch.autograd.Function):
     """``softplus(x + margin).mean(1)`` of ``x (B, N)`` -> ``(B,)``, with its gradient (the sigmoid)
-    made in the same pass: exp, log and one division over ``(B, N)``, where autograd would run
-    softplus, then softplus_backward and the mean's expansion."""
+    made in the same pass: exp, log and one division over ``(B, N)`` (and a linear correction above
+    ``x + margin = 80``, where exp would overflow), where autograd would run softplus, then
+    softplus_backward and the mean's expansion."""
 
     @staticmethod
     def forward(ctx, x: Tensor, margin: float) -> Tensor:
@@ -59,11 +60,12 @@ class _SoftplusRowMean(torch.autograd.Function):
         u = z.clamp(max=80.0).exp_()  # exp(80) is finite in float32
         p = u + 1.0
         ctx.save_for_backward(u.div_(p))  # sigmoid(z) = dsoftplus/dz
-        # log(1 + e^z) = softplus(z) (below e^-16 the tiny terms round to 0); above the clamp
-        # softplus(z) = z = log(1 + e^80) + (z - 80) to float precision
-        out = p.log_().add_(z.sub_(80.0).clamp_(min=0.0)).mean(1)
+        # log(1 + e^z) = softplus(z) (below e^-16 the tiny terms round to 0)
+        out = p.log_()
+        if float(z.max()) > 80.0:  # above the clamp softplus(z) = z = log(1 + e^80) + (z - 80)
+            out.add_(z.sub_(80.0).clamp_(min=0.0))
         ctx.n = x.shape[1]
-        return out
+        return out.mean(1)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
