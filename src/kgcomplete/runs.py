@@ -291,7 +291,7 @@ _STAGING, _COMMITTED = ".checkpoint.staging", ".checkpoint.committed"
 _ORDER = "ORDER"  # in a staged checkpoint: its file names, in the order they are moved into place
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """Flush a file, or a folder's entries (best effort: not every platform opens folders)."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -321,12 +321,12 @@ def commit_files(folder: str | Path, writers: dict[str, Callable[[Path], None]])
     stage.mkdir()
     for name, write in writers.items():
         write(stage / name)
-        _fsync(stage / name)
+        fsync_path(stage / name)
     (stage / _ORDER).write_text("\n".join(writers) + "\n")
-    _fsync(stage / _ORDER)
-    _fsync(stage)
+    fsync_path(stage / _ORDER)
+    fsync_path(stage)
     os.replace(stage, folder / _COMMITTED)  # the commit
-    _fsync(folder)
+    fsync_path(folder)
     recover_checkpoint(folder)
 
 
@@ -348,7 +348,7 @@ def recover_checkpoint(folder: str | Path, roll_back: bool = True) -> None:
             except FileNotFoundError:  # already moved (by another process)
                 pass
         shutil.rmtree(committed, ignore_errors=True)
-        _fsync(folder)
+        fsync_path(folder)
     if roll_back and (folder / _STAGING).exists():
         shutil.rmtree(folder / _STAGING)
 

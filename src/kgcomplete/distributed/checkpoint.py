@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from ..config import Config
 from ..models import from_config
 from ..models.base import KGEModel
-from ..runs import RunFolder, atomic_save_safetensors, atomic_write_json, trim_log
+from ..runs import RunFolder, atomic_save_safetensors, atomic_write_json, fsync_path, trim_log
 from ..training.optimizers import build_optimizer, optimizer_state_from_tensors, optimizer_state_tensors
 from .sharding import Sharding
 
@@ -190,6 +190,9 @@ def save_worker(folder: RunFolder, trainer, reason: str) -> None:
     tensors.update(rng_state_tensors(trainer.device))
     atomic_save_safetensors(tensors, optim)
     atomic_write_json(skel, skeleton)
+    for f in (latest, best, optim, skel, pending):  # on disk before the commit names them (power loss)
+        if f.exists():
+            fsync_path(f)
     trainer.comm.barrier()
     if rank == 0:
         state = trainer.state()
