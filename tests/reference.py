@@ -68,3 +68,27 @@ def assert_user_error(res, *words: str) -> None:
     assert isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.exception, res.output)
     assert res.output.startswith("Error: ") and res.output.count("\n") == 1, res.output
     assert all(w in res.output for w in words), res.output
+
+
+class TableScorer:
+    """A scorer from fixed score tables: ``tails[h, r, :]`` and ``heads[t, r, :]``; with
+    ``with_ranking_scores`` it also offers a strictly increasing ``ranking_scores`` (same ranks) and
+    counts its calls."""
+
+    def __init__(self, tails, heads, with_ranking_scores=False):
+        import torch
+
+        self.tails, self.heads = torch.as_tensor(tails), torch.as_tensor(heads)
+        self.ranking_calls = 0
+        if with_ranking_scores:
+            self.ranking_scores = self._ranking_scores
+
+    def score_queries(self, anchor, r, candidates=None, head=False):
+        s = (self.heads if head else self.tails)[anchor, r]
+        if candidates is None:
+            return s
+        return s[:, candidates] if candidates.dim() == 1 else s.gather(1, candidates)
+
+    def _ranking_scores(self, anchor, r, candidates, head=False):
+        self.ranking_calls += 1
+        return self.score_queries(anchor, r, candidates, head) * 3.0 + 1.0

@@ -89,6 +89,8 @@ def test_predict_unknown_entity_suggests_close_matches(run_dir):
     assert res.exit_code != 0 and "virus" in res.output
     res = CliRunner().invoke(cli, ["predict", str(run_dir), "--relation", "causes"])
     assert res.exit_code != 0 and "exactly one" in res.output
+    res = CliRunner().invoke(cli, ["predict", str(run_dir), "--head", "virus", "--relation", "zzzqqqxx"])
+    reference.assert_user_error(res, "unknown relation 'zzzqqqxx'", "no close match among 46 relation labels")
 
 
 def test_export_writes_the_saved_tables_and_vocabularies(run_dir, tmp_path):

@@ -7,33 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import reference
+from reference import TableScorer
 from kgcomplete.data import Dataset
 from kgcomplete.evaluation import CSRIndex, Evaluator, FilterIndex, evaluate, metrics_from_ranks
 from kgcomplete.evaluation import evaluator as evaluator_mod
 from kgcomplete.evaluation.evaluator import RankingResult
-
-
-class TableScorer:
-    """Fixed integer scores (many ties): tails[h, r, :] and heads[t, r, :]; counts ranking_scores calls."""
-
-    def __init__(self, tails, heads, with_ranking_scores=False):
-        self.tails, self.heads = torch.as_tensor(tails), torch.as_tensor(heads)
-        self.ranking_calls = 0
-        if with_ranking_scores:
-            self.ranking_scores = self._ranking_scores
-
-    def score_queries(self, anchor, r, candidates=None, head=False):
-        s = (self.heads if head else self.tails)[anchor, r]
-        if candidates is None:
-            return s
-        return s[:, candidates] if candidates.dim() == 1 else s.gather(1, candidates)
-
-    def _ranking_scores(self, anchor, r, candidates, head=False):
-        self.ranking_calls += 1
-        return self.score_queries(anchor, r, candidates, head) * 3.0 + 1.0  # strictly increasing: same ranks
 
 
 def _kg(E=23, R=3, n=400, seed=0):

@@ -3,19 +3,7 @@ import torch
 
 from kgcomplete.data import Dataset
 from kgcomplete.evaluation import CSRIndex, Evaluator, FilterIndex, evaluate, metrics_from_ranks
-
-
-class TableScorer:
-    """Scores from fixed tables: tails[h, r, :] and heads[t, r, :]."""
-
-    def __init__(self, tails, heads):
-        self.tails, self.heads = torch.as_tensor(tails), torch.as_tensor(heads)
-
-    def score_queries(self, anchor, r, candidates=None, head=False):
-        s = (self.heads if head else self.tails)[anchor, r]
-        if candidates is None:
-            return s
-        return s[:, candidates] if candidates.dim() == 1 else s.gather(1, candidates)
+from reference import TableScorer
 
 
 def brute_force_ranks(scores_t, scores_h, test, known, filtered):

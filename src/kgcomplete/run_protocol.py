@@ -294,4 +294,5 @@ def resolve(vocab: Vocabulary, names: Optional[np.ndarray], text: str, kind: str
     if names is not None and len(close) < 5:
         name_vocab = Vocabulary(np.unique(names.astype(str)))
         close += [n for n in name_vocab.close_matches(text) if n not in close][: 5 - len(close)]
-    raise UnknownNameError(f"unknown {kind} {text!r}; close matches: {close}", close)
+    hint = f"; close matches: {close}" if close else f"; no close match among {len(vocab)} {kind} labels"
+    raise UnknownNameError(f"unknown {kind} {text!r}{hint}", close)
