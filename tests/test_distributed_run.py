@@ -117,3 +117,10 @@ def test_workers_2_row_gradient_step_learns_umls(tmp_path):
     mrr = {n: kgc.train(ds, out=tmp_path / f"w{n}", **opts, **{"distributed.workers": n}).folder.metrics()["test"]["mrr"]
            for n in (1, 2)}
     assert mrr[1] > 0.5 and mrr[2] > 0.5 and abs(mrr[2] - mrr[1]) < 0.1, mrr  # seeds alone move it by ~0.03
+
+
+def test_evaluate_test_false_skips_the_final_ranking(tmp_path):
+    kgc.train(_dataset(), model="distmult", out=tmp_path / "run", evaluate_test=False,
+              **{**OPTS, "epochs": 1}, **{"distributed.workers": 2})
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "test" not in m and "valid" not in m and m["epochs"] == 1

@@ -222,3 +222,12 @@ def test_training_with_a_local_t5_tokenizer_folder(tmp_path):
     poor, _ = _t5_tokenizer_folder(tmp_path / "poor", ["a b c d e f g h i j k"])
     with pytest.raises(ValueError, match="share a token sequence"):
         train_kgt5(ds, tmp_path / "run-poor", micro_config(epochs=1, tokenizer=str(poor)))
+
+
+def test_evaluate_test_false_skips_the_final_ranking(tmp_path):
+    import kgcomplete as kgc
+
+    kgc.train(tiny_kg(), model="kgt5", out=tmp_path / "r", evaluate_test=False,
+              **{"training.epochs": 1, "kgt5.preset": "micro", "progress": False})
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert "test" not in m and "valid" not in m and m["epochs"] == 1

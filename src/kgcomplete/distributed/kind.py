@@ -29,7 +29,7 @@ def _train(ds, folder, cfg, resume=False, evaluate_test=True):
 
     if cfg.model.storage_dtype != "float32":
         raise ValueError("model.storage_dtype other than float32 is not supported with distributed workers yet")
-    return train_distributed(cfg, ds, folder.path, resume=resume)
+    return train_distributed(cfg, ds, folder.path, resume=resume, evaluate_test=evaluate_test)
 
 
 def _load(path, **kwargs):

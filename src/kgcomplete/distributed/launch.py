@@ -158,8 +158,9 @@ def make_sharding(cfg: Config, dataset: Dataset, n: int, dcfg: DistConfig) -> Sh
     return Sharding.create(dataset.num_entities, n, seed, types)
 
 
-def train_distributed(cfg: Config, dataset: Dataset, out_dir: Path, resume: bool = False):
-    """Train with BESS; returns the :class:`~kgcomplete.distributed.run.ShardedRun`."""
+def train_distributed(cfg: Config, dataset: Dataset, out_dir: Path, resume: bool = False, evaluate_test: bool = True):
+    """Train with BESS; returns the :class:`~kgcomplete.distributed.run.ShardedRun`. ``evaluate_test``:
+    rank the valid and test splits with the best weights at the end (metrics.json)."""
     from .run import ShardedRun
 
     dcfg = DistConfig.from_config(cfg)
@@ -174,16 +175,16 @@ def train_distributed(cfg: Config, dataset: Dataset, out_dir: Path, resume: bool
         if rank == 0:
             _prepare_folder(folder, cfg, dataset, env_world, dcfg, resume)
         dist.barrier()
-        _worker_main(rank, env_world, cfg, dataset, folder.path, resume, device)
+        _worker_main(rank, env_world, cfg, dataset, folder.path, resume, device, evaluate_test)
         dist.barrier()
         return ShardedRun.load(folder.path, dataset=dataset)
     n = max(1, dcfg.workers)
     _prepare_folder(folder, cfg, dataset, n, dcfg, resume)
     if n == 1:
-        _worker_main(0, 1, cfg, dataset, folder.path, resume, pick_device(dcfg, 0))
+        _worker_main(0, 1, cfg, dataset, folder.path, resume, pick_device(dcfg, 0), evaluate_test)
     else:
         port = dcfg.master_port or free_port(dcfg.master_addr)
-        spawn(_spawned_worker, n, (n, cfg, dataset, str(folder.path), resume, dcfg.master_addr, port),
+        spawn(_spawned_worker, n, (n, cfg, dataset, str(folder.path), resume, dcfg.master_addr, port, evaluate_test),
               start_method=dcfg.start_method)
     return ShardedRun.load(folder.path, dataset=dataset)
 
@@ -201,14 +202,15 @@ def _prepare_folder(folder: RunFolder, cfg: Config, dataset: Dataset, n: int, dc
     make_sharding(cfg, dataset, n, dcfg).save(folder.path)
 
 
-def _spawned_worker(rank, world, cfg, dataset, out, resume, addr, port):
+def _spawned_worker(rank, world, cfg, dataset, out, resume, addr, port, evaluate_test=True):
     dcfg = DistConfig.from_config(cfg)
     device = pick_device(dcfg, rank)
     init_group(pick_backend(dcfg, device), rank, world, addr, port, dcfg.timeout_s, device)
-    _worker_main(rank, world, cfg, dataset, Path(out), resume, device)
+    _worker_main(rank, world, cfg, dataset, Path(out), resume, device, evaluate_test)
 
 
-def _worker_main(rank: int, world: int, cfg: Config, dataset: Dataset, out: Path, resume: bool, device) -> None:
+def _worker_main(rank: int, world: int, cfg: Config, dataset: Dataset, out: Path, resume: bool, device,
+                 evaluate_test: bool = True) -> None:
     dcfg = DistConfig.from_config(cfg)
     threads = dcfg.threads or cfg.training.threads or max(1, (os.cpu_count() or 1) // world)
     torch.set_num_threads(threads)
@@ -226,7 +228,7 @@ def _worker_main(rank: int, world: int, cfg: Config, dataset: Dataset, out: Path
     trainer.fit()
     trainer.load_best()
     info = {"valid": None, "test": None}
-    for split in ("valid", "test"):
+    for split in ("valid", "test") if evaluate_test else ():
         triples = dataset.splits.get(split)
         if triples is not None and len(triples):
             t0 = time.perf_counter()

@@ -22,7 +22,7 @@ def _is_kgt5(path: Path) -> bool:
 def _train(ds, folder, cfg, resume=False, evaluate_test=True):
     from .run import train_kgt5
 
-    return train_kgt5(ds, folder.path, cfg, resume=resume)  # resolve_config: KGT5's defaults, no KGE keys
+    return train_kgt5(ds, folder.path, cfg, resume=resume, evaluate_test=evaluate_test)  # resolve_config: KGT5's defaults, no KGE keys
 
 
 def _load(path, **kwargs):

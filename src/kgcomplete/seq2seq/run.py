@@ -320,7 +320,8 @@ def _write_metadata(out: Path, cfg: dict, dataset, texts: EntityTexts, tok, mode
     save_model_config(model, out)
 
 
-def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = None, resume: bool = False) -> KGT5Run:
+def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = None, resume: bool = False,
+               evaluate_test: bool = True) -> KGT5Run:
     """Train KGT5 on ``dataset`` into the run folder ``out_dir`` and evaluate it (valid + test).
 
     ``config``: a :class:`~kgcomplete.config.Config` or a config dict (``training`` generic keys,
@@ -373,7 +374,7 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
     best = model_from_folder(out, out / BEST).to("cuda" if torch.cuda.is_available() else "cpu")
     run = KGT5Run(out, cfg, dataset, best, tok, texts, enc, trie, known)
     metrics = {}
-    for split in ("valid", "test"):
+    for split in ("valid", "test") if evaluate_test else ():  # the best weights on valid and test
         if split in dataset.splits and len(dataset.splits[split]):
             metrics[split] = run.evaluate(split)
     metrics.update(train_time_s=stats["train_time_s"], train_cpu_s=stats["cpu_s"], throughput=stats["examples_per_s"], epochs=stats["epochs"],
