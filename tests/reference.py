@@ -92,3 +92,10 @@ class TableScorer:
     def _ranking_scores(self, anchor, r, candidates, head=False):
         self.ranking_calls += 1
         return self.score_queries(anchor, r, candidates, head) * 3.0 + 1.0
+
+
+def row_adagrad(w: np.ndarray, g: np.ndarray, acc: np.ndarray, lr: float, eps: float = 1e-10) -> np.ndarray:
+    """Row-wise Adagrad written out on rows ``w (n, d)`` with gradients ``g (n, d)``:
+    ``acc_i += mean_k g_ik^2``, ``w_i -= lr g_i / (sqrt(acc_i) + eps)`` (``acc (n,)`` updated in place)."""
+    acc += (g**2).mean(1)
+    return w - lr * g / (np.sqrt(acc) + eps)[:, None]

@@ -31,7 +31,8 @@ from safetensors.torch import load_file
 
 import kgcomplete as kgc
 from lifecycle_runs import full_part_resumed, log_records, untimed
-from kgcomplete.distributed.checkpoint import ENTITY_KEY, ENTITY_OPT_PREFIX, reshard_run, worker_files
+from kgcomplete.config import Config
+from kgcomplete.distributed.checkpoint import ENTITY_KEY, entity_optimizer_prefix, reshard_run, worker_files
 from kgcomplete.distributed.run import ShardedRun
 from kgcomplete.distributed.sharding import Sharding
 
@@ -185,7 +186,8 @@ def test_reshard_moves_every_entity_row_and_its_optimizer_state(trained, tmp_pat
     if n_new > 1:  # a different layout, or the test would prove nothing
         assert not np.array_equal(old.entity_to_idx[:new.shard_size], new.entity_to_idx[:new.shard_size])
     opt0 = load_file(src / "shards" / "optim-0.safetensors")
-    opt_keys = [k for k in opt0 if k.startswith(ENTITY_OPT_PREFIX) and opt0[k].dim() >= 1]
+    prefix = entity_optimizer_prefix(Config.load(src / "config.yaml"))
+    opt_keys = [k for k in opt0 if k.startswith(prefix) and opt0[k].dim() >= 1]
     assert any(k.endswith("/sum") for k in opt_keys), opt_keys  # Adagrad / RowAdagrad accumulator
     for kind, keys in (("latest", [ENTITY_KEY]), ("best", [ENTITY_KEY]), ("optim", opt_keys)):
         before, after = _rows(src, old, kind, keys), _rows(out, new, kind, keys)

@@ -12,6 +12,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+import reference
 from kgcomplete.models import build_model
 from kgcomplete.training.loss import _SoftplusRowMean, kvsall_loss, negative_sampling_loss, one_vs_all_loss
 from kgcomplete.training.negative_sampler import NegativeSampler
@@ -310,9 +311,11 @@ class NpRowAdagrad:
             return p - LR * g / (np.sqrt(A) + self.eps)
         A = self.A.setdefault(name, np.zeros(p.shape[0]))
         rows = np.arange(p.shape[0]) if touched is None else touched
-        A[rows] += (g[rows] ** 2).reshape(len(rows), -1).mean(1)
+        acc = A[rows]
         out = p.copy()
-        out[rows] = p[rows] - LR * g[rows] / (np.sqrt(A[rows]) + self.eps)[:, None]
+        flat = reference.row_adagrad(p[rows].reshape(len(rows), -1), g[rows].reshape(len(rows), -1), acc, LR, self.eps)
+        out[rows] = flat.reshape(p[rows].shape)
+        A[rows] = acc
         return out
 
 

@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 
 import kgcomplete as kgc
+import reference
 from kgcomplete.cli.main import cli
 from kgcomplete.config import build_config
 from kgcomplete.data import load_dataset
@@ -113,13 +114,6 @@ def test_low_precision_all_entity_scoring_is_blocked(monkeypatch):
     torch.testing.assert_close(full, direct)
 
 
-def np_row_adagrad(w, g, acc, lr, eps=1e-10):
-    """Row-wise Adagrad written out: ``acc_i += mean_k g_ik^2``, ``w_i -= lr g_i / (sqrt(acc_i) + eps)``
-    (float64 NumPy; ``acc`` is updated in place)."""
-    acc += (g**2).mean(1)
-    return w - lr * g / (np.sqrt(acc) + eps)[:, None]
-
-
 def test_row_adagrad_on_float16_follows_float32():
     torch.manual_seed(0)
     m32 = build_model("distmult", 30, 2, dim=16, init_scale=0.5)
@@ -142,7 +136,7 @@ def test_row_adagrad_on_float16_follows_float32():
         g_e[t] += e[h] * r[rel]
         g_r[rel] += e[h] * e[t]
     acc_e, acc_r = np.zeros(30), np.zeros(2)
-    ref_e, ref_r = np_row_adagrad(e, g_e, acc_e, 0.1), np_row_adagrad(r, g_r, acc_r, 0.1)
+    ref_e, ref_r = reference.row_adagrad(e, g_e, acc_e, 0.1), reference.row_adagrad(r, g_r, acc_r, 0.1)
     w16 = m16.entity_emb.weight
     touched = torch.tensor([0, 2, 3])
     assert (w16[touched] != before[touched]).any(dim=1).all()  # every touched row moved
@@ -299,7 +293,7 @@ def test_row_update_step_equals_sparse_autograd_step(umls, name, reciprocal, dty
     ref, acc = {k: before[k].copy() for k in keys}, {k: np.zeros(before[k].shape[0]) for k in keys}
     for g in slow_grads:
         for k in keys:
-            ref[k] = np_row_adagrad(ref[k], g[k], acc[k], cfg.training.lr)
+            ref[k] = reference.row_adagrad(ref[k], g[k], acc[k], cfg.training.lr)
             if low and k == "entity_emb.weight":  # stored rounded to nearest
                 ref[k] = ref[k].astype(getattr(np, dtype)).astype(np.float64)
     for tr in trainers:

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -356,17 +357,14 @@ def recover_checkpoint(folder: str | Path, roll_back: bool = True) -> None:
 def _save_checkpoint(folder: RunFolder, trainer: Trainer, reason: str) -> None:
     """Save parameters, best parameters, optimizer + RNG tensors and counters as one commit
     (:func:`commit_files`); ``best.safetensors`` is rewritten only when the best epoch changed."""
-    def tensors_writer(tensors: dict[str, torch.Tensor]):
-        return lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, p)
-
-    writers = {"checkpoint.safetensors": tensors_writer(trainer.model.state_dict())}
+    writers = {"checkpoint.safetensors": partial(atomic_save_safetensors, trainer.model.state_dict())}
     best_saved = (getattr(trainer, "_saved_best_epoch", None) == trainer.best_epoch
                   and (folder / "best.safetensors").exists())
     if trainer.best_state is not None and not best_saved:
-        writers["best.safetensors"] = tensors_writer(trainer.best_state)
+        writers["best.safetensors"] = partial(atomic_save_safetensors, trainer.best_state)
     tensors, skeleton = optimizer_state_tensors(trainer.optimizer)
     tensors.update({f"__rng__/{k}": v for k, v in trainer.rng_state().items()})
-    writers["trainer_state.safetensors"] = tensors_writer(tensors)
+    writers["trainer_state.safetensors"] = partial(atomic_save_safetensors, tensors)
     state = trainer.state()
     state.update(optimizer=skeleton, reason=reason, saved_at=time.time())
     writers["trainer_state.json"] = lambda p: p.write_text(json.dumps(state, indent=2) + "\n")

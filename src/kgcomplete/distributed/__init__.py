@@ -8,6 +8,14 @@ worker needs (:mod:`.exchange`). Inference scores shared queries against each sh
 (:mod:`.inference`). See ``docs/distributed.md``.
 """
 
-from .sharding import Sharding
+
+
+def __getattr__(name: str):  # lazy: importing distributed.kind / .section (every config) pulls no numpy
+    if name == "Sharding":
+        from .sharding import Sharding
+
+        return Sharding
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Sharding"]

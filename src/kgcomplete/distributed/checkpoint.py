@@ -47,7 +47,7 @@ def shard_file(folder: Path, kind: str, rank: int) -> Path:
 
 def make_shard_model(cfg: Config, num_relations: int, sharding: Sharding) -> KGEModel:
     """A core model whose entity table is one shard (``S`` rows): :func:`kgcomplete.models.from_config`."""
-    return from_config(cfg, sharding.num_entities, num_relations, shard_rows=sharding.shard_size)
+    return from_config(cfg, sharding.shard_size, num_relations)
 
 
 def entity_optimizer_prefix(cfg: Config) -> str:
@@ -58,10 +58,6 @@ def entity_optimizer_prefix(cfg: Config) -> str:
         model = from_config(cfg, 1, 1)
         return build_optimizer(cfg.training.optimizer, model, cfg.training.lr).state_key(model.entity_emb.weight)
 
-
-#: :func:`entity_optimizer_prefix` of the default configuration (every optimizer kind gives the
-#: entity table the same key; reshard_run asks the run's own configuration)
-ENTITY_OPT_PREFIX = entity_optimizer_prefix(Config())
 
 
 def init_shard_model(cfg: Config, num_relations: int, sharding: Sharding, rank: int) -> KGEModel:

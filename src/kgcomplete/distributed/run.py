@@ -22,7 +22,7 @@ from ..models.base import KGEModel
 from ..run_protocol import prediction_rows, relation_labels
 from ..runs import ConfigRun, KGERun, RunFolder
 from .checkpoint import ENTITY_KEY, gather_run, load_shard_model, recover_checkpoint, reshard_run
-from .inference import DEFAULT_WINDOW, gather_owned_rows, query_parts, streamed_rank, streamed_topk
+from .inference import DEFAULT_WINDOW, gather_owned_rows, query_parts, streamed_rank, streamed_topk, window_scores
 from .sharding import Sharding
 
 
@@ -83,8 +83,7 @@ class ShardedRun(KGERun):
                 cnt = int(self.sharding.shard_counts[s])
                 a, rel, tails = query_parts(ms, emb, r, head)
                 cols = torch.as_tensor(self.sharding.shard_and_idx_to_entity[s, :cnt])
-                rows = ms.entities(torch.arange(cnt, device=self.device))
-                out[:, cols] = ms.score_candidates(a, rel, rows, tails).float().cpu()
+                out[:, cols] = window_scores(ms, a, rel, 0, cnt, tails).float().cpu()
             return out
         cand = np.asarray(torch.as_tensor(candidates).cpu(), np.int64)
         rows = self.entity_rows(np.concatenate([anchor, cand.ravel()]))  # one pass over the shards

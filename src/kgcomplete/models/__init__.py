@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from .base import KGEModel
 from .bilinear import ComplEx, ConvE, DistMult
 from .distance import BoxE, InterHT, PairRE, RotatE, TranS, TransE, TransH, TripleRE, TripleREv2
@@ -35,17 +33,13 @@ def build_model(name: str, num_entities: int, num_relations: int, **options) -> 
     return MODELS[key](num_entities, num_relations, **options)
 
 
-def from_config(cfg, num_entities: int, num_relations: int, shard_rows: Optional[int] = None) -> KGEModel:
+def from_config(cfg, num_entities: int, num_relations: int) -> KGEModel:
     """The model a configuration describes: ``cfg`` is a :class:`~kgcomplete.config.Config` or its
-    ``model`` section (name, dim, reciprocal, init_scale, p_norm, storage_dtype, options).
-
-    ``shard_rows``: the model of one BESS worker, whose entity table holds that many rows (the
-    sharding's ``shard_size``) instead of ``num_entities``; everything else is the same.
-    """
+    ``model`` section (name, dim, reciprocal, init_scale, p_norm, storage_dtype, options). A BESS
+    worker passes its shard size as ``num_entities``."""
     m = getattr(cfg, "model", cfg)
-    rows = num_entities if shard_rows is None else shard_rows
-    return build_model(m.name, rows, num_relations, dim=m.dim, reciprocal=m.reciprocal, init_scale=m.init_scale,
-                       p_norm=m.p_norm, storage_dtype=m.storage_dtype, **m.options)
+    return build_model(m.name, num_entities, num_relations, dim=m.dim, reciprocal=m.reciprocal,
+                       init_scale=m.init_scale, p_norm=m.p_norm, storage_dtype=m.storage_dtype, **m.options)
 
 
 __all__ = ["KGEModel", "MODELS", "build_model", "from_config", "model_names", *[c.__name__ for c in MODELS.values()]]
