@@ -24,7 +24,8 @@ import torch
 from safetensors.torch import load_file
 
 import kgcomplete as kgc
-from kgcomplete import runs
+from kgcomplete.runs import files as run_files
+from kgcomplete.runs import kge as runs
 from kgcomplete.config import build_config
 from kgcomplete.models import build_model
 from kgcomplete.training import loop as loop_mod
@@ -261,7 +262,7 @@ SCRIPT = r'''
 import json, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)  # even if the parent ignores SIGINT
 import kgcomplete as kgc
-from kgcomplete import runs
+from kgcomplete.runs.files import RunFolder
 from kgcomplete.training.trainer import Trainer
 
 out, marker, hook, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
@@ -288,14 +289,14 @@ if kind == "batch":  # inside the n-th batch of epoch e (before its step)
 
     Trainer.train_batch = patched
 elif kind == "log":  # epoch e's record written, its checkpoint not yet
-    append_log = runs.RunFolder.append_log
+    append_log = RunFolder.append_log
 
     def patched(self, record):
         append_log(self, record)
         if record["epoch"] == int(at):
             pause()
 
-    runs.RunFolder.append_log = patched
+    RunFolder.append_log = patched
 kgc.train(kgc.load_dataset("nations"), out=out, **kw)
 '''
 
@@ -364,7 +365,7 @@ def test_killed_while_saving_a_checkpoint_resumes_exactly(tmp_path, nations, ref
     ref = reference(**kw)
     out = tmp_path / "run"
     if where == "writing":
-        save_file, saves = runs.save_file, []
+        save_file, saves = run_files.save_file, []
 
         def killed_while_writing(tensors, path, *a, **k):
             saves.append(Path(path).name)
@@ -372,7 +373,7 @@ def test_killed_while_saving_a_checkpoint_resumes_exactly(tmp_path, nations, ref
                 raise Killed
             return save_file(tensors, path, *a, **k)
 
-        monkeypatch.setattr(runs, "save_file", killed_while_writing)
+        monkeypatch.setattr(run_files, "save_file", killed_while_writing)
     else:
         replace, moved = os.replace, []
 

@@ -1,4 +1,4 @@
-"""The run interface (:class:`kgcomplete.run_protocol.Run`): every run kind -- KGE, sharded KGE, KGT5,
+"""The run interface (:class:`kgcomplete.runs.protocol.Run`): every run kind -- KGE, sharded KGE, KGT5,
 KGT5 + KGE ensemble -- implements it and its members work; serving talks to runs only through it."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from kgt5_fixtures import one_thread, tiny_kg, trained_kgt5  # noqa: E402,F401
 
 import kgcomplete as kgc  # noqa: E402
 from kgcomplete.distributed.run import ShardedRun  # noqa: E402
-from kgcomplete.run_protocol import (ExportableRun, KnownTriples, Run, ScorerRun, UnknownNameError,  # noqa: E402
+from kgcomplete.runs.protocol import (ExportableRun, KnownTriples, Run, ScorerRun, UnknownNameError,  # noqa: E402
                                      as_run)
 from kgcomplete.runs import KGERun  # noqa: E402
 from kgcomplete.seq2seq.ensemble import EnsembleRun  # noqa: E402

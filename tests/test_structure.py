@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "kgcomplete"
-#: packages that build on the core; the core may name them only as strings (kgcomplete.api.FEATURE_KINDS)
+#: packages that build on the core; the core finds them by their folders (kgcomplete.features), never by name
 FEATURES = ("distributed", "seq2seq", "serving", "cli")
 #: entry points above everything (``python -m kgcomplete`` runs the CLI)
 ENTRY = ("__main__",)
@@ -73,7 +73,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str]:
 def test_the_graph_is_read():
     graph = _graph()
     assert "kgcomplete.seq2seq.run" in graph["kgcomplete.seq2seq.kind"]  # a function-level import
-    assert "kgcomplete.runs" in graph["kgcomplete.api"]
+    assert "kgcomplete.runs.kinds" in graph["kgcomplete.api"]
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
@@ -86,3 +86,36 @@ def test_the_core_imports_no_feature():
     bad = [(m, t) for m, targets in _graph().items() for t in targets
            if m.split(".")[1] not in FEATURES + ENTRY and t.split(".")[1] in FEATURES]
     assert not bad, bad
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def test_the_core_names_no_feature_even_as_a_string():
+    """Features are found by their folders: no core module holds a feature's module name in code
+    (a list of feature modules to import would be a second place to edit when adding one)."""
+    bad = []
+    for mod, path in _modules().items():
+        if mod.split(".")[1:2] and mod.split(".")[1] in FEATURES + ENTRY:
+            continue
+        tree = ast.parse(path.read_text())
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                if any(f"kgcomplete.{f}" in node.value or f"{f}." in node.value for f in FEATURES):
+                    bad.append((mod, node.value))
+    assert not bad, bad
+
+
+def test_feature_kinds_and_sections_are_found_by_folder():
+    from kgcomplete.config import feature_sections
+    from kgcomplete.features import feature_packages
+    from kgcomplete.api import run_kinds
+
+    assert {"kgcomplete.seq2seq", "kgcomplete.distributed"} <= set(feature_packages())
+    assert [k.name for k in run_kinds()][-1] == "kge"
+    assert {"kgt5", "sharded"} <= {k.name for k in run_kinds()}
+    assert {"kgt5", "distributed"} <= set(feature_sections())

@@ -1,14 +1,13 @@
 """The two entry points, :func:`train` and :func:`load_run`: configuration and dispatch to a run kind.
 
-Run kinds (:class:`~kgcomplete.runs.RunKind`) come from the feature packages listed in
-:data:`FEATURE_KINDS` (imported by name on first use, so this module imports no feature and the
-arrows point one way: features -> core), then the KGE kind of :mod:`kgcomplete.runs`.
+Run kinds (:class:`~kgcomplete.runs.RunKind`) come from the feature folders' ``kind.py`` (found and
+imported on first use by :func:`run_kinds`, so this module names no feature
+and the arrows point one way: features -> core), then the KGE kind of :mod:`kgcomplete.runs.kge`.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 import time
 from pathlib import Path
 from typing import Optional
@@ -16,16 +15,16 @@ from typing import Optional
 from .config import Config, apply_override, build_config
 from .data.dataset import Dataset
 from .data.registry import load_dataset
-from .runs import KGE_RUN, RUN_KINDS, RunFolder, RunKind
-
-#: modules that register a run kind when imported (light: heavy imports happen in train/load)
-FEATURE_KINDS = ("kgcomplete.seq2seq.kind", "kgcomplete.distributed.kind")
+from .features import import_feature_modules
+from .runs.files import RunFolder
+from .runs.kge import KGE_RUN
+from .runs.kinds import RUN_KINDS, RunKind
 
 
 def run_kinds() -> list[RunKind]:
-    """Registered run kinds in the order they are asked, the KGE kind last."""
-    for name in FEATURE_KINDS:
-        importlib.import_module(name)
+    """The registered run kinds in the order they are asked: every feature's ``kind.py`` is
+    imported first (:func:`kgcomplete.features.import_feature_modules`), the KGE kind comes last."""
+    import_feature_modules("kind")
     return [*RUN_KINDS, KGE_RUN]
 
 

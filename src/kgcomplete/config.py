@@ -10,8 +10,8 @@ raises :class:`ConfigError`, one line naming the key, its section and close matc
 fields (``model.options``, ``kgt5.model``) are free-form; dataclass-valued fields are typed
 sub-sections (``kgt5.decoding``).
 
-The core imports no feature: the modules that register feature sections are named as strings
-(:data:`FEATURE_SECTION_MODULES`) and imported on first need; they are light (no torch).
+The core names no feature: every feature folder's ``section.py`` is found and imported on first
+need (:mod:`kgcomplete.features`); those modules are light (no torch).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import importlib
 import typing
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -99,9 +98,6 @@ class EvalConfig:
 CORE_SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig,
                                   "evaluation": EvalConfig}
 
-#: light modules that register feature sections when imported (by name: the core imports no feature)
-FEATURE_SECTION_MODULES = ("kgcomplete.seq2seq.section", "kgcomplete.distributed.section")
-
 _FEATURE_SECTIONS: dict[str, type] = {}
 _features_loaded = False
 
@@ -122,18 +118,14 @@ def register_model_defaults(model: str, defaults: dict[str, Any]) -> None:
 
 
 def load_feature_sections() -> None:
-    """Import the modules of :data:`FEATURE_SECTION_MODULES` once (a feature that is not installed
-    is skipped)."""
+    """Import every feature's ``section.py`` once (:mod:`kgcomplete.features`)."""
     global _features_loaded
     if _features_loaded:
         return
     _features_loaded = True
-    for name in FEATURE_SECTION_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if not (e.name and name.startswith(e.name)):
-                raise
+    from .features import import_feature_modules
+
+    import_feature_modules("section")
 
 
 def feature_sections() -> dict[str, type]:
@@ -501,7 +493,7 @@ def build_config(
 
 
 __all__ = [
-    "CORE_SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "FEATURE_SECTION_MODULES", "MODEL_DEFAULTS",
+    "CORE_SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "MODEL_DEFAULTS",
     "ModelConfig", "TrainingConfig", "apply_dict", "apply_override", "build_config",
     "feature_sections", "load_feature_sections", "model_defaults", "parse_override", "register_model_defaults",
     "register_section", "section_class", "section_from_dict", "section_names",

@@ -70,7 +70,7 @@ def predict(run, head, relation, tail, k, exclude_known, ensemble, as_json) -> N
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder (default RUN/export).")
 def export(run, out) -> None:
     """Export embeddings (.npy) and vocabularies (TSV with names)."""
-    from ..run_protocol import ExportableRun
+    from ..runs.protocol import ExportableRun
 
     r = open_run(run)
     if not isinstance(r, ExportableRun):

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from ..config import Config
 from ..models import from_config
 from ..models.base import KGEModel
-from ..runs import RunFolder, atomic_save_safetensors, atomic_write_json, fsync_path, trim_log
+from ..runs.files import RunFolder, atomic_save_safetensors, atomic_write_json, fsync_path, trim_log
 from ..training.optimizers import build_optimizer, optimizer_state_from_tensors, optimizer_state_tensors
 from .sharding import Sharding
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ..config import Config
-from ..runs import RunKind, register_run_kind
+from ..runs.kinds import RunKind, register_run_kind
 from .section import DistConfig  # noqa: F401  (registers the ``distributed`` config section)
 
 

@@ -34,7 +34,7 @@ import torch.multiprocessing as mp
 
 from ..config import Config
 from ..data.dataset import Dataset
-from ..runs import RunFolder
+from ..runs.files import RunFolder
 from .checkpoint import init_shard_model, restore_worker, save_worker
 from .exchange import Comm
 from .section import DistConfig

@@ -19,8 +19,9 @@ from ..config import Config
 from ..data.dataset import Dataset
 from ..evaluation.evaluator import Evaluator
 from ..models.base import KGEModel
-from ..run_protocol import prediction_rows, relation_labels
-from ..runs import ConfigRun, KGERun, RunFolder
+from ..runs.protocol import prediction_rows, relation_labels
+from ..runs.files import RunFolder
+from ..runs.kge import ConfigRun, KGERun
 from .checkpoint import ENTITY_KEY, gather_run, load_shard_model, recover_checkpoint, reshard_run
 from .inference import DEFAULT_WINDOW, gather_owned_rows, query_parts, streamed_rank, streamed_topk, window_scores
 from .sharding import Sharding

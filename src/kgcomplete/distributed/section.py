@@ -1,6 +1,6 @@
 """The ``distributed`` config section (:class:`DistConfig`, see docs/distributed.md).
 
-Light on purpose (the core config imports it by name, :data:`kgcomplete.config.FEATURE_SECTION_MODULES`):
+Light on purpose (the core config finds and imports it, :mod:`kgcomplete.features`):
 no torch; the choices that need the BESS modules are checked in :meth:`DistConfig.from_config`.
 """
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..run_protocol import RunBase
+from ..runs.protocol import RunBase
 from .decoding import densify
 
 WEIGHT_GRID = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -51,7 +51,7 @@ class _SparseCache:
 
 
 class EnsembleRun(RunBase):
-    """KGT5 run + KGE run with the run interface (:class:`~kgcomplete.run_protocol.Run`).
+    """KGT5 run + KGE run with the run interface (:class:`~kgcomplete.runs.protocol.Run`).
 
     ``weight=None``: tuned on the validation split on first use (``self.tuning`` holds the grid).
     The ensemble shares the KGT5 run's dataset, folder (``path``) and known triples; it has no

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..runs import RunKind, register_run_kind
+from ..runs.kinds import RunKind, register_run_kind
 from .section import KGT5Config  # noqa: F401  (registers the ``kgt5`` config section)
 
 

@@ -31,8 +31,8 @@ import yaml
 
 from ..config import (CORE_SECTIONS, Config, ModelConfig, TrainingConfig, feature_sections, read_yaml, section_class,
                       section_from_dict)
-from ..run_protocol import KnownTriples, RunBase, top_k_predictions
-from ..runs import recover_checkpoint
+from ..runs.protocol import KnownTriples, RunBase, top_k_predictions
+from ..runs.files import recover_checkpoint
 from .decoding import KGT5Scorer
 from .encoding import QueryEncoder
 from .model import build_model, model_from_folder, num_parameters, save_model_config
@@ -177,7 +177,7 @@ def train_examples(encoder: QueryEncoder, triples: np.ndarray) -> tuple[torch.Te
 class KGT5Run(RunBase):
     """An opened (or freshly trained) KGT5 run; see the module docstring for the folder layout.
 
-    Implements :class:`~kgcomplete.run_protocol.Run`; ``config`` is the plain config dict (also
+    Implements :class:`~kgcomplete.runs.protocol.Run`; ``config`` is the plain config dict (also
     :meth:`config_dict`), names resolve by label or unique name (``predict`` also takes entity
     texts), and there is no embedding table (``entity_embeddings()`` is None).
     """

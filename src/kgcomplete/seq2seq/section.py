@@ -1,6 +1,6 @@
 """The ``kgt5`` config section and KGT5's defaults for the generic ``training`` keys.
 
-Light on purpose (the core config imports it by name, :data:`kgcomplete.config.FEATURE_SECTION_MODULES`):
+Light on purpose (the core config finds and imports it, :mod:`kgcomplete.features`):
 dataclasses only, no torch or transformers.
 
 A KGT5 run reads, of the core sections, ``data`` and ``model.name``, and from ``training`` only

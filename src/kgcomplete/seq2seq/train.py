@@ -28,7 +28,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..runs import commit_files, recover_checkpoint, trim_log
+from ..runs.files import commit_files, recover_checkpoint, trim_log
 from .section import TRAINING_DEFAULTS, KGT5Config
 from .tokenizer import PAD_ID
 

@@ -1,9 +1,9 @@
 """Framework-free query engine behind ``kgc serve``: name lookup, autocomplete, batched top-k.
 
 :class:`QueryEngine` talks to a run only through the run interface
-(:class:`~kgcomplete.run_protocol.Run`), which every run kind implements -- a KGE run, a sharded
+(:class:`~kgcomplete.runs.protocol.Run`), which every run kind implements -- a KGE run, a sharded
 run, a KGT5 run, an ensemble. Anything else with ``dataset`` and ``score_queries`` is served through
-:func:`~kgcomplete.run_protocol.as_run` (generic implementations built on ``score_queries``).
+:func:`~kgcomplete.runs.protocol.as_run` (generic implementations built on ``score_queries``).
 
 :class:`MicroBatcher` groups top-k queries that arrive within a few milliseconds into one
 ``predict_ids`` call, executed on a single worker thread (the model is never entered
@@ -24,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from ..run_protocol import Run, UnknownNameError, as_run
+from ..runs.protocol import Run, UnknownNameError, as_run
 
 _MAX_CHAR = "\U0010ffff"
 
@@ -130,11 +130,11 @@ class QueryEngine:
 
     Args:
         run: an opened run (``kgcomplete.load_run(path)``, a KGT5 run or an ensemble): a
-            :class:`~kgcomplete.run_protocol.Run`, or an object with ``dataset`` and
-            ``score_queries`` (see :func:`~kgcomplete.run_protocol.as_run`).
+            :class:`~kgcomplete.runs.protocol.Run`, or an object with ``dataset`` and
+            ``score_queries`` (see :func:`~kgcomplete.runs.protocol.as_run`).
 
     ``run`` is the object given (its type names the run in ``/api/health``); ``runner`` is its
-    :class:`~kgcomplete.run_protocol.Run` view, which every call goes through.
+    :class:`~kgcomplete.runs.protocol.Run` view, which every call goes through.
     """
 
     def __init__(self, run: Any):
@@ -170,7 +170,7 @@ class QueryEngine:
         return {}
 
     def info(self) -> dict:
-        from ..runs import read_log
+        from ..runs.files import read_log
 
         p = self.path
         log = read_log(p) if p is not None else []
@@ -193,7 +193,7 @@ class QueryEngine:
             return int(self.runner.resolve_relation(text))
         except KeyError as e:
             msg = str(e.args[0]) if e.args else f"unknown {kind} {text!r}"
-            if isinstance(e, UnknownNameError):  # close matches already computed by run_protocol.resolve
+            if isinstance(e, UnknownNameError):  # close matches already computed by runs.protocol.resolve
                 close = list(e.close_matches)
             else:
                 vocab = self.dataset.entities if kind == "entity" else self.dataset.relations

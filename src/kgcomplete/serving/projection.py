@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from ..run_protocol import Run, as_run, embedding_matrix
+from ..runs.protocol import Run, as_run, embedding_matrix
 
 FORMATS = ("npy", "parquet", "tsv")
 

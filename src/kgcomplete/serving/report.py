@@ -26,7 +26,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..evaluation.evaluator import Evaluator, RankingResult
-from ..run_protocol import as_run
+from ..runs.protocol import as_run
 
 RANK_BINS = np.array([1, 2, 3, 4, 6, 11, 21, 51, 101, 201, 501, 1001, 5001, 10001, 100001, 1000001, np.inf])
 
@@ -221,7 +221,7 @@ def build_report(run: Any, out: Optional[str | Path] = None, split: str = "test"
 
     Returns ``{"out", "html", "images": {name: path}, "data": the plotted values}``.
     """
-    from ..runs import read_log
+    from ..runs.files import read_log
 
     given, run = run, as_run(run)
     run_path = Path(run.path) if run.path else None

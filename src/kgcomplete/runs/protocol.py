@@ -20,11 +20,11 @@ from typing import Any, Optional, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .config import Config, EvalConfig
-from .data.dataset import Dataset
-from .data.vocabulary import Vocabulary
-from .evaluation.evaluator import evaluate as evaluate_scorer
-from .evaluation.filter_index import FilterIndex
+from ..config import Config, EvalConfig
+from ..data.dataset import Dataset
+from ..data.vocabulary import Vocabulary
+from ..evaluation.evaluator import evaluate as evaluate_scorer
+from ..evaluation.filter_index import FilterIndex
 
 #: elements (queries x entities) scored at once by :func:`kgcomplete.evaluation.evaluate` by default
 DEFAULT_EVAL_BATCH_ELEMENTS = EvalConfig.batch_elements
