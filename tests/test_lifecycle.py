@@ -527,3 +527,11 @@ def test_timed_checkpoints(tmp_path, nations, monkeypatch, every, expected):
     monkeypatch.setattr(runs, "_save_checkpoint", recording)
     kgc.train(nations, out=tmp_path / "run", **dict(BASE, epochs=6, eval_every=0))  # no validation due
     assert saves == expected
+
+
+def test_metrics_say_why_training_stopped(nations, tmp_path):
+    kgc.train(nations, out=tmp_path / "all", **dict(BASE, epochs=2, eval_every=0))
+    assert json.loads((tmp_path / "all" / "metrics.json").read_text())["stopped"] == "all 2 epochs trained"
+    kgc.train(nations, out=tmp_path / "early", **dict(BASE, epochs=50, eval_every=1, patience=1, lr=5.0))
+    stopped = json.loads((tmp_path / "early" / "metrics.json").read_text())["stopped"]
+    assert stopped.startswith("early stop: no better validation MRR in 1 validations (patience 1)"), stopped

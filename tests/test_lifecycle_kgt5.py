@@ -36,7 +36,7 @@ VARIANTS = {
     "adamw": {"kgt5.optimizer": "adamw", "kgt5.lr": 0.01},  # + warm-up LambdaLR rebuilt on resume
     "adafactor": {"kgt5.optimizer": "adafactor", "kgt5.lr": None},  # relative step from its state
 }
-TIMING = {"time_s", "cpu_s", "examples_per_s", "eval_time_s", "train_time_s", "train_cpu_s", "throughput"}
+TIMING = {"time_s", "cpu_s", "examples_per_s", "eval_time_s", "valid_time_s", "train_time_s", "train_cpu_s", "throughput"}
 WEIGHTS = ("checkpoint.safetensors", "model.safetensors")
 
 
@@ -167,3 +167,16 @@ def test_a_run_that_stopped_early_stays_stopped_on_resume(tmp_path):
     assert len(_log(run)) == stopped and _state(run)["epoch"] == stopped
     assert json.loads((run / "metrics.json").read_text())["epochs"] == stopped
     assert {name: (run / name).read_bytes() for name in WEIGHTS} == before
+
+
+def test_a_cpu_budget_stops_after_the_epoch_that_crosses_it_and_stays_stopped(tmp_path):
+    """The epoch that crosses ``kgt5.cpu_budget_s`` is the last (validated, checkpointed); the reason
+    is in metrics.json; a resume counts the CPU time already spent and trains nothing."""
+    run = tmp_path / "run"
+    kgc.train(tiny_kg(), out=run, epochs=10, **{**COMMON, "kgt5.cpu_budget_s": 1e-3}, **VARIANTS["adamw"])
+    assert [r["epoch"] for r in _log(run)] == [1] and "valid_mrr" in _log(run)[0]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and "CPU budget of 0.001 s used up" in metrics["stopped"]
+    before = {name: (run / name).read_bytes() for name in WEIGHTS}
+    kgc.train(out=run, resume=True)
+    assert len(_log(run)) == 1 and {name: (run / name).read_bytes() for name in WEIGHTS} == before

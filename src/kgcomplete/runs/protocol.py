@@ -72,6 +72,9 @@ class Run(Protocol):
                     exclude_known: bool = False) -> list[list[dict]]:
         """Batched top-k for ``(B,)`` anchor and relation ids (rows as in :meth:`predict`)."""
 
+    def filter_index(self, which: str = "all") -> FilterIndex:
+        """Known triples of ``all`` splits or of one split (what filtered ranking removes)."""
+
     def known_split(self, triples: np.ndarray) -> list[Optional[str]]:
         """For ``(B, 3)`` triples: the first split that contains each, or None."""
 
@@ -125,9 +128,13 @@ class RunBase:
                                    head=False)
         return torch.as_tensor(s).float()[:, 0].numpy()
 
+    def filter_index(self, which: str = "all") -> FilterIndex:
+        """Known triples of ``all`` splits or of one split (built once, cached in ``known``)."""
+        return self.known.index(which)
+
     def evaluate(self, split: str = "test", filtered: bool = True, progress: bool = False) -> dict:
         return evaluate_scorer(self, self.dataset, split, filtered=filtered, chunk_elements=self.eval_batch_elements,
-                               progress=progress, filter_index=self.known.index("all") if filtered else None)
+                               progress=progress, filter_index=self.filter_index("all") if filtered else None)
 
     def resolve_entity(self, text: str) -> int:
         """Entity id from its label or (unique) name; KeyError with close matches otherwise."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import time
 import warnings
@@ -32,7 +31,8 @@ import yaml
 from ..config import (CORE_SECTIONS, Config, ModelConfig, TrainingConfig, feature_sections, read_yaml, section_class,
                       section_from_dict)
 from ..runs.protocol import KnownTriples, RunBase, top_k_predictions
-from ..runs.files import recover_checkpoint
+from ..atomic import atomic_write_text
+from ..runs.files import RunFolder, recover_checkpoint
 from .decoding import KGT5Scorer
 from .encoding import QueryEncoder
 from .model import build_model, model_from_folder, num_parameters, save_model_config
@@ -198,26 +198,15 @@ class KGT5Run(RunBase):
     # ---------------------------------------------------------------- opening
     @classmethod
     def load(cls, path: str | Path, dataset=None, device: Optional[str] = None, weights: str = BEST) -> "KGT5Run":
-        from ..data.registry import load_dataset
         from ..data.vocabulary import Vocabulary
 
         path = Path(path)
         recover_checkpoint(path, roll_back=False)  # finish a checkpoint a crash left half moved into place
         cfg = read_yaml(path / "config.yaml")
+        folder = RunFolder(path)
         if dataset is None:
-            data = _data_section(cfg)
-            if data.get("source"):
-                dataset = load_dataset(data["source"], unknown=data.get("unknown", "error") or "error")
-            elif (path / "splits").is_dir():
-                from ..data.dataset import Dataset
-
-                dataset = Dataset(name=path.name, entities=Vocabulary.load(path / "entities.tsv"),
-                                  relations=Vocabulary.load(path / "relations.tsv"),
-                                  splits={p.stem: np.load(p) for p in sorted((path / "splits").glob("*.npy"))})
-                dataset.attach_metadata_folder(path)
-            else:
-                raise ValueError(f"{path}/config.yaml names no dataset source; pass dataset=")
-        if (path / "entities.tsv").exists() and Vocabulary.load(path / "entities.tsv") != dataset.entities:
+            dataset = folder.dataset({"data": _data_section(cfg)})
+        elif (path / "entities.tsv").exists() and Vocabulary.load(path / "entities.tsv") != dataset.entities:
             raise ValueError(f"{path}: the dataset's entities differ from the run's entities.tsv")
         texts = EntityTexts.load(path)
         tok = KGTokenizer.load(path)
@@ -263,15 +252,11 @@ class KGT5Run(RunBase):
 
         sc = self.scorer(**decoding) if decoding else self.default_scorer
         t0 = time.time()
-        m = evaluate(sc, self.dataset, split, filtered=filtered, progress=progress, filter_index=self.filter_index if filtered else None)
+        m = evaluate(sc, self.dataset, split, filtered=filtered, progress=progress, filter_index=self.filter_index("all") if filtered else None)
         m["decoding"] = {"method": sc.method, "beam_size": sc.beam_size, "num_samples": sc.num_samples,
                          "constrained": sc.constrained}
         m["eval_time_s"] = time.time() - t0
         return m
-
-    @property
-    def filter_index(self):
-        return self.known.index("all")
 
     def predict(self, head: Optional[str] = None, relation: Optional[str] = None, tail: Optional[str] = None,
                 k: int = 10, exclude_known: bool = False) -> list[dict]:
@@ -304,22 +289,6 @@ class KGT5Run(RunBase):
         return top_k_predictions(sc, self.dataset, self.known, anchor, r, head, k, exclude_known)
 
 
-def _write_metadata(out: Path, cfg: dict, dataset, texts: EntityTexts, tok, model) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    dataset.entities.save(out / "entities.tsv")
-    dataset.relations.save(out / "relations.tsv")
-    texts.save(out)
-    tok.save(out)
-    for fname, frame in dataset.metadata_frames().items():
-        frame.to_csv(out / fname, sep="\t", header=False, index=False)
-    if not _data_section(cfg).get("source"):  # dataset given in code: keep its splits
-        (out / "splits").mkdir(exist_ok=True)
-        for k, v in dataset.splits.items():
-            np.save(out / "splits" / f"{k}.npy", v)
-    save_model_config(model, out)
-
-
 def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = None, resume: bool = False,
                evaluate_test: bool = True) -> KGT5Run:
     """Train KGT5 on ``dataset`` into the run folder ``out_dir`` and evaluate it (valid + test).
@@ -336,8 +305,9 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
     k, tr = cfg["kgt5"], cfg["training"]
     if int(tr.get("threads") or 0) > 0:
         torch.set_num_threads(int(tr["threads"]))
+    folder = RunFolder(out)
     if resume and (out / "config.yaml").exists():
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))  # e.g. raised epochs
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))  # e.g. raised epochs
         texts, tok = EntityTexts.load(out), KGTokenizer.load(out)
         enc = QueryEncoder(tok, texts, max_length=k["max_length"])
         model = model_from_folder(out, out / "checkpoint.safetensors") if (out / "checkpoint.safetensors").exists() \
@@ -346,7 +316,10 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
         texts, tok, enc = build_texts(dataset, k["tokenizer"], k["vocab_size"], k["description_words"],
                                      k["max_length"], k["tokenizer_model"])
         model = build_model(tok.vocab_size, k["preset"], seed=int(tr["seed"]), **k["model"])
-        _write_metadata(out, cfg, dataset, texts, tok, model)
+        folder.create(cfg, dataset)
+        texts.save(out)
+        tok.save(out)
+        save_model_config(model, out)
     log.info("KGT5 %s: %d parameters, vocabulary %d", k["preset"], num_parameters(model), tok.vocab_size)
     inputs, targets = train_examples(enc, dataset.train)
     trie = EntityTrie(enc.entity_ids, tok.vocab_size)
@@ -379,7 +352,8 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
             metrics[split] = run.evaluate(split)
     metrics.update(train_time_s=stats["train_time_s"], train_cpu_s=stats["cpu_s"], throughput=stats["examples_per_s"], epochs=stats["epochs"],
                    parameters=num_parameters(run.model), model="kgt5", preset=k["preset"])
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics["stopped"] = stats["stopped"]
+    folder.update_metrics(**metrics)
     return run
 
 

@@ -1,4 +1,5 @@
-"""KGT5 training loop: teacher-forced cross-entropy on (input ids, target entity) examples.
+"""KGT5 training: teacher-forced cross-entropy on (input ids, target entity) examples, on the shared
+:class:`~kgcomplete.training.loop.EpochLoop` (:class:`KGT5Trainer`).
 
 * Optimizers: Adafactor (the paper's default: relative step size, parameter scaling, no fixed lr)
   or AdamW (fixed lr with linear warm-up).
@@ -17,9 +18,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,9 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..runs.files import commit_files, recover_checkpoint, trim_log
+from ..config import TrainingConfig
+from ..runs.files import RunFolder, atomic_write_file, commit_files, recover_checkpoint, trim_log
+from ..training.loop import EpochLoop
 from .section import TRAINING_DEFAULTS, KGT5Config
 from .tokenizer import PAD_ID
 
@@ -77,17 +78,11 @@ class TrainOptions:
         )
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
-
-
 def save_weights(model, path: Path, metadata: Optional[dict] = None) -> None:
     """Safetensors weights (shared/tied tensors deduplicated), atomically."""
     from safetensors.torch import save_model
 
-    _atomic(Path(path), lambda p: save_model(model, p, metadata={k: str(v) for k, v in (metadata or {}).items()}))
+    atomic_write_file(Path(path), lambda p: save_model(model, str(p), metadata={k: str(v) for k, v in (metadata or {}).items()}))
 
 
 def load_weights(model, path: Path) -> None:
@@ -137,123 +132,191 @@ def _current_lr(opts: TrainOptions, step: int) -> float:
     return base * min(1.0, step / max(1, opts.warmup_steps)) if opts.optimizer.lower() == "adamw" else base
 
 
-def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out_dir: Path,
-        resume: bool = False, evaluate_fn: Optional[Callable[[object], float]] = None) -> dict:
-    """Train ``model`` on ``inputs (n, L)`` (right-padded input ids) -> ``targets (n,)`` entity ids.
+class KGT5Trainer(EpochLoop):
+    """Teacher-forced training of a T5 on ``inputs (n, L)`` (right-padded input ids) -> ``targets
+    (n,)`` entity ids, on the shared :class:`~kgcomplete.training.loop.EpochLoop` (validation, early
+    stopping, checkpoints, interruption). ``encoder.targets(ids)`` gives the label ids;
+    ``evaluate_fn(model) -> valid MRR`` validates (on the main process; the others receive it).
 
-    ``encoder.targets(ids)`` gives the label ids. ``evaluate_fn(model) -> valid MRR`` runs every
-    ``eval_every`` epochs. Returns ``{"epochs", "train_time_s", "examples_per_s", "best_valid_mrr", ...}``.
+    Stops at ``epochs``, on patience, or after the epoch that crosses ``time_budget_s`` (wall time of
+    this call) or ``cpu_budget_s`` (process CPU time over all resumes). A ``KeyboardInterrupt``
+    keeps the last epoch's checkpoint (the model is mid-epoch then).
     """
-    from accelerate import Accelerator
 
-    out_dir = Path(out_dir)
-    cuda = torch.cuda.is_available()
-    mp = opts.mixed_precision
-    if mp == "auto":
-        mp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
-    acc = Accelerator(mixed_precision=mp, cpu=not cuda)
-    n = len(inputs)
-    optimizer = make_optimizer(model, opts)
-    start_epoch, step, best, spent, bad_evals, cpu_used = 0, 0, -1.0, 0.0, 0, 0.0
-    log_path = out_dir / LOG
-    state = None
-    if resume:
-        if acc.is_main_process:
-            recover_checkpoint(out_dir)
-        acc.wait_for_everyone()
-        if (out_dir / STATE).exists() and (out_dir / CHECKPOINT).exists():
-            state = torch.load(out_dir / STATE, map_location="cpu", weights_only=False)
-        if acc.is_main_process:
-            trim_log(out_dir, state["epoch"] if state is not None else 0)
-        acc.wait_for_everyone()
-    if state is not None:
-        load_weights(model, out_dir / CHECKPOINT)
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step, best = state["epoch"], state["step"], state["best"]
-        spent, bad_evals = state.get("train_time_s", 0.0), state.get("bad_evals", 0)
-        cpu_used = state.get("cpu_s", 0.0)
-        _set_rng_state(state)
-        acc.print(f"resuming KGT5 training from epoch {start_epoch}")
-    model, optimizer = acc.prepare(model, optimizer)
-    scheduler = None
-    if opts.optimizer.lower() == "adamw":
-        step0 = step
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min(1.0, (s + 1 + step0) / max(1, opts.warmup_steps)))
-    world, rank = acc.num_processes, acc.process_index
-    per_rank = n // world
-    if not resume and acc.is_main_process and log_path.exists():
-        log_path.unlink()
-    t_start, cpu_start = time.time(), time.process_time()
-    done = start_epoch  # epochs completed
-    # a resumed run that had already stopped (patience, CPU budget) stays stopped, as it would have
-    stopped = bool((opts.patience and bad_evals >= opts.patience)
-                   or (opts.cpu_budget_s is not None and cpu_used >= opts.cpu_budget_s))
-    for epoch in range(start_epoch, opts.epochs if not stopped else start_epoch):
+    state_keys = (*EpochLoop.state_keys, "step", "cpu_s")
+    checkpoint_on_interrupt = False  # mid-epoch weights cannot be resumed exactly: keep the last epoch's
+
+    def __init__(self, model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, acc,
+                 evaluate_fn: Optional[Callable[[object], float]] = None,
+                 checkpoint: Optional[Callable[["KGT5Trainer", str], None]] = None,
+                 log_epoch: Optional[Callable[[dict], None]] = None):
+        self.opts, self.acc, self.encoder, self.evaluate_fn = opts, acc, encoder, evaluate_fn
+        self.inputs, self.targets = inputs, targets
+        self.training_cfg = TrainingConfig(epochs=opts.epochs, batch_size=opts.batch_size, seed=opts.seed,
+                                           eval_every=opts.eval_every, patience=opts.patience, threads=0,
+                                           progress=opts.progress, optimizer=opts.optimizer, lr=opts.lr)
+        self.model, self.optimizer = model, make_optimizer(model, opts)
+        self.base_lr = opts.lr
+        self._init_loop_state(checkpoint, log_epoch, checkpoint_every_s=0.0)  # every epoch is saved
+        self.step, self.cpu_s = 0, 0.0  # optimizer steps; process CPU seconds over all resumes
+        self.scheduler = None
+        self._started, self._cpu_mark = time.time(), time.process_time()
+
+    # ------------------------------------------------------------- EpochLoop
+    def fit(self):
+        self._started, self._cpu_mark = time.time(), time.process_time()  # the budgets count from here
+        return super().fit()
+
+    def has_validation(self) -> bool:
+        return self.evaluate_fn is not None
+
+    def validate(self) -> float:
+        acc = self.acc
+        mrr = [float(self.evaluate_fn(acc.unwrap_model(self.model)))] if acc.is_main_process else [None]
+        if acc.num_processes > 1:  # every process takes the same early-stopping decision
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(mrr)
+        return mrr[0]
+
+    def out_of_budget(self) -> Optional[str]:
+        o = self.opts
+        if o.time_budget_s is not None and time.time() - self._started >= o.time_budget_s:
+            return f"time budget of {o.time_budget_s:g} s"
+        if o.cpu_budget_s is not None and self._cpu_total() >= o.cpu_budget_s:
+            return f"CPU budget of {o.cpu_budget_s:g} s"
+        return None
+
+    def run_epoch(self) -> dict:
+        acc, opts, model = self.acc, self.opts, self.model
+        if self.scheduler is None and opts.optimizer.lower() == "adamw":  # linear warm-up from the saved step
+            step0 = self.step
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda s: min(1.0, (s + 1 + step0) / max(1, opts.warmup_steps)))
         model.train()
         t0, c0 = time.time(), time.process_time()
-        g = torch.Generator().manual_seed(opts.seed * 100_003 + epoch)
+        world, rank, n = acc.num_processes, acc.process_index, len(self.inputs)
+        per_rank = n // world
+        g = torch.Generator().manual_seed(opts.seed * 100_003 + self.epoch)
         perm = torch.randperm(n, generator=g)[rank::world][:per_rank]
         starts = range(0, per_rank, opts.batch_size)
         if opts.progress and acc.is_local_main_process:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=f"kgt5 epoch {epoch + 1}/{opts.epochs}", unit="batch", leave=False)
+            starts = tqdm(starts, desc=f"kgt5 epoch {self.epoch + 1}/{opts.epochs}", unit="batch", leave=False)
         total, count = 0.0, 0
         for s in starts:
             idx = perm[s:s + opts.batch_size]
-            ids = inputs[idx]
-            mask = (ids != PAD_ID)
+            ids = self.inputs[idx]
+            mask = ids != PAD_ID
             width = int(mask.sum(1).max())
             ids, mask = ids[:, :width].to(acc.device), mask[:, :width].long().to(acc.device)
-            labels = encoder.targets(targets[idx]).to(acc.device)
+            labels = self.encoder.targets(self.targets[idx]).to(acc.device)
             with acc.autocast():
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             acc.backward(loss)
-            if scheduler is not None and opts.grad_clip:
+            if self.scheduler is not None and opts.grad_clip:
                 acc.clip_grad_norm_(model.parameters(), opts.grad_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
             total += float(loss.detach()) * len(idx)
             count += len(idx)
-            if hasattr(starts, "set_postfix") and step % 10 == 0:
+            if hasattr(starts, "set_postfix") and self.step % 10 == 0:
                 starts.set_postfix(loss=f"{total / max(count, 1):.4f}")
         dt = time.time() - t0
-        spent += dt
-        entry = {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": _current_lr(opts, step),
-                 "time_s": round(dt, 3), "cpu_s": round(time.process_time() - c0, 3), "examples_per_s": round(count * world / max(dt, 1e-9), 1)}
-        last = (epoch + 1 >= opts.epochs
-                or (opts.time_budget_s is not None and time.time() - t_start >= opts.time_budget_s)
-                or (opts.cpu_budget_s is not None and cpu_used + time.process_time() - cpu_start >= opts.cpu_budget_s))
-        improved = False
-        if evaluate_fn is not None and opts.eval_every and ((epoch + 1) % opts.eval_every == 0 or last):
-            if acc.is_main_process:
-                mrr = float(evaluate_fn(acc.unwrap_model(model)))
-                entry["valid_mrr"] = mrr
-                improved = mrr > best
-                best = max(best, mrr)
-                bad_evals = 0 if improved else bad_evals + 1
-        done = epoch + 1
-        if acc.is_main_process:
-            unwrapped = acc.unwrap_model(model)
-            writers = {CHECKPOINT: lambda p: save_weights(unwrapped, p, {"epoch": done})}
-            if improved or evaluate_fn is None or not opts.eval_every:
-                writers[BEST] = lambda p: save_weights(unwrapped, p, {"epoch": done})
-            with open(log_path, "a") as f:  # dropped on resume unless the checkpoint commits
-                f.write(json.dumps(entry) + "\n")
-            state = {"optimizer": optimizer.state_dict(), "epoch": done, "step": step, "best": best,
-                     "train_time_s": spent, "bad_evals": bad_evals,
-                     "cpu_s": cpu_used + time.process_time() - cpu_start, **_rng_state()}
-            writers[STATE] = lambda p: torch.save(state, p)  # moved into place last
-            commit_files(out_dir, writers)
-        acc.wait_for_everyone()
-        if last or (opts.patience and bad_evals >= opts.patience):
-            break
-    if acc.is_main_process and not (out_dir / BEST).exists():
-        save_weights(acc.unwrap_model(model), out_dir / BEST, {"epoch": done})
-    return {"epochs": done, "train_time_s": spent, "examples_per_s": n * done / max(spent, 1e-9),
-            "best_valid_mrr": best if best >= 0 else None, "steps": step,
-            "cpu_s": cpu_used + time.process_time() - cpu_start}
+        self.epoch += 1
+        self.train_time_s += dt
+        self.train_triples += count * world
+        return {"epoch": self.epoch, "loss": total / max(count, 1), "lr": _current_lr(opts, self.step),
+                "time_s": round(dt, 3), "cpu_s": round(time.process_time() - c0, 3),
+                "examples_per_s": round(count * world / max(dt, 1e-9), 1)}
+
+    # ------------------------------------------------------------- state
+    def _cpu_total(self) -> float:
+        return self.cpu_s + time.process_time() - self._cpu_mark
+
+    def state(self) -> dict:
+        self.cpu_s, self._cpu_mark = self._cpu_total(), time.process_time()
+        return super().state()
+
+
+def _save_checkpoint(folder: RunFolder, trainer: KGT5Trainer, reason: str) -> None:
+    """One commit (:func:`~kgcomplete.runs.files.commit_files`): latest weights, the best ones when
+    this epoch is the best (or nothing validates), and ``checkpoint_state.pt`` (optimizer, counters,
+    RNG) moved into place last. Only the main process writes."""
+    acc = trainer.acc
+    if acc.is_main_process and (reason != "end" or getattr(trainer, "_saved_epoch", None) != trainer.epoch):
+        model = acc.unwrap_model(trainer.model)
+        done = trainer.epoch
+        writers = {CHECKPOINT: lambda p: save_weights(model, p, {"epoch": done})}
+        if not trainer.has_validation() or not trainer.opts.eval_every or trainer.best_epoch == done:
+            writers[BEST] = lambda p: save_weights(model, p, {"epoch": done})
+        counters = trainer.state()
+        state = {"optimizer": trainer.optimizer.state_dict(), "epoch": done, "step": trainer.step,
+                 "best": counters["best_mrr"], "best_epoch": counters["best_epoch"],
+                 "train_time_s": counters["train_time_s"], "bad_evals": counters["bad_validations"],
+                 "cpu_s": counters["cpu_s"], "train_triples": counters["train_triples"], **_rng_state()}
+        writers[STATE] = lambda p: torch.save(state, p)  # moved into place last
+        commit_files(folder.path, writers)
+        trainer._saved_epoch = done
+    acc.wait_for_everyone()
+
+
+def _restore(folder: RunFolder, trainer: KGT5Trainer) -> None:
+    """Load the last checkpoint into ``trainer`` (weights, optimizer, counters, RNG); ``log.jsonl``
+    is cut back to its epoch."""
+    acc = trainer.acc
+    if acc.is_main_process:
+        recover_checkpoint(folder.path)
+    acc.wait_for_everyone()
+    state = None
+    if (folder / STATE).exists() and (folder / CHECKPOINT).exists():
+        state = torch.load(folder / STATE, map_location="cpu", weights_only=False)
+    if acc.is_main_process:
+        trim_log(folder.path, state["epoch"] if state is not None else 0)
+    acc.wait_for_everyone()
+    if state is None:
+        return
+    load_weights(trainer.model, folder / CHECKPOINT)
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.epoch, trainer.step = int(state["epoch"]), int(state["step"])
+    trainer.best_mrr, trainer.bad_validations = float(state["best"]), int(state.get("bad_evals", 0))
+    trainer.best_epoch = int(state.get("best_epoch", 0))
+    trainer.train_time_s, trainer.cpu_s = float(state.get("train_time_s", 0.0)), float(state.get("cpu_s", 0.0))
+    trainer.train_triples = int(state.get("train_triples", 0))
+    _set_rng_state(state)
+    trainer._saved_epoch = trainer.epoch  # the checkpoint on disk is this epoch's: nothing to save at the end
+    acc.print(f"resuming KGT5 training from epoch {trainer.epoch}")
+
+
+def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out_dir: Path,
+        resume: bool = False, evaluate_fn: Optional[Callable[[object], float]] = None) -> dict:
+    """Train ``model`` (see :class:`KGT5Trainer`) into the run folder ``out_dir``, resuming from its
+    checkpoint with ``resume``. Returns ``{"epochs", "train_time_s", "examples_per_s",
+    "best_valid_mrr", "steps", "cpu_s", "stopped"}``."""
+    from accelerate import Accelerator
+
+    folder = RunFolder(out_dir)
+    cuda = torch.cuda.is_available()
+    mp = opts.mixed_precision
+    if mp == "auto":
+        mp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    acc = Accelerator(mixed_precision=mp, cpu=not cuda)
+    trainer = KGT5Trainer(model, inputs, targets, encoder, opts, acc, evaluate_fn,
+                          checkpoint=lambda t, reason: _save_checkpoint(folder, t, reason),
+                          log_epoch=folder.append_log if acc.is_main_process else None)
+    if resume:
+        _restore(folder, trainer)
+    elif acc.is_main_process:
+        trim_log(folder.path, 0)
+    trainer.model, trainer.optimizer = acc.prepare(trainer.model, trainer.optimizer)
+    trainer.fit()
+    if acc.is_main_process and not (folder / BEST).exists():
+        save_weights(acc.unwrap_model(trainer.model), folder / BEST, {"epoch": trainer.epoch})
+    return {"epochs": trainer.epoch, "train_time_s": trainer.train_time_s,
+            "examples_per_s": trainer.train_triples / max(trainer.train_time_s, 1e-9),
+            "best_valid_mrr": trainer.best_mrr if trainer.best_mrr >= 0 else None, "steps": trainer.step,
+            "cpu_s": trainer._cpu_total(), "stopped": trainer.stop_reason}

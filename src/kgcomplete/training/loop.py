@@ -3,7 +3,9 @@ trainer: learning-rate schedule, validation with early stopping, best parameters
 
 A subclass provides ``training_cfg`` (:class:`~kgcomplete.config.TrainingConfig`), ``model``,
 ``optimizer``, ``base_lr``, ``run_epoch() -> dict`` (increments ``epoch``), ``validate() -> float``
-(filtered validation MRR) and ``has_validation() -> bool``; it calls :meth:`_init_loop_state`.
+(filtered validation MRR) and ``has_validation() -> bool``; it calls :meth:`_init_loop_state`. It
+may override :meth:`out_of_budget` (stop after the epoch that crosses a time budget).
+After :meth:`fit`, ``stop_reason`` says why training stopped (also logged).
 
 Interruptions: with ``defer_interrupts`` (the single-process trainer), Ctrl-C (SIGINT, when
 :meth:`fit` runs in the main thread) only sets a flag; training stops at the next batch boundary
@@ -59,6 +61,7 @@ class EpochLoop:
         self._checkpointable = True
         self._interrupt_requested = False  # a deferred Ctrl-C is pending
         self._interrupt_forced = False  # a second Ctrl-C: stop at once, save nothing
+        self.stop_reason: Optional[str] = None  #: why :meth:`fit` stopped, in words
 
     def _set_lr(self) -> float:
         cfg = self.training_cfg
@@ -97,6 +100,11 @@ class EpochLoop:
     def _stopped_early(self) -> bool:
         cfg = self.training_cfg
         return cfg.patience > 0 and self.bad_validations >= cfg.patience
+
+    def out_of_budget(self) -> Optional[str]:
+        """A budget the run has used up (e.g. "time budget of 900 s"), or None: training stops after
+        the epoch that crosses it, validating that epoch."""
+        return None
 
     def _check_interrupt(self) -> None:
         """Raise the deferred Ctrl-C here, where the training state is consistent."""
@@ -139,11 +147,14 @@ class EpochLoop:
                 self._checkpointable = True
                 if has_valid and self._stopped_early():  # a resumed run that had stopped early
                     log.info("run stopped early at epoch %d (patience %d); nothing to train", self.epoch, cfg.patience)
-                while self.epoch < cfg.epochs and not (has_valid and self._stopped_early()):
+                budget = self.out_of_budget()
+                while self.epoch < cfg.epochs and not (has_valid and self._stopped_early()) and not budget:
                     self._check_interrupt()
                     record = self.run_epoch()
                     self._checkpointable = False  # until the epoch's record is written
-                    due = cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs)
+                    budget = self.out_of_budget()
+                    last = self.epoch == cfg.epochs or budget is not None
+                    due = cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or last)
                     stop = self._validate_epoch(record) if has_valid and due else False
                     self.history.append(record)
                     self._emit(record)
@@ -154,11 +165,12 @@ class EpochLoop:
                         self.checkpoint_cb(self, "epoch")
                         last_save = _clock()
                     if stop:
-                        log.info("early stop at epoch %d (best valid MRR %.4f at epoch %d)", self.epoch, self.best_mrr,
-                                 self.best_epoch)
                         break
+                self.stop_reason = self._why_stopped(budget)
+                log.info("training stopped at epoch %d: %s", self.epoch, self.stop_reason)
                 self._check_interrupt()
             except KeyboardInterrupt:
+                self.stop_reason = "interrupted"
                 if self.checkpoint_cb and self.checkpoint_on_interrupt:
                     if self._interrupt_forced:
                         log.warning("stopped without saving; the last checkpoint is kept")
@@ -172,6 +184,15 @@ class EpochLoop:
                 self.checkpoint_cb(self, "end")
             self._check_interrupt()  # Ctrl-C during the last checkpoint: it is written, stop now
         return self
+
+    def _why_stopped(self, budget: Optional[str]) -> str:
+        cfg = self.training_cfg
+        if self.has_validation() and self._stopped_early():
+            return (f"early stop: no better validation MRR in {self.bad_validations} validations (patience "
+                    f"{cfg.patience}); best {self.best_mrr:.4f} at epoch {self.best_epoch}")
+        if budget:
+            return f"{budget} used up"
+        return f"all {cfg.epochs} epochs trained"
 
     def load_best(self) -> None:
         """Put the best validated parameters back into the model (no-op without validation)."""
