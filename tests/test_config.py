@@ -115,7 +115,11 @@ def test_old_run_configs_load(kind):
     cfg = Config.load(OLD_RUNS / kind / "config.yaml")
     d = cfg.to_dict()
     for section in ("data", "model", "training", "evaluation"):
-        assert d[section] == raw[section]
+        assert {k: d[section][k] for k in raw[section]} == raw[section]
+        # keys added since (e.g. data.columns) take their defaults, so an old run reads as before
+        default = Config().to_dict()[section]
+        assert {k: d[section][k] for k in set(d[section]) - set(raw[section])} == \
+            {k: default[k] for k in set(d[section]) - set(raw[section])}
     if kind == "sharded":
         assert {k: d["distributed"][k] for k in raw["distributed"]} == raw["distributed"]
     else:

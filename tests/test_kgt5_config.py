@@ -37,7 +37,7 @@ def expected_config(source) -> dict:
     """The resolved config of a micro run with :data:`GIVEN_TRAINING` and ``kgt5.preset=micro``,
     ``kgt5.decoding.beam_size=2``: ``auto`` is AdamW with lr 2e-3 for ``micro``."""
     return {
-        "data": {"source": source, "unknown": "error"},
+        "data": {"source": source, "unknown": "error", "columns": None, "duplicates": "drop", "whitespace": "error"},
         "model": {"name": "kgt5"},
         "training": {**DOCUMENTED_TRAINING, **GIVEN_TRAINING, "optimizer": "adamw", "lr": 2e-3},
         "kgt5": {**DOCUMENTED_KGT5, "preset": "micro", "optimizer": "adamw", "lr": 2e-3,

@@ -14,7 +14,7 @@ from typing import Optional
 
 from .config import Config, apply_override, build_config
 from .data.dataset import Dataset
-from .data.registry import load_dataset
+from .data.registry import load_configured
 from .features import import_feature_modules
 from .runs.files import RunFolder
 from .runs.kge import KGE_RUN
@@ -85,7 +85,7 @@ def train(
     else:
         if dataset is not None and not resume:
             cfg.data.source = str(dataset)
-        ds = RunFolder(out).dataset(cfg) if resume else load_dataset(cfg.data.source, unknown=cfg.data.unknown)
+        ds = RunFolder(out).dataset(cfg) if resume else load_configured(cfg.data)
     if out is None:
         stem = Path("runs") / f"{Path(ds.name).name}-{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         out, n = stem, 1

@@ -39,6 +39,10 @@ class ConfigError(KeyError):
 class DataConfig:
     source: Optional[str] = "umls"  #: registered name or folder path; None = given in code
     unknown: str = "error"  #: valid/test entities unseen in train: error | drop | keep
+    #: a folder's columns in order, of which head, relation, tail are used (e.g. head,relation,tail,weight)
+    columns: Optional[str] = None
+    duplicates: str = "drop"  #: repeated triples in a split: drop (counted) | keep
+    whitespace: str = "error"  #: a label with leading/trailing whitespace: error | strip (counted)
 
 
 @dataclass

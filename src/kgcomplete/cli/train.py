@@ -117,10 +117,17 @@ def check_flags(model_name: Optional[str], given: dict) -> None:
 @click.option("--max-memory", default=None, metavar="SIZE",
               help=_kge("Refuse to start if the memory estimate exceeds SIZE (e.g. 16GiB, 500MB)."))
 @click.option("--drop-unknown", is_flag=True, help="Drop valid/test triples with entities/relations unseen in train.")
+@click.option("--columns", default=None, metavar="NAMES",
+              help="The data files' columns in order, e.g. head,relation,tail,weight (others are ignored; "
+                   "default: exactly head, relation, tail).")
+@click.option("--keep-duplicates", is_flag=True, help="Train repeated triples as often as given (default: drop, counted).")
+@click.option("--strip-whitespace", is_flag=True,
+              help="Strip leading/trailing whitespace from labels (default: an error naming the line).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. training.margin=9.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of a table.")
-def train(dataset, model, out, config_file, resume, sets, drop_unknown, no_progress, as_json, **flags) -> None:
+def train(dataset, model, out, config_file, resume, sets, drop_unknown, columns, keep_duplicates, strip_whitespace,
+          no_progress, as_json, **flags) -> None:
     """Train a model and print its filtered test metrics."""
     from ..config import parse_override
 
@@ -140,6 +147,12 @@ def train(dataset, model, out, config_file, resume, sets, drop_unknown, no_progr
         overrides[TRAIN_FLAGS["workers"].key] = given["workers"]
     if drop_unknown:
         overrides["data.unknown"] = "drop"
+    if columns:
+        overrides["data.columns"] = columns
+    if keep_duplicates:
+        overrides["data.duplicates"] = "keep"
+    if strip_whitespace:
+        overrides["data.whitespace"] = "strip"
     if no_progress:
         overrides["training.progress"] = False
     from ..api import train as train_run

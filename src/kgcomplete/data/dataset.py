@@ -14,7 +14,7 @@ from typing import Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from .readers import DataFormatError, read_id_text, read_triples
+from .readers import DataFormatError, ReadOptions, read_id_text, read_triple_file
 from .vocabulary import Vocabulary, align
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ class Dataset:
         candidates: optional evaluation candidates per split (OGB protocol):
             ``{"test": {"head": (n, K) int64, "tail": (n, K) int64}}``.
         dropped: how many triples per split were dropped for unknown entities/relations.
+        duplicates: how many repeated triples per split were dropped (``duplicates="drop"``).
+        stripped: how many lines per split had labels stripped of whitespace (``whitespace="strip"``).
     """
 
     name: str
@@ -59,6 +61,8 @@ class Dataset:
     type_vocab: Optional[Vocabulary] = None
     candidates: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    stripped: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -92,6 +96,8 @@ class Dataset:
             "relations": self.num_relations,
             **{k: int(len(v)) for k, v in self.splits.items()},
             **({"dropped": self.dropped} if self.dropped else {}),
+            **({"duplicates_dropped": self.duplicates} if self.duplicates else {}),
+            **({"whitespace_stripped": self.stripped} if self.stripped else {}),
         }
 
     def entity_text(self, ids) -> np.ndarray:
@@ -115,8 +121,13 @@ class Dataset:
         name: str = "dataset",
         unknown: str = "error",
         sources: Optional[Mapping[str, str]] = None,
+        duplicates: str = "drop",
     ) -> "Dataset":
         """Build from ``(n, 3)`` label arrays per split; vocabularies come from train.
+
+        ``duplicates``: ``"drop"`` (default) keeps the first of repeated triples within a split and
+        records the count in ``duplicates`` (with a warning); ``"keep"`` trains them as often as given.
+        An empty training split is an error; an empty valid/test split is reported.
 
         ``unknown``: ``"error"`` (default) raises :class:`UnknownLabelError` if valid/test use an
         entity or relation absent from train (naming the file and line when ``sources`` gives file
@@ -127,6 +138,8 @@ class Dataset:
             raise ValueError("a dataset needs a 'train' split")
         if unknown not in ("error", "drop", "keep"):
             raise ValueError(f"unknown={unknown!r}: expected 'error', 'drop' or 'keep'")
+        if duplicates not in ("drop", "keep"):
+            raise ValueError(f"duplicates={duplicates!r}: expected 'drop' or 'keep'")
         arrays = {k: np.asarray(v, dtype=object).reshape(-1, 3) for k, v in splits.items()}
         train = arrays["train"]
         ent_src = [train[:, 0], train[:, 2]]
@@ -137,7 +150,7 @@ class Dataset:
                 rel_src += [v[:, 1]]
         entities = Vocabulary.from_values(*ent_src)
         relations = Vocabulary.from_values(*rel_src)
-        out, dropped = {}, {}
+        out, dropped, repeated = {}, {}, {}
         for k, v in arrays.items():
             ids = np.stack([entities.encode(v[:, 0]), relations.encode(v[:, 1]), entities.encode(v[:, 2])], axis=1)
             bad = (ids < 0).any(axis=1)
@@ -160,20 +173,44 @@ class Dataset:
                 log.warning("%s: dropped %d of %d %s triples with entities/relations unseen in train",
                             name, dropped[k], len(v), k)
                 ids = ids[~bad]
+            if duplicates == "drop" and len(ids):
+                _, first = np.unique(ids, axis=0, return_index=True)
+                if len(first) < len(ids):
+                    repeated[k] = len(ids) - len(first)
+                    log.warning("%s: dropped %d repeated %s triples (of %d); keep them with data.duplicates=keep "
+                                "(CLI: --keep-duplicates)", sources.get(k, name) if sources else name, repeated[k], k,
+                                len(ids))
+                    ids = ids[np.sort(first)]
             out[k] = np.ascontiguousarray(ids, dtype=np.int64)
-        return cls(name=name, entities=entities, relations=relations, splits=out, dropped=dropped)
+        where = lambda k: sources[k] if sources and k in sources else f"{name}: split {k!r}"  # noqa: E731
+        if not len(out["train"]):
+            why = f" (all {len(train)} dropped: unseen entities/relations)" if len(train) else ""
+            raise ValueError(f"{where('train')}: no training triples{why}")
+        for k in out:
+            if k != "train" and not len(out[k]):
+                log.warning("%s: no %s triples%s", where(k), k, " (no validation: early stopping is off)"
+                            if k == "valid" else "")
+        return cls(name=name, entities=entities, relations=relations, splits=out, dropped=dropped,
+                   duplicates=repeated)
 
     @classmethod
-    def from_folder(cls, path: str | Path, name: Optional[str] = None, unknown: str = "error") -> "Dataset":
-        """Read ``train.txt``/``valid.txt``/``test.txt`` and optional metadata TSVs from ``path``."""
+    def from_folder(cls, path: str | Path, name: Optional[str] = None, unknown: str = "error",
+                    read: Optional[ReadOptions] = None) -> "Dataset":
+        """Read ``train.txt``/``valid.txt``/``test.txt`` and optional metadata TSVs from ``path``
+        (columns, duplicates and whitespace as ``read`` says: :class:`~kgcomplete.data.readers.ReadOptions`)."""
+        read = read or ReadOptions()
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"dataset folder not found: {path}")
         files = {k: path / f"{k}.txt" for k in SPLITS if (path / f"{k}.txt").exists()}
         if "train" not in files:
             raise FileNotFoundError(f"{path}: no train.txt (expected train.txt, valid.txt, test.txt)")
-        splits = {k: read_triples(p) for k, p in files.items()}
-        ds = cls.from_labeled(splits, name=name or path.name, unknown=unknown, sources={k: str(p) for k, p in files.items()})
+        parsed = {k: read_triple_file(p, read) for k, p in files.items()}
+        ds = cls.from_labeled({k: v[0] for k, v in parsed.items()}, name=name or path.name, unknown=unknown,
+                              sources={k: str(p) for k, p in files.items()}, duplicates=read.duplicates)
+        ds.stripped = {k: n for k, (_, n) in parsed.items() if n}
+        if ds.stripped:
+            log.warning("%s: stripped leading/trailing whitespace from labels on %s lines", path, ds.stripped)
         ds.attach_metadata_folder(path)
         return ds
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from typing import Iterator, Optional
 from pathlib import Path
 
@@ -66,6 +67,11 @@ def iter_tsv_chunks(path: str | Path, columns: int = 3, chunk_lines: int = DEFAU
         for df in reader:
             if len(df) == 0:
                 continue
+            if not isinstance(df.index, pd.RangeIndex):  # every line has more fields: pandas made one the index
+                line = start + 1
+                found = len(_line_text(path, line).split("\t"))
+                raise DataFormatError(path, line, f"expected {columns} tab-separated fields, found {found}: "
+                                      f"{_line_text(path, line)!r}" + _COLUMNS_HINT)
             if blank_from is not None:
                 raise DataFormatError(path, blank_from + 1, f"expected {columns} tab-separated fields, found 0: ''")
             last = df[columns - 1]
@@ -99,15 +105,93 @@ def iter_tsv_chunks(path: str | Path, columns: int = 3, chunk_lines: int = DEFAU
         if m:
             line = int(m.group(1))
             raise DataFormatError(path, line, f"expected {columns} tab-separated fields, found {m.group(2)}: "
-                                  f"{_line_text(path, line)!r}") from None
+                                  f"{_line_text(path, line)!r}" + _COLUMNS_HINT) from None
         raise DataFormatError(path, None, str(e)) from None
     except UnicodeDecodeError as e:
-        raise DataFormatError(path, None, f"not valid UTF-8 ({e})") from None
+        line = _first_non_utf8_line(path)
+        raise DataFormatError(path, line, f"not valid UTF-8 ({e.reason} at byte {e.start} of a block); "
+                              f"convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
 
 
-def read_triples(path: str | Path) -> np.ndarray:
-    """``head<TAB>relation<TAB>tail`` lines -> (n, 3) object array of labels."""
-    return read_tsv_columns(path, 3).to_numpy(dtype=object)
+def _first_non_utf8_line(path: Path) -> Optional[int]:
+    if path.suffix in (".gz", ".bz2", ".xz", ".zip"):
+        return None
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return i
+    return None
+
+
+_COLUMNS_HINT = " (a file with more columns: name them, e.g. --columns head,relation,tail,weight)"
+TRIPLE_ROLES = ("head", "relation", "tail")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How triple files are read (config ``data.columns`` / ``duplicates`` / ``whitespace``).
+
+    * ``columns``: the names of the file's columns in order, of which ``head``, ``relation`` and
+      ``tail`` are used and the others ignored (e.g. ``("head", "relation", "tail", "weight")``);
+      None: exactly three columns, head relation tail.
+    * ``duplicates``: ``drop`` (default; counted and reported) or ``keep`` repeated triples.
+    * ``whitespace``: a label with leading/trailing whitespace is an ``error`` naming the line
+      (default) or is ``strip``-ped (counted and reported).
+    """
+
+    columns: Optional[tuple[str, ...]] = None
+    duplicates: str = "drop"
+    whitespace: str = "error"
+
+    @classmethod
+    def parse(cls, columns: Optional[str] = None, duplicates: str = "drop", whitespace: str = "error") -> "ReadOptions":
+        cols = None
+        if columns:
+            cols = tuple(c.strip() for c in str(columns).split(","))
+            missing = [r for r in TRIPLE_ROLES if cols.count(r) != 1]
+            if missing:
+                raise ValueError(f"data.columns={columns!r}: name each of head, relation, tail exactly once "
+                                 f"(e.g. head,relation,tail,weight); {', '.join(missing)} missing or repeated")
+        if duplicates not in ("drop", "keep"):
+            raise ValueError(f"data.duplicates={duplicates!r}: expected drop | keep")
+        if whitespace not in ("error", "strip"):
+            raise ValueError(f"data.whitespace={whitespace!r}: expected error | strip")
+        return cls(cols, duplicates, whitespace)
+
+
+def read_triples(path: str | Path, options: Optional[ReadOptions] = None) -> np.ndarray:
+    """``head<TAB>relation<TAB>tail`` lines -> (n, 3) object array of labels (see :func:`read_triple_file`)."""
+    return read_triple_file(path, options)[0]
+
+
+def read_triple_file(path: str | Path, options: Optional[ReadOptions] = None) -> tuple[np.ndarray, int]:
+    """``head<TAB>relation<TAB>tail`` lines (or the columns ``options.columns`` names) -> ``(n, 3)``
+    object array of labels and the number of lines whose labels were stripped. A label with
+    leading/trailing whitespace is an error naming its line unless ``options.whitespace == "strip"``."""
+    options = options or ReadOptions()
+    if options.columns is None:
+        frame = read_tsv_columns(path, 3)
+    else:
+        frame = read_tsv_columns(path, len(options.columns))[[options.columns.index(r) for r in TRIPLE_ROLES]]
+    arr = frame.to_numpy(dtype=object)
+    if not len(arr):
+        return arr.reshape(0, 3), 0
+    flat = pd.Series(arr.reshape(-1), dtype=object)
+    stripped = flat.str.strip()
+    padded = (stripped != flat).to_numpy().reshape(-1, 3)
+    if padded.any():
+        if options.whitespace != "strip":
+            i, j = np.argwhere(padded)[0]
+            raise DataFormatError(path, int(i) + 1, f"{TRIPLE_ROLES[j]} label {arr[i, j]!r} has leading or trailing "
+                                  f"whitespace ({int(padded.any(axis=1).sum())} lines); fix the file or strip them "
+                                  f"(--strip-whitespace, data.whitespace=strip)")
+        arr = stripped.to_numpy(dtype=object).reshape(-1, 3)
+        if (arr == "").any():
+            i, j = np.argwhere(arr == "")[0]
+            raise DataFormatError(path, int(i) + 1, f"{TRIPLE_ROLES[j]} label is only whitespace")
+    return arr, int(padded.any(axis=1).sum())
 
 
 def read_id_text(path: str | Path) -> pd.Series:

@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Optional
 
 from .dataset import Dataset
+from .readers import ReadOptions
 
 BUNDLED_DIR = Path(str(resources.files("kgcomplete.data") / "bundled"))
 #: Folders whose train.txt is at least this large load through :func:`compact.load_folder`.
@@ -61,12 +62,16 @@ for _name, _desc in {
     )
 
 
-def load_dataset(name_or_path: str | Path, unknown: str = "error") -> Dataset:
+def load_dataset(name_or_path: str | Path, unknown: str = "error", columns: Optional[str] = None,
+                 duplicates: str = "drop", whitespace: str = "error") -> Dataset:
     """Load a dataset by registered name (``umls``, ``nations``, ...) or from a folder path.
 
     ``unknown``: what to do with valid/test triples whose entities/relations are not in train
-    (``"error"`` default, ``"drop"``, ``"keep"``).
+    (``"error"`` default, ``"drop"``, ``"keep"``). For a folder, ``columns`` (e.g.
+    ``"head,relation,tail,weight"``), ``duplicates`` (``drop`` | ``keep``) and ``whitespace``
+    (``error`` | ``strip``) say how its files are read (:class:`~kgcomplete.data.readers.ReadOptions`).
     """
+    read = ReadOptions.parse(columns, duplicates, whitespace)
     key = str(name_or_path)
     path = Path(key).expanduser()
     if path.is_dir():
@@ -76,9 +81,15 @@ def load_dataset(name_or_path: str | Path, unknown: str = "error") -> Dataset:
             from .compact import load_folder
 
             return load_folder(path, unknown=unknown)
-        return Dataset.from_folder(path, unknown=unknown)
+        return Dataset.from_folder(path, unknown=unknown, read=read)
     entry = _REGISTRY.get(key.lower())
     if entry is not None:
         return entry.loader(unknown=unknown)
     known = ", ".join(e.name for e in registered_datasets())
     raise FileNotFoundError(f"no dataset named {key!r} and no folder at {path}; known datasets: {known}")
+
+
+def load_configured(data: Any) -> Dataset:
+    """The dataset a config's ``data`` section (:class:`~kgcomplete.config.DataConfig`) names."""
+    return load_dataset(data.source, unknown=data.unknown, columns=data.columns, duplicates=data.duplicates,
+                        whitespace=data.whitespace)
