@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .config import Config, apply_override, build_config
+from .config import Config, apply_override, build_config, validate
 from .data.dataset import Dataset
 from .data.registry import load_configured
 from .features import import_feature_modules
@@ -78,6 +78,7 @@ def train(
         if model is not None:
             ov["model.name"] = model
         cfg = build_config(model, config, ov)
+    validate(cfg)
     if isinstance(dataset, Dataset):
         ds = dataset
         if not resume:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import typing
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, ClassVar, Iterator, NamedTuple, Optional
 
 import yaml
 
@@ -33,6 +34,26 @@ class ConfigError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class Limit(NamedTuple):
+    """The allowed range of a numeric config field: ``low``/``high`` (None = unbounded), each
+    inclusive unless ``*_open``. Every float must also be finite."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+POSITIVE_INT, NON_NEGATIVE, POSITIVE = Limit(1), Limit(0), Limit(0, low_open=True)
 
 
 @dataclass
@@ -55,6 +76,8 @@ class ModelConfig:
     #: entity table dtype: float32 | float16 | bfloat16 (math stays float32; needs optimizer rowadagrad)
     storage_dtype: str = "float32"
     options: dict = field(default_factory=dict)  #: model-specific keyword arguments (free-form)
+
+    LIMITS: ClassVar[dict[str, Limit]] = {"dim": POSITIVE_INT, "init_scale": POSITIVE, "p_norm": POSITIVE_INT}
 
 
 @dataclass
@@ -90,11 +113,19 @@ class TrainingConfig:
     #: of GiB); "" = no limit (the estimate is still printed, with a warning above the machine's RAM)
     max_memory: str = ""
 
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE, "lr_decay": Limit(0, 1, low_open=True),
+        "num_negatives": POSITIVE_INT, "margin": NON_NEGATIVE, "adversarial_temperature": NON_NEGATIVE,
+        "label_smoothing": Limit(0, 1, high_open=True), "reg_weight": NON_NEGATIVE, "seed": NON_NEGATIVE,
+        "eval_every": NON_NEGATIVE, "patience": NON_NEGATIVE, "threads": NON_NEGATIVE, "hogwild": POSITIVE_INT,
+    }
+
 
 @dataclass
 class EvalConfig:
     batch_elements: int = 1 << 22  #: queries x entities scored at once
     filtered: bool = True
+    LIMITS: ClassVar[dict[str, Limit]] = {"batch_elements": POSITIVE_INT}
     per_relation: bool = True
 
 
@@ -383,7 +414,40 @@ def _set_field(obj, path: str, key: str, value, where: str = "") -> None:
             setattr(obj, key, {})
         _deep_update(getattr(obj, key), dict(value))
         return
-    setattr(obj, key, _coerce(_hint(type(obj), key), value, f"{where}{path}.{key}"))
+    value = _coerce(_hint(type(obj), key), value, f"{where}{path}.{key}")
+    _check_value(type(obj), key, value, f"{where}{path}.{key}")
+    setattr(obj, key, value)
+
+
+def _check_value(cls: type, key: str, value, where: str) -> None:
+    """A float must be finite; a number must lie in the section's ``LIMITS[key]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
+    limit = getattr(cls, "LIMITS", {}).get(key)
+    if limit is None:
+        return
+    low_bad = limit.low is not None and (value <= limit.low if limit.low_open else value < limit.low)
+    high_bad = limit.high is not None and (value >= limit.high if limit.high_open else value > limit.high)
+    if low_bad or high_bad:
+        raise ValueError(f"{where} must be {limit}, got {value!r}")
+
+
+def validate(cfg: "Config") -> None:
+    """Check every numeric field of every section of ``cfg`` (finite, in its ``LIMITS``): catches
+    values assigned directly in Python, which skip the checks of ``--set`` / YAML / overrides."""
+    for name in [*CORE_SECTIONS, *cfg.features]:
+        _validate_section(cfg.section(name), name)
+
+
+def _validate_section(obj, path: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _validate_section(value, f"{path}.{f.name}")
+        else:
+            _check_value(type(obj), f.name, value, f"{path}.{f.name}")
 
 
 def section_from_dict(name: str, values: Optional[dict], where: str = ""):
@@ -500,7 +564,7 @@ def build_config(
 
 __all__ = [
     "CORE_SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "MODEL_DEFAULTS",
-    "ModelConfig", "TrainingConfig", "apply_dict", "apply_override", "build_config",
+    "Limit", "ModelConfig", "TrainingConfig", "apply_dict", "validate", "apply_override", "build_config",
     "feature_sections", "load_feature_sections", "model_defaults", "parse_override", "register_model_defaults",
     "register_section", "section_class", "section_from_dict", "section_names",
 ]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
-from ..config import register_section
+from ..config import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Limit, register_section
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -37,6 +37,11 @@ class DistConfig:
     window: int = DEFAULT_WINDOW  #: shard rows scored at once in inference
     threads: int = 0  #: torch threads per worker (0 = cores // workers)
     start_method: str = "spawn"  #: local launch: spawn | fork (faster start, e.g. in tests)
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "workers": POSITIVE_INT, "positives_per_block": NON_NEGATIVE, "negatives_per_shard": NON_NEGATIVE,
+        "master_port": Limit(0, 65535), "timeout_s": POSITIVE, "window": POSITIVE_INT, "threads": NON_NEGATIVE,
+    }
 
     @classmethod
     def from_config(cls, cfg: "Config") -> "DistConfig":

@@ -12,9 +12,9 @@ written to its ``config.yaml`` (see :func:`kgcomplete.seq2seq.run.resolve_config
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
-from ..config import register_model_defaults, register_section
+from ..config import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Limit, register_model_defaults, register_section
 
 
 @dataclass
@@ -27,6 +27,9 @@ class DecodingConfig:
     constrained: bool = True  #: restrict every decoding step to the entity trie
     temperature: float = 1.0  #: sampling temperature
     max_rows: int = 2048  #: hypotheses decoded at once
+
+    LIMITS: ClassVar[dict[str, Limit]] = {"beam_size": POSITIVE_INT, "num_samples": POSITIVE_INT,
+                                          "temperature": POSITIVE, "max_rows": POSITIVE_INT}
 
 
 @dataclass
@@ -50,6 +53,12 @@ class KGT5Config:
     mixed_precision: str = "auto"  #: auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16
     valid_max_triples: int = 500  #: validation subset used during training (final metrics use all)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "vocab_size": POSITIVE_INT, "description_words": NON_NEGATIVE, "max_length": POSITIVE_INT, "lr": POSITIVE,
+        "warmup_steps": NON_NEGATIVE, "weight_decay": NON_NEGATIVE, "time_budget_s": POSITIVE,
+        "cpu_budget_s": POSITIVE, "valid_max_triples": POSITIVE_INT,
+    }
 
 
 #: KGT5's defaults for the ``training`` keys it reads (not the KGE ones: validation every 10 epochs,
