@@ -70,6 +70,15 @@ def assert_user_error(res, *words: str) -> None:
     assert all(w in res.output for w in words), res.output
 
 
+def assert_usage_error(res, *words: str) -> None:
+    """A click ``CliRunner`` result of a usage error: exit code 2, click's usage lines, then one
+    ``Error: ...`` line naming ``words``; no traceback."""
+    assert isinstance(res.exception, SystemExit) and res.exit_code == 2, (res.exception, res.output)
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and all(w in last for w in words), res.output
+    assert "Traceback" not in res.output
+
+
 class TableScorer:
     """A scorer from fixed score tables: ``tails[h, r, :]`` and ``heads[t, r, :]``; with
     ``with_ranking_scores`` it also offers a strictly increasing ``ranking_scores`` (same ranks) and

@@ -150,12 +150,18 @@ def test_train_help_names_the_family_of_each_option():
     (["--model", "KGT5", "--workers", "2"], "--workers applies to KGE models"),
     (["--set", "model.name=kgt5", "--dim", "8"], "--dim applies to KGE models"),
     (["--model", "kgt5", "--no-reciprocal"], "--reciprocal/--no-reciprocal applies to KGE models"),
-    (["--set", "nonsense"], "must look like section.key=value"),
 ])
 def test_train_refuses_flags_of_another_family_before_writing(tmp_path, args, words):
     out = tmp_path / "o"
     res = CliRunner().invoke(cli, ["train", "--dataset", "nations", "--out", str(out), *args])
     reference.assert_user_error(res, words)
+    assert not out.exists()
+
+
+def test_a_set_without_a_value_is_a_usage_error(tmp_path):
+    out = tmp_path / "o"
+    res = CliRunner().invoke(cli, ["train", "--dataset", "nations", "--out", str(out), "--set", "nonsense"])
+    reference.assert_usage_error(res, "--set", "must look like section.key=value")
     assert not out.exists()
 
 

@@ -8,6 +8,7 @@ and the arrows point one way: features -> core), then the KGE kind of :mod:`kgco
 from __future__ import annotations
 
 import difflib
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -94,7 +95,13 @@ def train(
             n += 1
             out = stem.with_name(f"{stem.name}-{n}")
     kind = next(k for k in run_kinds() if k.trains(cfg))
-    return kind.train(ds, RunFolder(out), cfg, resume=resume, evaluate_test=evaluate_test)
+    folder = RunFolder(out)
+    if not resume:
+        folder.check_target()
+    if int(os.environ.get("RANK", "0")) != 0:  # a torchrun/accelerate rank > 0: rank 0 holds the lock
+        return kind.train(ds, folder, cfg, resume=resume, evaluate_test=evaluate_test)
+    with folder.lock():
+        return kind.train(ds, folder, cfg, resume=resume, evaluate_test=evaluate_test)
 
 
 def load_run(path: str | Path, **kwargs):

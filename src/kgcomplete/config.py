@@ -516,19 +516,26 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ValueError(f"override {text!r}: the value of {key.strip()!r} is not valid YAML "
+                         f"(quote it: {key.strip()}='\"...\"')") from None
 
 
 def read_yaml(path: str | Path) -> dict:
     """A YAML config file as a dict; a broken file is a one-line ``ConfigError`` naming the line."""
     try:
-        d = yaml.safe_load(Path(path).read_text())
+        d = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML text file (not UTF-8; damaged or binary?)") from None
     except yaml.YAMLError as e:  # one line: where the file breaks
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if d is None:
-        return {}
+        raise ConfigError(f"{path}: the config file is empty (a run's config.yaml is never empty: damaged? "
+                          f"a config given with --config needs at least one section)")
     if not isinstance(d, dict):
         raise TypeError(f"{path}: a config must be a mapping of sections, got {type(d).__name__}")
     return d

@@ -13,17 +13,54 @@ import click
 
 METRIC_KEYS = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
 
-#: exceptions the library raises for bad input (a message for the user, not a traceback)
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, TypeError)
+#: exceptions the library raises for bad input (a message for the user, not a traceback);
+#: FloatingPointError: training diverged (NaN/inf loss)
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, TypeError, FloatingPointError)
+
+#: what to do about an operating-system error, by errno name
+_OS_HINTS = {
+    "ENOSPC": "the disk is full; free space (the run's last checkpoint is kept) and resume with --resume",
+    "EDQUOT": "the disk quota is used up; free space and resume with --resume",
+    "EROFS": "the file system is read-only; choose another --out",
+    "EACCES": "permission denied; choose a folder you can write",
+    "EPERM": "permission denied; choose a folder you can write",
+}
 
 SERVE_EXTRA_HINT = "install the serving extra: pip install 'kgcomplete[serve]'"
 
 
 def message(exc: BaseException) -> str:
-    """The text of ``exc`` for the user (a KeyError's message without the quotes ``str`` adds)."""
+    """The text of ``exc`` for the user, on one line (a KeyError's message without the quotes
+    ``str`` adds; an OS error with its file and what to do)."""
     if isinstance(exc, KeyError) and len(exc.args) == 1:
-        return str(exc.args[0])
-    return str(exc)
+        text = str(exc.args[0])
+    elif isinstance(exc, OSError) and exc.strerror and not isinstance(exc, (FileNotFoundError, FileExistsError)):
+        import errno
+
+        name = errno.errorcode.get(exc.errno or 0, "")
+        where = f"{exc.filename}: " if exc.filename else ""
+        hint = _OS_HINTS.get(name)
+        text = f"{where}{exc.strerror}" + (f" ({hint})" if hint else "")
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split("\n")[0].split()) if "\n" in text else text
+
+
+class Group(click.Group):
+    """The ``kgc`` group: an error a command lets through -- bad input, a diverged training, a full
+    disk, a read-only folder -- ends the command with one ``Error: ...`` line (exit status 1)
+    instead of a traceback (``kgc -v`` logs the traceback too)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except (*USER_ERRORS, OSError, UnicodeDecodeError) as e:
+            import logging
+
+            logging.getLogger("kgcomplete.cli").debug("traceback", exc_info=True)
+            raise click.ClickException(message(e)) from None
 
 
 def fail(exc: BaseException) -> NoReturn:
@@ -66,4 +103,4 @@ def metrics_table(metrics: dict, title: str = "") -> str:
     return "\n".join(rows)
 
 
-__all__ = ["METRIC_KEYS", "SERVE_EXTRA_HINT", "USER_ERRORS", "fail", "message", "metrics_table", "need", "open_run"]
+__all__ = ["Group", "METRIC_KEYS", "SERVE_EXTRA_HINT", "USER_ERRORS", "fail", "message", "metrics_table", "need", "open_run"]

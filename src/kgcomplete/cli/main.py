@@ -26,9 +26,10 @@ import warnings
 import click
 
 from . import datasets, inspect_run, kgt5, report, serve, shards, train
+from .common import Group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kgcomplete")
 @click.option("-v", "--verbose", is_flag=True, help="Log every epoch.")
 def cli(verbose: bool) -> None:

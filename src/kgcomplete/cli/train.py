@@ -137,7 +137,7 @@ def train(dataset, model, out, config_file, resume, sets, drop_unknown, columns,
         try:
             parsed.append(parse_override(s))
         except ValueError as e:
-            fail(e)
+            raise click.BadParameter(str(e), param_hint="--set") from None  # a usage error: exit 2
     set_name = next((v for k, v in reversed(parsed) if k == "model.name"), None)
     check_flags(_model_name(model, config_file, resume, set_name), given)
     # flags, then --set (which wins over a flag for the same key), then --workers and the switches
