@@ -1,0 +1,273 @@
+"""Run-folder files: atomic writes, the epoch log, the common files of every run, checkpoint commits.
+
+Every run kind writes its folder through these helpers, so that a run folder is never left torn:
+``atomic_*`` write a temporary file and ``os.replace`` it; :func:`commit_files` makes the files of
+one checkpoint a single commit (:func:`recover_checkpoint` finishes or undoes one a crash cut short);
+:func:`trim_log` cuts ``log.jsonl`` back to the epoch a resume starts from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from ..atomic import atomic_write_bytes, atomic_write_file, atomic_write_text
+from ..config import Config, section_from_dict
+from ..data.dataset import Dataset
+from ..data.registry import load_configured
+from ..data.vocabulary import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: Optional[dict] = None) -> None:
+    atomic_write_file(path, lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, p,
+                                                metadata=metadata))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_log(run_dir: str | Path) -> list[dict]:
+    """The records of ``log.jsonl`` (a line torn by a kill while it was appended is skipped)."""
+    return trim_log(run_dir, None, write=False)
+
+
+def trim_log(run_dir: str | Path, epochs: Optional[int], write: bool = True) -> list[dict]:
+    """The records of the first ``epochs`` epochs of ``log.jsonl`` (None: all), skipping a line torn
+    by a kill. With ``write``, rewrite the file atomically when that drops anything: records of epochs
+    logged after the checkpoint a resume starts from, which are trained (and logged) again."""
+    p = Path(run_dir) / "log.jsonl"
+    if not p.exists():
+        return []
+    text = p.read_text()
+    records = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # empty, or torn by a kill while it was appended
+        if isinstance(rec, dict) and (epochs is None or int(rec.get("epoch", 0)) <= epochs):
+            records.append(rec)
+    kept = "".join(json.dumps(r) + "\n" for r in records)
+    if write and kept != text:
+        log.info("%s: kept the %d records up to epoch %s (of %d lines)", p, len(records), epochs, len(text.splitlines()))
+        atomic_write_bytes(p, kept.encode())
+    return records
+
+
+# ----------------------------------------------------------------- run folder
+#: in a run folder: marks it as kgcomplete's and is locked (``flock``) while a process writes the run
+LOCK_FILE = ".kgcomplete.lock"
+#: files that mark a folder written before :data:`LOCK_FILE` existed as a run (next to config.yaml)
+_LEGACY_RUN_FILES = ("checkpoint.safetensors", "trainer_state.json", "checkpoint_state.pt", "sharding.json",
+                     "metrics.json", "log.jsonl", "model.safetensors")
+
+
+class RunLockedError(FileExistsError):
+    """Another live process writes this run folder."""
+
+
+class RunFolder:
+    """Paths and writers of one run folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a kgcomplete run (its lock file, or an older run's files)."""
+        if (self / LOCK_FILE).exists():
+            return True
+        return (self / "config.yaml").is_file() and any((self / f).exists() for f in _LEGACY_RUN_FILES)
+
+    def check_target(self) -> None:
+        """Refuse to train into a path that is neither new, nor an empty folder, nor a run of
+        kgcomplete: nothing of the user's is ever overwritten."""
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise FileExistsError(f"{self.path} exists and is a file, not a run folder; choose another --out")
+        if self.is_run():
+            return
+        held = sorted(p.name for p in self.path.iterdir())
+        if held:
+            shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+            raise FileExistsError(f"{self.path} exists and is not a kgcomplete run (it holds {shown}); "
+                                  f"choose a new or empty folder for --out")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's exclusive lock while training writes it: a second writer (another
+        ``kgc train``, a ``--resume``) is refused with the holder's PID. The lock is an ``flock`` on
+        :data:`LOCK_FILE`, released by the OS when its process dies (a stale lock is never left).
+        A folder this call creates is removed again if nothing but the lock was written."""
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except ImportError:  # no flock (Windows): the folder is still marked as a run
+                pass
+            except BlockingIOError:
+                holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown"
+                raise RunLockedError(f"{self.path} is being written by another kgcomplete process ({holder}); "
+                                     f"wait for it to finish or use another --out") from None
+            info = f"PID {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info.encode(), 0)
+            try:
+                yield
+            except BaseException:
+                if created and [p.name for p in self.path.iterdir()] == [LOCK_FILE]:
+                    shutil.rmtree(self.path, ignore_errors=True)
+                raise
+        finally:
+            os.close(fd)  # releases the flock
+
+    def create(self, config: Config | dict, dataset: Dataset) -> None:
+        """The files every run starts with: ``config.yaml`` (a :class:`Config`, or a run kind's plain
+        config dict), the vocabularies, the dataset's metadata copies and, for a dataset given in code
+        (no ``data.source`` to reload it from), its splits."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if isinstance(config, Config):
+            config.save(self / "config.yaml")
+            source = config.data.source
+        else:
+            atomic_write_text(self / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+            source = (config.get("data") or {}).get("source")
+        dataset.entities.save(self / "entities.tsv")
+        dataset.relations.save(self / "relations.tsv")
+        for fname, frame in dataset.metadata_frames().items():
+            frame.to_csv(self / fname, sep="\t", header=False, index=False)
+        if source is None:
+            (self / "splits").mkdir(exist_ok=True)
+            for k, v in dataset.splits.items():
+                np.save(self / "splits" / f"{k}.npy", v)
+
+    def append_log(self, record: dict) -> None:
+        with open(self / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def metrics(self) -> dict:
+        p = self / "metrics.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def update_metrics(self, **parts) -> dict:
+        m = self.metrics()
+        m.update(parts)
+        atomic_write_json(self / "metrics.json", m)
+        return m
+
+    def dataset(self, config: Config | dict) -> Dataset:
+        """Reload the run's dataset (by name/folder, or from the saved splits) and check vocabularies.
+        ``config``: the run's :class:`Config` or plain config dict (its ``data`` section)."""
+        data = config.data if isinstance(config, Config) else section_from_dict("data", config.get("data") or {})
+        source = data.source
+        if source is None:
+            if not (self / "splits").is_dir():
+                raise ValueError(f"{self.path}/config.yaml names no dataset source and the run keeps no splits; "
+                                 f"pass the dataset (dataset=...)")
+            splits = {p.stem: np.load(p) for p in sorted((self / "splits").glob("*.npy"))}
+            ds = Dataset(
+                name=self.path.name,
+                entities=Vocabulary.load(self / "entities.tsv"),
+                relations=Vocabulary.load(self / "relations.tsv"),
+                splits=splits,
+            )
+            ds.attach_metadata_folder(self.path)
+            return ds
+        ds = load_configured(data)
+        ents = Vocabulary.load(self / "entities.tsv")
+        if len(ents) != ds.num_entities or not np.array_equal(ents.labels, ds.entities.labels):
+            raise ValueError(
+                f"{self.path}: dataset {source!r} no longer matches the run's entities.tsv "
+                f"({ds.num_entities} vs {len(ents)} entities)"
+            )
+        return ds
+
+
+
+# ------------------------------------------------------------ checkpoint commits
+_STAGING, _COMMITTED = ".checkpoint.staging", ".checkpoint.committed"
+_ORDER = "ORDER"  # in a staged checkpoint: its file names, in the order they are moved into place
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries (best effort: not every platform opens folders)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if Path(path).is_dir():
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not Path(path).is_dir():
+            raise
+    finally:
+        os.close(fd)
+
+
+def commit_files(folder: str | Path, writers: dict[str, Callable[[Path], None]]) -> None:
+    """Write the files of one checkpoint into ``folder`` as one commit: ``writers`` maps a file name
+    to ``write(path)``. The files are written to ``.checkpoint.staging/``, which is renamed to
+    ``.checkpoint.committed/`` (the commit: one atomic rename) and then moved into place in the
+    writers' order (put the counters last), so a kill at any point leaves either the previous
+    checkpoint or the new one (:func:`recover_checkpoint` finishes or undoes it). Single writer:
+    every file of the checkpoint comes from this process."""
+    folder = Path(folder)
+    recover_checkpoint(folder)
+    stage = folder / _STAGING
+    stage.mkdir()
+    for name, write in writers.items():
+        write(stage / name)
+        fsync_path(stage / name)
+    (stage / _ORDER).write_text("\n".join(writers) + "\n")
+    fsync_path(stage / _ORDER)
+    fsync_path(stage)
+    os.replace(stage, folder / _COMMITTED)  # the commit
+    fsync_path(folder)
+    recover_checkpoint(folder)
+
+
+def recover_checkpoint(folder: str | Path, roll_back: bool = True) -> None:
+    """Finish a committed checkpoint whose files were not all moved into place (a run killed after
+    the commit) and, with ``roll_back``, drop a staged one that was never committed. Readers pass
+    ``roll_back=False``: finishing is safe next to a running writer (whoever moves a file first
+    wins), dropping its staging folder is not."""
+    folder = Path(folder)
+    committed = folder / _COMMITTED
+    if committed.is_dir():
+        try:
+            order = (committed / _ORDER).read_text().split()
+        except FileNotFoundError:  # moved and removed by another process meanwhile
+            order = []
+        for name in order:
+            try:
+                os.replace(committed / name, folder / name)
+            except FileNotFoundError:  # already moved (by another process)
+                pass
+        shutil.rmtree(committed, ignore_errors=True)
+        fsync_path(folder)
+    if roll_back and (folder / _STAGING).exists():
+        shutil.rmtree(folder / _STAGING)

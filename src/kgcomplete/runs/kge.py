@@ -1,0 +1,250 @@
+"""The KGE run kind: :func:`train_kge` trains a shallow KGE model into a run folder, :class:`KGERun`
+opens one. Layout of ``RUN/``::
+
+    config.yaml               full configuration (defaults filled in)
+    entities.tsv, relations.tsv   vocabularies (id<TAB>label)
+    entity_names.tsv ...      dataset metadata copies (names for predictions)
+    splits/{train,valid,test}.npy  only when the dataset was given in code (no name/folder to reload)
+    checkpoint.safetensors    latest model parameters
+    best.safetensors          best-on-validation parameters
+    trainer_state.safetensors + trainer_state.json   optimizer, RNG and counters for --resume
+                              (the checkpoint files are committed together: see _save_checkpoint)
+    log.jsonl                 one JSON record per epoch (loss, lr, time, triples/s, valid MRR)
+    metrics.json              {"valid": {...}, "test": {...}, "train_time_s": ..., ...}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from ..config import Config
+from ..data.dataset import Dataset
+from ..evaluation.evaluator import evaluate as evaluate_scorer
+from ..models.base import KGEModel
+from ..training.memory import check_memory, estimate_for_dataset, parse_memory
+from ..training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
+from ..training.trainer import Trainer
+from .files import RunFolder, atomic_save_safetensors, commit_files, recover_checkpoint, trim_log
+from .kinds import RunKind
+from .protocol import KnownTriples, RunBase, embedding_matrix, relation_labels
+
+log = logging.getLogger(__name__)
+
+
+class ConfigRun(RunBase):
+    """What the KGE run kinds share (:class:`KGERun` and the sharded run): a :class:`Config`, the
+    run folder and the dataset. Scoring is up to the subclass (:class:`~kgcomplete.runs.protocol.Run`)."""
+
+    def __init__(self, path: Optional[Path], config: Config, dataset: Dataset):
+        self.path = Path(path) if path else None
+        self.config, self.dataset = config, dataset
+        self.known = KnownTriples(dataset)
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.path)
+
+    def config_dict(self) -> dict:
+        return self.config.to_dict()
+
+    @property
+    def eval_batch_elements(self) -> int:
+        return self.config.evaluation.batch_elements
+
+
+class KGERun(ConfigRun):
+    """A trained shallow KGE model with its dataset: evaluate, predict, export.
+
+    ``run.score_queries(anchor, r, candidates, head)`` makes it usable wherever a scorer is.
+    """
+
+    def __init__(self, path: Optional[Path], config: Config, model: KGEModel, dataset: Dataset):
+        super().__init__(path, config, dataset)
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"KGERun({self.path}, model={self.config.model.name}, dataset={self.dataset.name})"
+
+    @classmethod
+    def load(cls, path: str | Path, dataset: Optional[Dataset] = None, which: str = "best", device="cpu") -> "KGERun":
+        """Open a run folder; ``which``: ``best`` (falls back to latest) or ``latest`` parameters."""
+        folder = RunFolder(path)
+        if not (folder / "config.yaml").exists():
+            raise FileNotFoundError(f"{path}: not a run folder (no config.yaml)")
+        config = Config.load(folder / "config.yaml")
+        dataset = dataset if dataset is not None else folder.dataset(config)
+        model = make_model(config, dataset)
+        ckpt = folder / "best.safetensors"
+        if which != "best" or not ckpt.exists():
+            ckpt = folder / "checkpoint.safetensors"
+        if not ckpt.exists():
+            raise FileNotFoundError(f"{path}: no checkpoint (training never saved one)")
+        model.load_state_dict(load_file(ckpt))
+        model.to(device).eval()
+        return cls(folder.path, config, model, dataset)
+
+    # ----------------------------------------------------------- scoring API
+    def score_queries(self, anchor, r, candidates=None, head: bool = False):
+        return self.model.score_queries(anchor, r, candidates, head=head)
+
+    def score_triples(self, triples) -> np.ndarray:
+        """``(B, 3)`` ids -> ``(B,)`` scores."""
+        with torch.no_grad():
+            return self.model.score_triples(torch.as_tensor(np.asarray(triples, np.int64))).numpy()
+
+    def evaluate(self, split: str = "test", filtered: bool = True, progress: bool = False) -> dict:
+        """Filtered (default) or raw ranking metrics on a split."""
+        return evaluate_scorer(
+            self.model,
+            self.dataset,
+            split,
+            filtered=filtered,
+            chunk_elements=self.config.evaluation.batch_elements,
+            per_relation=self.config.evaluation.per_relation,
+            progress=progress,
+            filter_index=self.filter_index("all") if filtered else None,
+        )
+
+    def entity_embeddings(self) -> np.ndarray:
+        return embedding_matrix(self.model.entity_emb.weight)
+
+    def relation_embeddings(self) -> np.ndarray:
+        return embedding_matrix(self.model.relation_emb.weight)
+
+    def export(self, out: Optional[str | Path] = None) -> dict[str, Path]:
+        """Write ``entity_embeddings.npy``, ``relation_embeddings.npy`` and vocabulary TSVs."""
+        out = Path(out) if out else self.path / "export"
+        out.mkdir(parents=True, exist_ok=True)
+        files = {
+            "entity_embeddings": out / "entity_embeddings.npy",
+            "relation_embeddings": out / "relation_embeddings.npy",
+            "entities": out / "entities.tsv",
+            "relations": out / "relations.tsv",
+        }
+        np.save(files["entity_embeddings"], self.entity_embeddings())
+        np.save(files["relation_embeddings"], self.relation_embeddings())
+        import pandas as pd
+
+        pd.DataFrame({"id": np.arange(self.dataset.num_entities), "label": self.dataset.entities.labels,
+                      "name": self.dataset.entity_text(np.arange(self.dataset.num_entities))}).to_csv(
+            files["entities"], sep="\t", index=False)
+        pd.DataFrame({"id": np.arange(self.model.num_relations),
+                      "label": relation_labels(self.dataset, self.model.num_relations)}).to_csv(
+            files["relations"], sep="\t", index=False)
+        return files
+
+
+def make_model(config: Config, dataset: Dataset) -> KGEModel:
+    """The model ``config`` describes, sized for ``dataset`` (:func:`kgcomplete.models.from_config`)."""
+    from ..models import from_config
+
+    return from_config(config, dataset.num_entities, dataset.num_relations)
+
+
+
+def _save_checkpoint(folder: RunFolder, trainer: Trainer, reason: str) -> None:
+    """Save parameters, best parameters, optimizer + RNG tensors and counters as one commit
+    (:func:`commit_files`); ``best.safetensors`` is rewritten only when the best epoch changed."""
+    writers = {"checkpoint.safetensors": partial(atomic_save_safetensors, trainer.model.state_dict())}
+    best_saved = (getattr(trainer, "_saved_best_epoch", None) == trainer.best_epoch
+                  and (folder / "best.safetensors").exists())
+    if trainer.best_state is not None and not best_saved:
+        writers["best.safetensors"] = partial(atomic_save_safetensors, trainer.best_state)
+    tensors, skeleton = optimizer_state_tensors(trainer.optimizer)
+    tensors.update({f"__rng__/{k}": v for k, v in trainer.rng_state().items()})
+    writers["trainer_state.safetensors"] = partial(atomic_save_safetensors, tensors)
+    state = trainer.state()
+    state.update(optimizer=skeleton, reason=reason, saved_at=time.time())
+    writers["trainer_state.json"] = lambda p: p.write_text(json.dumps(state, indent=2) + "\n")
+    commit_files(folder.path, writers)
+    trainer._saved_best_epoch = trainer.best_epoch
+
+
+def _restore(folder: RunFolder, trainer: Trainer) -> None:
+    """Load the checkpoint (model, optimizer, RNG states, counters, position in an interrupted
+    epoch, best parameters) into ``trainer``; the log is cut back to the checkpoint's epoch."""
+    trainer.model.load_state_dict(load_file(folder / "checkpoint.safetensors"))
+    state = json.loads((folder / "trainer_state.json").read_text())
+    tensors = load_file(folder / "trainer_state.safetensors")
+    rng = {k.removeprefix("__rng__/"): tensors.pop(k) for k in list(tensors) if k.startswith("__rng__/")}
+    trainer.load_rng_state(rng)
+    trainer.optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state["optimizer"]))
+    trainer.load_state(state)
+    if (folder / "best.safetensors").exists():
+        trainer.best_state = load_file(folder / "best.safetensors")
+        trainer._saved_best_epoch = trainer.best_epoch
+    trainer.history = trim_log(folder.path, int(state["epoch"]))
+
+
+def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False, evaluate_test: bool = True) -> "KGERun":
+    """Train a shallow KGE model of ``cfg`` on ``ds`` into ``folder`` (the KGE run kind; see
+    :func:`kgcomplete.train` for the public entry point) and return its :class:`KGERun`."""
+    out = folder.path
+    if folder.path.is_dir():
+        recover_checkpoint(folder.path)
+    if not resume:
+        if (folder / "checkpoint.safetensors").exists():
+            raise FileExistsError(f"{out} already holds a trained run; use resume or another --out")
+        folder.create(cfg, ds)
+        trim_log(folder.path, 0)  # records of an earlier attempt that never saved a checkpoint
+    else:
+        cfg.save(folder / "config.yaml")
+    estimate = estimate_for_dataset(cfg, ds)
+    if cfg.training.progress or cfg.training.max_memory:
+        print(estimate.table(parse_memory(cfg.training.max_memory)), file=sys.stderr, flush=True)
+    log.info("%s", estimate.table())
+    check_memory(estimate, cfg.training.max_memory)  # before any table is allocated
+    torch.manual_seed(cfg.training.seed)
+    kge = make_model(cfg, ds)
+    trainer = Trainer(
+        kge, ds, cfg.training, cfg.evaluation.batch_elements,
+        checkpoint=lambda t, reason: _save_checkpoint(folder, t, reason),
+        log_epoch=folder.append_log,
+    )
+    if resume and (folder / "checkpoint.safetensors").exists():
+        _restore(folder, trainer)
+        rows = (trainer.epoch_progress or {}).get("rows", 0)
+        log.info("resumed %s at epoch %d%s", out, trainer.epoch, f" + {rows} rows" if rows else "")
+    elif resume:
+        trim_log(folder.path, 0)  # killed before the first checkpoint: start over
+    trainer.fit()
+    trainer.load_best()
+    run = KGERun(folder.path, cfg, kge, ds)
+    info = {
+        "dataset": ds.summary(),
+        "model": cfg.model.name,
+        "epochs": trainer.epoch,
+        "best_epoch": trainer.best_epoch,
+        "stopped": trainer.stop_reason,
+        "train_time_s": trainer.train_time_s,
+        "train_triples_per_s": trainer.train_triples / max(trainer.train_time_s, 1e-9),
+        "num_parameters": int(sum(p.numel() for p in kge.parameters())),
+        "memory_estimate": estimate.as_dict(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+    if evaluate_test:
+        if len(ds.valid):
+            info["valid"] = run.evaluate("valid")
+        if len(ds.test):
+            t0 = time.perf_counter()
+            info["test"] = run.evaluate("test")
+            info["test_eval_time_s"] = time.perf_counter() - t0
+    folder.update_metrics(**info)
+    return run
+
+
+KGE_RUN = RunKind("kge", trains=lambda cfg: True, train=train_kge, opens=lambda path: True,
+                  load=lambda path, **kw: KGERun.load(path, **kw))
