@@ -9,6 +9,7 @@ one checkpoint a single commit (:func:`recover_checkpoint` finishes or undoes on
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -206,6 +207,84 @@ class RunFolder:
 
 
 
+# ------------------------------------------------------------ checksums, checked reads
+#: in a run folder: ``{file name: sha256}`` of every file a checkpoint commit wrote, moved into place
+#: last by :func:`commit_files`; files listed there are verified when they are read
+CHECKSUMS = "checksums.json"
+
+
+class DamagedFileError(ValueError):
+    """A run file that is damaged: its checksum differs from the one saved with it, or it cannot be parsed."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checksums(folder: str | Path) -> dict[str, str]:
+    p = Path(folder) / CHECKSUMS
+    if not p.exists():
+        return {}
+    try:
+        out = json.loads(p.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DamagedFileError(f"{p}: damaged ({e}); the run's checkpoint files cannot be verified") from None
+    return out if isinstance(out, dict) else {}
+
+
+def verify(path: Path) -> None:
+    """Raise :class:`DamagedFileError` naming ``path`` when its sha256 differs from the one its
+    checkpoint commit recorded (files written before checksums existed are not checked)."""
+    path = Path(path)
+    expected = checksums(path.parent).get(path.name)
+    if expected is None:
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing (the run's checksums.json lists it)")
+    if sha256_file(path) != expected:
+        raise DamagedFileError(f"{path}: damaged (its sha256 differs from the one saved with the checkpoint)")
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file, verified; a damaged, truncated or empty one is a
+    :class:`DamagedFileError` naming it."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    verify(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        return load_file(path)
+    except Exception as e:  # safetensors' own errors: a truncated, empty or foreign file
+        raise DamagedFileError(f"{path}: not a readable safetensors file ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else 'empty'})") from None
+
+
+def read_json(path: Path) -> Any:
+    """A run's JSON file (e.g. trainer_state.json), verified; damage is a :class:`DamagedFileError` naming it."""
+    path = Path(path)
+    verify(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DamagedFileError(f"{path}: damaged, not JSON ({e})") from None
+
+
+def load_into(module: torch.nn.Module, path: Path) -> None:
+    """``module.load_state_dict`` from a checkpoint file, with the file named when it does not fit."""
+    tensors = read_tensors(path)
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e).splitlines()[0])
+        raise DamagedFileError(f"{path}: does not fit the model of the run's config.yaml ({first})") from None
+
+
 # ------------------------------------------------------------ checkpoint commits
 _STAGING, _COMMITTED = ".checkpoint.staging", ".checkpoint.committed"
 _ORDER = "ORDER"  # in a staged checkpoint: its file names, in the order they are moved into place
@@ -239,10 +318,14 @@ def commit_files(folder: str | Path, writers: dict[str, Callable[[Path], None]])
     recover_checkpoint(folder)
     stage = folder / _STAGING
     stage.mkdir()
+    sums = checksums(folder)
     for name, write in writers.items():
         write(stage / name)
         fsync_path(stage / name)
-    (stage / _ORDER).write_text("\n".join(writers) + "\n")
+        sums[name] = sha256_file(stage / name)
+    (stage / CHECKSUMS).write_text(json.dumps(sums, indent=1, sort_keys=True) + "\n")
+    fsync_path(stage / CHECKSUMS)
+    (stage / _ORDER).write_text("\n".join([*writers, CHECKSUMS]) + "\n")
     fsync_path(stage / _ORDER)
     fsync_path(stage)
     os.replace(stage, folder / _COMMITTED)  # the commit

@@ -26,7 +26,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from ..config import Config
 from ..data.dataset import Dataset
@@ -35,7 +34,8 @@ from ..models.base import KGEModel
 from ..training.memory import check_memory, estimate_for_dataset, parse_memory
 from ..training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
 from ..training.trainer import Trainer
-from .files import RunFolder, atomic_save_safetensors, commit_files, recover_checkpoint, trim_log
+from .files import (DamagedFileError, RunFolder, atomic_save_safetensors, commit_files, load_into, read_json,
+                    read_tensors, recover_checkpoint, trim_log)
 from .kinds import RunKind
 from .protocol import KnownTriples, RunBase, embedding_matrix, relation_labels
 
@@ -80,17 +80,13 @@ class KGERun(ConfigRun):
     def load(cls, path: str | Path, dataset: Optional[Dataset] = None, which: str = "best", device="cpu") -> "KGERun":
         """Open a run folder; ``which``: ``best`` (falls back to latest) or ``latest`` parameters."""
         folder = RunFolder(path)
+        recover_checkpoint(folder.path, roll_back=False)  # finish a checkpoint a crash left half moved
         if not (folder / "config.yaml").exists():
             raise FileNotFoundError(f"{path}: not a run folder (no config.yaml)")
         config = Config.load(folder / "config.yaml")
         dataset = dataset if dataset is not None else folder.dataset(config)
         model = make_model(config, dataset)
-        ckpt = folder / "best.safetensors"
-        if which != "best" or not ckpt.exists():
-            ckpt = folder / "checkpoint.safetensors"
-        if not ckpt.exists():
-            raise FileNotFoundError(f"{path}: no checkpoint (training never saved one)")
-        model.load_state_dict(load_file(ckpt))
+        load_parameters(folder, model, which)
         model.to(device).eval()
         return cls(folder.path, config, model, dataset)
 
@@ -171,18 +167,44 @@ def _save_checkpoint(folder: RunFolder, trainer: Trainer, reason: str) -> None:
     trainer._saved_best_epoch = trainer.best_epoch
 
 
+def load_parameters(folder: RunFolder, model: KGEModel, which: str = "best") -> Path:
+    """Load ``best`` or ``latest`` parameters into ``model``; returns the file used. A missing best
+    falls back to the latest; a damaged file (checksum, truncation, shapes) falls back to the other
+    one with a warning that names both, and is an error when both are damaged."""
+    if which not in ("best", "latest"):
+        raise ValueError(f"which={which!r}: expected best | latest")
+    order = ["best.safetensors", "checkpoint.safetensors"]
+    order = order if which == "best" else order[::-1]
+    files = [folder / name for name in order if (folder / name).exists()]
+    if not files:
+        raise FileNotFoundError(f"{folder.path}: no checkpoint (training never saved one)")
+    errors = []
+    for f in files:
+        try:
+            load_into(model, f)
+        except DamagedFileError as e:
+            errors.append(str(e))
+            continue
+        if errors:
+            log.warning("%s; loaded %s instead", errors[0], f.name)
+        return f
+    raise DamagedFileError("; ".join(errors) + ("" if len(errors) > 1 else " (and no other checkpoint to fall back to)"))
+
+
 def _restore(folder: RunFolder, trainer: Trainer) -> None:
     """Load the checkpoint (model, optimizer, RNG states, counters, position in an interrupted
-    epoch, best parameters) into ``trainer``; the log is cut back to the checkpoint's epoch."""
-    trainer.model.load_state_dict(load_file(folder / "checkpoint.safetensors"))
-    state = json.loads((folder / "trainer_state.json").read_text())
-    tensors = load_file(folder / "trainer_state.safetensors")
+    epoch, best parameters) into ``trainer``, every file verified against its checksum (a damaged
+    one is an error naming it: resuming from other files would not continue the run exactly); the
+    log is cut back to the checkpoint's epoch."""
+    load_into(trainer.model, folder / "checkpoint.safetensors")
+    state = read_json(folder / "trainer_state.json")
+    tensors = read_tensors(folder / "trainer_state.safetensors")
     rng = {k.removeprefix("__rng__/"): tensors.pop(k) for k in list(tensors) if k.startswith("__rng__/")}
     trainer.load_rng_state(rng)
     trainer.optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state["optimizer"]))
     trainer.load_state(state)
     if (folder / "best.safetensors").exists():
-        trainer.best_state = load_file(folder / "best.safetensors")
+        trainer.best_state = read_tensors(folder / "best.safetensors")
         trainer._saved_best_epoch = trainer.best_epoch
     trainer.history = trim_log(folder.path, int(state["epoch"]))
 

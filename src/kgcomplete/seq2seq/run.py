@@ -32,7 +32,7 @@ from ..config import (CORE_SECTIONS, Config, ModelConfig, TrainingConfig, featur
                       section_from_dict)
 from ..runs.protocol import KnownTriples, RunBase, top_k_predictions
 from ..atomic import atomic_write_text
-from ..runs.files import RunFolder, recover_checkpoint
+from ..runs.files import RunFolder, recover_checkpoint, verify
 from .decoding import KGT5Scorer
 from .encoding import QueryEncoder
 from .model import build_model, model_from_folder, num_parameters, save_model_config
@@ -210,6 +210,7 @@ class KGT5Run(RunBase):
             raise ValueError(f"{path}: the dataset's entities differ from the run's entities.tsv")
         texts = EntityTexts.load(path)
         tok = KGTokenizer.load(path)
+        verify(path / weights)
         model = model_from_folder(path, path / weights)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = model.to(device)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..config import TrainingConfig
-from ..runs.files import RunFolder, atomic_write_file, commit_files, recover_checkpoint, trim_log
+from ..runs.files import RunFolder, atomic_write_file, commit_files, recover_checkpoint, trim_log, verify
 from ..training.loop import EpochLoop
 from .section import TRAINING_DEFAULTS, KGT5Config
 from .tokenizer import PAD_ID
@@ -274,6 +274,8 @@ def _restore(folder: RunFolder, trainer: KGT5Trainer) -> None:
     acc.wait_for_everyone()
     state = None
     if (folder / STATE).exists() and (folder / CHECKPOINT).exists():
+        verify(folder / CHECKPOINT)
+        verify(folder / STATE)
         state = torch.load(folder / STATE, map_location="cpu", weights_only=False)
     if acc.is_main_process:
         trim_log(folder.path, state["epoch"] if state is not None else 0)
