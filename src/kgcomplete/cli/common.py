@@ -56,7 +56,11 @@ class Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt, SystemExit):
             raise
-        except (*USER_ERRORS, OSError, UnicodeDecodeError) as e:
+        except Exception as e:
+            from ..data.download import DownloadError
+
+            if not isinstance(e, (*USER_ERRORS, OSError, UnicodeDecodeError, DownloadError)):
+                raise
             import logging
 
             logging.getLogger("kgcomplete.cli").debug("traceback", exc_info=True)

@@ -141,7 +141,10 @@ class Dataset:
         if duplicates not in ("drop", "keep"):
             raise ValueError(f"duplicates={duplicates!r}: expected 'drop' or 'keep'")
         arrays = {k: np.asarray(v, dtype=object).reshape(-1, 3) for k, v in splits.items()}
+        where = lambda k: sources[k] if sources and k in sources else f"{name}: split {k!r}"  # noqa: E731
         train = arrays["train"]
+        if not len(train):
+            raise ValueError(f"{where('train')}: no training triples (the file is empty)")
         ent_src = [train[:, 0], train[:, 2]]
         rel_src = [train[:, 1]]
         if unknown == "keep":
@@ -182,10 +185,6 @@ class Dataset:
                                 len(ids))
                     ids = ids[np.sort(first)]
             out[k] = np.ascontiguousarray(ids, dtype=np.int64)
-        where = lambda k: sources[k] if sources and k in sources else f"{name}: split {k!r}"  # noqa: E731
-        if not len(out["train"]):
-            why = f" (all {len(train)} dropped: unseen entities/relations)" if len(train) else ""
-            raise ValueError(f"{where('train')}: no training triples{why}")
         for k in out:
             if k != "train" and not len(out[k]):
                 log.warning("%s: no %s triples%s", where(k), k, " (no validation: early stopping is off)"

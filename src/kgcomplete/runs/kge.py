@@ -220,8 +220,6 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
             raise FileExistsError(f"{out} already holds a trained run; use resume or another --out")
         folder.create(cfg, ds)
         trim_log(folder.path, 0)  # records of an earlier attempt that never saved a checkpoint
-    else:
-        cfg.save(folder / "config.yaml")
     estimate = estimate_for_dataset(cfg, ds)
     if cfg.training.progress or cfg.training.max_memory:
         print(estimate.table(parse_memory(cfg.training.max_memory)), file=sys.stderr, flush=True)
@@ -235,11 +233,13 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
         log_epoch=folder.append_log,
     )
     if resume and (folder / "checkpoint.safetensors").exists():
-        _restore(folder, trainer)
+        _restore(folder, trainer)  # every file checked before config.yaml changes
         rows = (trainer.epoch_progress or {}).get("rows", 0)
         log.info("resumed %s at epoch %d%s", out, trainer.epoch, f" + {rows} rows" if rows else "")
     elif resume:
         trim_log(folder.path, 0)  # killed before the first checkpoint: start over
+    if resume:
+        cfg.save(folder / "config.yaml")  # e.g. raised epochs
     trainer.fit()
     trainer.load_best()
     run = KGERun(folder.path, cfg, kge, ds)

@@ -15,8 +15,8 @@ from .section import KGT5Config  # noqa: F401  (registers the ``kgt5`` config se
 def _is_kgt5(path: Path) -> bool:
     from ..config import read_yaml
 
-    cfg = read_yaml(Path(path) / "config.yaml")
-    return str((cfg.get("model") or {}).get("name", "")).lower() == "kgt5"
+    model = read_yaml(Path(path) / "config.yaml").get("model")
+    return isinstance(model, dict) and str(model.get("name", "")).lower() == "kgt5"
 
 
 def _train(ds, folder, cfg, resume=False, evaluate_test=True):
