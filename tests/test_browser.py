@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,15 +30,11 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the Playwright package is missing (pip install 'kgcomplete[browser]')")
 pytest.importorskip("fastapi", reason="serving extra not installed (pip install 'kgcomplete[serve]')")
 
+from live_server import free_port  # noqa: E402
+
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _kgc(*args: str) -> list[str]:
@@ -48,7 +43,7 @@ def _kgc(*args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(umls_run_dir, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "wb") as fh:

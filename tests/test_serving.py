@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 
 import numpy as np
@@ -17,6 +15,7 @@ pytest.importorskip("httpx", reason="serving extra not installed (pip install 'k
 from fastapi.testclient import TestClient  # noqa: E402
 
 from kgcomplete.serving.app import create_app  # noqa: E402
+from live_server import live_server  # noqa: E402
 from kgcomplete.serving.engine import Limits, PrefixIndex  # noqa: E402
 
 
@@ -270,27 +269,12 @@ def test_works_without_lifespan_context(run):
 
 
 # ------------------------------------------------------------------ concurrency
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_concurrent_queries_on_localhost_are_batched_and_correct(run):
     import httpx
-    import uvicorn
 
     ds = run.dataset
     app = create_app(run, Limits(max_wait_ms=5.0))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 20
-        while not server.started:
-            assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
+    with live_server(app) as url:
         rng = np.random.default_rng(0)
         tr = ds.splits["train"][rng.choice(len(ds.splits["train"]), 48, replace=False)]
         ent, rel = ds.entities.labels, ds.relations.labels
@@ -304,7 +288,7 @@ def test_concurrent_queries_on_localhost_are_batched_and_correct(run):
 
         async def fire():
             limits = httpx.Limits(max_connections=64)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20, limits=limits) as c:
+            async with httpx.AsyncClient(base_url=url, timeout=20, limits=limits) as c:
                 gets = [c.get(path, params=params) for _, path, params, _ in jobs]
                 post = c.post("/api/predict", json={"queries": [{"head": ent[h], "relation": rel[r]} for h, r, _ in tr[:16]], "k": 4})
                 return await asyncio.wait_for(asyncio.gather(*gets, post), 30)
@@ -324,6 +308,3 @@ def test_concurrent_queries_on_localhost_are_batched_and_correct(run):
         assert stats.requests == len(jobs) + 1 and stats.queries == len(jobs) + 16
         assert stats.calls < stats.requests, f"no batching happened: {stats.as_dict()}"
         assert elapsed < 30
-    finally:
-        server.should_exit = True
-        thread.join(10)

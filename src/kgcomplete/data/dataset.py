@@ -277,6 +277,20 @@ class Dataset:
         path = Path(path)
         self.attach_metadata({attr: path / f for attr, f in METADATA_FILES.items() if (path / f).exists()})
 
+    def name_index(self, kind: str):
+        """A :class:`~kgcomplete.data.fuzzy.NameIndex` of ``entity_names`` / ``relation_names``
+        (``kind``: entity | relation), built once per names array; None without names."""
+        names = self.entity_names if kind == "entity" else self.relation_names
+        if names is None:
+            return None
+        cache = self.__dict__.setdefault("_name_indexes", {})
+        held = cache.get(kind)
+        if held is None or held[0] is not names:
+            from .fuzzy import NameIndex
+
+            held = cache[kind] = (names, NameIndex(names))
+        return held[1]
+
     def attach_metadata(self, files: Mapping[str, str | Path]) -> None:
         """Attach ``{attribute: id<TAB>text file}`` (attributes as in :data:`METADATA_FILES`)."""
         for attr, f in files.items():

@@ -21,6 +21,7 @@ class Vocabulary:
         if not self._index.is_unique:
             dup = self._index[self._index.duplicated()][:5].tolist()
             raise ValueError(f"vocabulary labels must be unique; duplicated: {dup}")
+        self._fuzzy = None  # close-match index, built on first use
 
     @classmethod
     def from_values(cls, *arrays: np.ndarray) -> "Vocabulary":
@@ -63,20 +64,17 @@ class Vocabulary:
         return self.labels[np.asarray(ids, dtype=np.int64)]
 
     def close_matches(self, label: str, n: int = 5) -> list[str]:
-        """Labels that start with, contain, or resemble ``label`` (for error messages)."""
-        import difflib
+        """Labels that start with or look like ``label`` (for error messages), from an index built
+        on first use (:class:`~kgcomplete.data.fuzzy.FuzzyIndex`: milliseconds at a million labels)."""
+        return self.fuzzy_index().close_matches(str(label), n)
 
-        labels = self._index.astype(str)
-        low = label.lower()
-        lower = labels.str.lower()
-        prefix = labels[lower.str.startswith(low)][:n].tolist()
-        if len(prefix) >= n:
-            return prefix
-        contains = [x for x in labels[lower.str.contains(low, regex=False)][: n * 2].tolist() if x not in prefix]
-        out = (prefix + contains)[:n]
-        if len(out) < n and len(labels) <= 200_000:
-            out += [x for x in difflib.get_close_matches(label, labels.tolist(), n=n) if x not in out]
-        return out[:n]
+    def fuzzy_index(self):
+        """The close-match index of the labels (:class:`~kgcomplete.data.fuzzy.FuzzyIndex`, built once)."""
+        if self._fuzzy is None:
+            from .fuzzy import FuzzyIndex
+
+            self._fuzzy = FuzzyIndex(self.labels)
+        return self._fuzzy
 
     def save(self, path: str | Path) -> None:
         """Write ``id<TAB>label`` lines."""

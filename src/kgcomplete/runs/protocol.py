@@ -22,7 +22,6 @@ import torch
 
 from ..config import Config, EvalConfig
 from ..data.dataset import Dataset
-from ..data.vocabulary import Vocabulary
 from ..evaluation.evaluator import evaluate as evaluate_scorer
 from ..evaluation.filter_index import FilterIndex
 
@@ -138,10 +137,10 @@ class RunBase:
 
     def resolve_entity(self, text: str) -> int:
         """Entity id from its label or (unique) name; KeyError with close matches otherwise."""
-        return resolve(self.dataset.entities, self.dataset.entity_names, text, "entity")
+        return resolve(self.dataset, text, "entity")
 
     def resolve_relation(self, text: str) -> int:
-        return resolve(self.dataset.relations, self.dataset.relation_names, text, "relation")
+        return resolve(self.dataset, text, "relation")
 
     def predict(
         self, head: Optional[str] = None, relation: Optional[str] = None, tail: Optional[str] = None, k: int = 10,
@@ -287,19 +286,31 @@ class UnknownNameError(KeyError):
         self.close_matches = close_matches
 
 
-def resolve(vocab: Vocabulary, names: Optional[np.ndarray], text: str, kind: str) -> int:
+def resolve(dataset: Dataset, text: str, kind: str) -> int:
+    """The id of an entity/relation (``kind``) from its label or its unique name; otherwise
+    :class:`UnknownNameError` with close matches from indexes built once (no scan per call)."""
+    vocab = dataset.entities if kind == "entity" else dataset.relations
     i = vocab.encode([text])[0]
     if i >= 0:
         return int(i)
+    names = dataset.name_index(kind)
     if names is not None:
-        hits = np.flatnonzero(names == text)
+        hits = names.ids(text)
         if len(hits) == 1:
             return int(hits[0])
         if len(hits) > 1:
             raise KeyError(f"{kind} name {text!r} is ambiguous: labels {vocab.labels[hits[:5]].tolist()}")
     close = vocab.close_matches(text)
     if names is not None and len(close) < 5:
-        name_vocab = Vocabulary(np.unique(names.astype(str)))
-        close += [n for n in name_vocab.close_matches(text) if n not in close][: 5 - len(close)]
+        close += [n for n in names.close_matches(text) if n not in close][: 5 - len(close)]
     hint = f"; close matches: {close}" if close else f"; no close match among {len(vocab)} {kind} labels"
-    raise UnknownNameError(f"unknown {kind} {text!r}{hint}", close)
+    raise UnknownNameError(f"unknown {kind} {_shown(text)}{hint}", close)
+
+
+#: the longest text of a user's value repeated in a message (a 10 MB name is not echoed back)
+MAX_SHOWN = 200
+
+
+def _shown(text: str) -> str:
+    text = str(text)
+    return repr(text) if len(text) <= MAX_SHOWN else repr(text[:MAX_SHOWN]) + f"... ({len(text)} characters)"

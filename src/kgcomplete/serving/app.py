@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
-from .engine import Limits, MicroBatcher, QueryEngine, UnknownName
+from .engine import Limits, MicroBatcher, QueryEngine, UnknownName, shorten
 
 STATIC = Path(__file__).with_name("static")
 
@@ -54,8 +56,8 @@ class QuerySpec(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     queries: list[QuerySpec] = Field(min_length=1)
-    k: int = Field(10, ge=1)
-    exclude_known: bool = False
+    k: StrictInt = Field(10, ge=1)  #: a JSON integer ("3" and true are refused)
+    exclude_known: StrictBool = False
 
 
 class TripleSpec(BaseModel):
@@ -85,6 +87,8 @@ def create_app(run: Any, limits: Optional[Limits] = None) -> FastAPI:
     """
     limits = limits or Limits()
     engine = run if isinstance(run, QueryEngine) else QueryEngine(run)
+    import anyio
+    import anyio.to_thread
     batcher = MicroBatcher(engine, max_wait_ms=limits.max_wait_ms, max_batch=max(limits.max_batch, 64))
     started = time.time()
 
@@ -93,6 +97,7 @@ def create_app(run: Any, limits: Optional[Limits] = None) -> FastAPI:
         if engine.num_entities and engine.num_relations:  # warm-up: builds the per-split and all-triples
             # indexes once (exclude_known=True needs the latter), not inside the first request
             await batcher.run_blocking(engine.predict_ids, np.zeros(1, np.int64), np.zeros(1, np.int64), False, 1, True)
+        await anyio.to_thread.run_sync(engine.build_name_indexes)  # close matches from an index, from the start
         yield
         await batcher.aclose()
         batcher.shutdown()
@@ -105,15 +110,31 @@ def create_app(run: Any, limits: Optional[Limits] = None) -> FastAPI:
         if n > limits.max_batch:
             raise HTTPException(422, detail={"error": f"too many {what}: {n} > {limits.max_batch} per request"})
 
-    async def answer(specs: list[QuerySpec], k: int, exclude_known: bool) -> list[dict]:
-        anchors, rels, heads = [], [], []
-        for i, q in enumerate(specs):  # resolve all names first (4xx before any model work)
+    limiters: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    def name_threads():
+        """Name lookups run on at most two threads (one limiter per event loop): many more would
+        only contend for the GIL with the event loop and delay every other request."""
+        loop = asyncio.get_running_loop()
+        if loop not in limiters:
+            limiters[loop] = anyio.CapacityLimiter(2)
+        return limiters[loop]
+
+    def resolve_queries(specs: list[QuerySpec]) -> tuple[list[int], list[int]]:
+        anchors, rels = [], []
+        for i, q in enumerate(specs):
             try:
                 rels.append(engine.resolve_relation(q.relation))
                 anchors.append(engine.resolve_entity(q.head if q.head is not None else q.tail))
             except UnknownName as e:
                 raise _not_found(e, i if len(specs) > 1 else None)
-            heads.append(q.head is None)
+        return anchors, rels
+
+    async def answer(specs: list[QuerySpec], k: int, exclude_known: bool) -> list[dict]:
+        # names first (4xx before any model work), on a worker thread: neither the event loop
+        # (health, other requests) nor the model thread waits for a close-match search
+        anchors, rels = await anyio.to_thread.run_sync(resolve_queries, specs, limiter=name_threads())
+        heads = [q.head is None for q in specs]
         anchors_np, rels_np, heads_np = np.array(anchors), np.array(rels), np.array(heads)
         groups = [np.flatnonzero(heads_np == h) for h in (False, True)]
         parts = await asyncio.gather(*[
@@ -176,13 +197,17 @@ def create_app(run: Any, limits: Optional[Limits] = None) -> FastAPI:
     @app.post("/api/score")
     async def score(req: ScoreRequest) -> dict:
         check_batch(len(req.triples), "triples")
-        ids = np.empty((len(req.triples), 3), np.int64)
-        for i, t in enumerate(req.triples):
-            h, r, tl = (t.head, t.relation, t.tail) if isinstance(t, TripleSpec) else t
-            try:
-                ids[i] = engine.resolve_entity(h), engine.resolve_relation(r), engine.resolve_entity(tl)
-            except UnknownName as e:
-                raise _not_found(e, i)
+        def resolve_triples() -> np.ndarray:
+            ids = np.empty((len(req.triples), 3), np.int64)
+            for i, t in enumerate(req.triples):
+                h, r, tl = (t.head, t.relation, t.tail) if isinstance(t, TripleSpec) else t
+                try:
+                    ids[i] = engine.resolve_entity(h), engine.resolve_relation(r), engine.resolve_entity(tl)
+                except UnknownName as e:
+                    raise _not_found(e, i)
+            return ids
+
+        ids = await anyio.to_thread.run_sync(resolve_triples, limiter=name_threads())
         scores, known = await batcher.run_blocking(lambda: (engine.score_triples(ids), engine.known_split(ids)))
         return {"scores": [
             {"head": str(engine.entity_labels[h]), "relation": str(engine.relation_labels[r]),
@@ -202,12 +227,64 @@ def create_app(run: Any, limits: Optional[Limits] = None) -> FastAPI:
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc: RequestValidationError) -> JSONResponse:  # 422, echoing no big input
+        errors = [{k: shorten(v) if k == "input" else v for k, v in e.items() if k != "ctx"} for e in exc.errors()]
+        return JSONResponse({"detail": _jsonable_errors(errors)}, status_code=422)
+
     @app.exception_handler(ValueError)
     async def value_error(request, exc: ValueError) -> JSONResponse:  # e.g. a run rejecting a query
         return JSONResponse({"detail": {"error": str(exc)}}, status_code=422)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     return app
+
+
+def _jsonable_errors(errors: list[dict]) -> list[dict]:
+    import json
+
+    return json.loads(json.dumps(errors, default=str))
+
+
+class BodyLimit:
+    """ASGI middleware: a request body larger than ``max_bytes`` is answered 413 before it is
+    parsed (by its Content-Length, or while a body without one streams in)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._too_large(send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send):
+        body = b'{"detail":{"error":"request body larger than ' + str(self.max_bytes).encode() + b' bytes"}}'
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def _version() -> str:

@@ -41,6 +41,17 @@ class UnknownName(KeyError):
         return self.message
 
 
+#: the longest user value echoed back in an error (a 10 MB name is not sent back twice)
+MAX_ECHO = 200
+
+
+def shorten(value: Any) -> Any:
+    """``value`` as it may be echoed in an error: strings cut to :data:`MAX_ECHO` characters."""
+    if isinstance(value, str) and len(value) > MAX_ECHO:
+        return value[:MAX_ECHO] + f"... ({len(value)} characters)"
+    return value
+
+
 # ------------------------------------------------------------------ autocomplete
 class PrefixIndex:
     """Case-insensitive prefix search over labels and names, from their start or from any word.
@@ -202,7 +213,13 @@ class QueryEngine:
             index = self.entity_index if kind == "entity" else self.relation_index
             if len(close) < 5:  # also suggest by (word-)prefix of the human-readable names
                 close += [str(names[i]) for i in index.search(str(text)[:3], 5) if str(names[i]) not in close]
-            raise UnknownName(kind, text, close[:5], msg.split("; close matches")[0]) from None
+            raise UnknownName(kind, shorten(text), close[:5], msg.split("; close matches")[0]) from None
+
+    def build_name_indexes(self) -> None:
+        """Build the close-match indexes of labels and names now (server start), not in a request."""
+        for kind, vocab in (("entity", self.dataset.entities), ("relation", self.dataset.relations)):
+            vocab.fuzzy_index()
+            self.dataset.name_index(kind)
 
     def resolve_entity(self, text: str) -> int:
         return self._resolve(text, "entity")
@@ -365,3 +382,4 @@ class Limits:
     max_batch: int = 256          # queries or triples per POST
     max_complete: int = 50        # autocomplete rows
     max_wait_ms: float = 3.0      # micro-batching window
+    max_body_bytes: int = 1 << 20  # request body (413 above)
