@@ -22,6 +22,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     cut_after: list[int] = []  # per request, in order: close the connection after this many body bytes
     ignore_range = False
+    no_length = False  # send no Content-Length (the body ends when the connection closes)
     log: list[tuple[str, str]] = []
 
     def log_message(self, *args):  # keep test output quiet
@@ -47,7 +48,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         part = body[start:]
-        self.send_header("Content-Length", str(len(part)))
+        if not self.no_length:
+            self.send_header("Content-Length", str(len(part)))
         self.end_headers()
         cut = type(self).cut_after.pop(0) if type(self).cut_after else None
         if cut is not None:
@@ -61,6 +63,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     _Handler.files, _Handler.cut_after, _Handler.log, _Handler.ignore_range = {}, [], [], False
+    _Handler.no_length = False
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -192,3 +195,50 @@ def test_prepare_downloads_extracts_and_builds(server, tmp_path, monkeypatch):
     from kgcomplete.data.compact import load_compact
 
     assert load_compact(tmp_path / "c").num_entities == 4
+
+
+def test_no_length_and_no_checksum_is_accepted_with_a_warning_naming_the_risk(server, tmp_path, caplog):
+    url, h = server
+    h.files["/t.txt"], h.no_length = PAYLOAD, True
+    h.cut_after = [100_000]  # cut short: nothing can tell
+    path = fetch(RemoteFile("t.txt", (f"{url}/t.txt",)), tmp_path, progress=False)
+    assert path.stat().st_size == 100_000
+    assert any("accepted without a check" in r.message and "cut short would look complete" in r.message
+               for r in caplog.records), caplog.text
+
+
+def test_a_published_size_without_checksum_catches_a_truncated_file(server, tmp_path):
+    url, h = server
+    h.files["/t.txt"], h.no_length = PAYLOAD, True
+    h.cut_after = [100_000]
+    with pytest.raises(ChecksumError, match="100,000 bytes, the published size is 300,000"):
+        fetch(RemoteFile("t.txt", (f"{url}/t.txt",), size=len(PAYLOAD)), tmp_path, progress=False)
+    assert (tmp_path / "t.txt.corrupt").exists() and not (tmp_path / "t.txt").exists()
+
+
+def test_a_damaged_cached_archive_is_moved_aside_and_fetched_again(server, tmp_path, monkeypatch, caplog):
+    url, h = server
+    monkeypatch.setenv("KGC_HOME", str(tmp_path / "home"))
+    make_text_layout(tmp_path / "src")
+    archive = tar_gz(tmp_path / "src", tmp_path / "FB.tar.gz", arcroot="Release")
+    good = archive.read_bytes()
+    spec = RemoteFile("FB.tar.gz", (f"{url}/FB.tar.gz",))  # no checksum published
+    cache = kgc_home() / "downloads" / "fbtest"
+    cache.mkdir(parents=True)
+    (cache / "FB.tar.gz").write_bytes(good[: len(good) // 2])  # an earlier download, cut short
+    h.files["/FB.tar.gz"] = good
+    raw = prepare("fbtest", [spec], progress=False)
+    assert (raw / "Release" / "train.txt").exists()
+    assert (cache / "FB.tar.gz.corrupt").read_bytes() == good[: len(good) // 2]
+    assert (cache / "FB.tar.gz").read_bytes() == good
+    assert any("damaged archive" in r.message and "downloading it again" in r.message for r in caplog.records)
+
+
+def test_a_damaged_cached_archive_offline_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("KGC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KGC_OFFLINE", "1")
+    cache = kgc_home() / "downloads" / "fbtest"
+    cache.mkdir(parents=True)
+    (cache / "FB.tar.gz").write_bytes(b"not a tar")
+    with pytest.raises(OfflineError, match="damaged archive.*moved to .*FB.tar.gz.corrupt.*put it at"):
+        prepare("fbtest", [RemoteFile("FB.tar.gz", ("http://127.0.0.1:9/FB.tar.gz",))], progress=False)

@@ -41,6 +41,10 @@ class ChecksumError(DownloadError):
     """Downloaded bytes do not match the published checksum."""
 
 
+class DamagedArchiveError(DownloadError):
+    """A cached archive that cannot be unpacked (truncated or corrupt)."""
+
+
 class OfflineError(DownloadError):
     """``KGC_OFFLINE`` is set and a needed file is not in the cache."""
 
@@ -146,6 +150,11 @@ def verify(path: str | Path, spec: RemoteFile) -> None:
     path = Path(path)
     size = path.stat().st_size
     if spec.size is not None and size != spec.size:
+        if spec.checksum is None:  # nothing else can tell a truncated file from a good one
+            bad = path.with_name(path.name + ".corrupt")
+            path.replace(bad)
+            raise ChecksumError(f"{spec.name}: {size:,} bytes, the published size is {spec.size:,} (truncated?). "
+                                f"The file was moved to {bad}. " + _manual_hint(spec, path))
         log.warning("%s: %d bytes, the published size is %d", path, size, spec.size)
     if spec.checksum is None or _verified_before(path, spec):
         return
@@ -181,11 +190,12 @@ def _progress(total: Optional[int], initial: int, desc: str, enabled: bool):
                 desc=desc, disable=not enabled, leave=False)
 
 
-def _download_one(url: str, part: Path, spec: RemoteFile, progress: bool, timeout: float) -> None:
-    """Stream ``url`` into ``part``, resuming with an HTTP Range request if ``part`` has bytes."""
+def _download_one(url: str, part: Path, spec: RemoteFile, progress: bool, timeout: float) -> bool:
+    """Stream ``url`` into ``part``, resuming with an HTTP Range request if ``part`` has bytes.
+    Returns whether the file's length was known (published size or Content-Length)."""
     have = part.stat().st_size if part.exists() else 0
     if spec.size is not None and have == spec.size:
-        return  # the partial file is already complete
+        return True  # the partial file is already complete
     if spec.size is not None and have > spec.size:
         part.unlink()
         have = 0
@@ -197,7 +207,7 @@ def _download_one(url: str, part: Path, spec: RemoteFile, progress: bool, timeou
         resp = urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # range past the end: the part already holds the whole file
-            return
+            return spec.size is not None
         raise
     with resp:
         status = getattr(resp, "status", 200)
@@ -223,6 +233,7 @@ def _download_one(url: str, part: Path, spec: RemoteFile, progress: bool, timeou
                 bar.update(len(b))
         if expected_end is not None and written < expected_end:
             raise DownloadError(f"{url}: connection closed after {written:,} of {expected_end:,} bytes")
+    return expected_end is not None or spec.size is not None
 
 
 def fetch(
@@ -251,11 +262,11 @@ def fetch(
     folder.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     errors: list[str] = []
-    ok = False
+    ok = sized = False
     for url in spec.urls:
         for attempt in range(retries + 1):
             try:
-                _download_one(url, part, spec, progress, timeout)
+                sized = _download_one(url, part, spec, progress, timeout)
                 ok = True
                 break
             except (urllib.error.URLError, OSError, http.client.HTTPException, DownloadError) as e:
@@ -274,6 +285,10 @@ def fetch(
         raise DownloadError(f"could not download {spec.name} ({'; '.join(errors[-3:])}). {kept}Or "
                             + _manual_hint(spec, dest))
     part.replace(dest)
+    if spec.checksum is None and not sized:
+        log.warning("%s: accepted without a check: the server sent no length and no checksum or size is "
+                    "published, so a download cut short would look complete (%s bytes received); if the "
+                    "dataset fails to load, delete %s and download again", spec.name, f"{dest.stat().st_size:,}", dest)
     if verify_checksum:
         verify(dest, spec)
     return dest
@@ -315,7 +330,7 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
             raise DownloadError(f"{archive}: not an archive kgcomplete can extract")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DownloadError(f"{archive}: damaged archive ({e}); delete it and download again") from None
+        raise DamagedArchiveError(f"{archive}: damaged archive ({' '.join(str(e).split())})") from None
     if dest.exists():
         for p in tmp.iterdir():  # merge (several archives may share one raw folder)
             target = dest / p.name
@@ -348,7 +363,22 @@ def prepare(dataset: str, files: Sequence[RemoteFile], progress: bool = True,
     for f in todo:
         path = fetch(f, downloads_dir(dataset), progress=progress, verify_checksum=verify_checksum)
         if f.extract:
-            extract(path, raw)
+            try:
+                extract(path, raw)
+            except DamagedArchiveError as e:  # e.g. cut short before checksums were published: fetch again
+                bad = path.with_name(path.name + ".corrupt")
+                path.replace(bad)
+                _marker(path).unlink(missing_ok=True)
+                if is_offline():
+                    raise OfflineError(f"{e}; moved to {bad}; offline mode (KGC_OFFLINE=1): "
+                                       + _manual_hint(f, path)) from None
+                log.warning("%s; moved to %s, downloading it again", e, bad)
+                path = fetch(f, downloads_dir(dataset), progress=progress, verify_checksum=verify_checksum)
+                try:
+                    extract(path, raw)
+                except DamagedArchiveError as again:
+                    raise DamagedArchiveError(f"{again} (downloaded twice; the server's copy may be damaged): "
+                                              + _manual_hint(f, path)) from None
         else:
             target = raw / f.subdir / (f.raw_name or f.name)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -370,6 +400,7 @@ def cached_files(dataset: str, files: Sequence[RemoteFile]) -> list[Path]:
 
 __all__ = [
     "ChecksumError",
+    "DamagedArchiveError",
     "DownloadError",
     "OfflineError",
     "RemoteFile",
