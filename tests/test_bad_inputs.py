@@ -30,7 +30,9 @@ FAST = ["--model", "distmult", "--dim", "8", "--epochs", "1", "--threads", "1", 
 
 # --------------------------------------------------------------------- helpers
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+    """Every file under ``root`` and its hash; a run's lock file only by existence (it holds the
+    last holder's PID and time, rewritten by every command that takes the lock)."""
+    return {str(p.relative_to(root)): "lock" if p.name == ".kgcomplete.lock" else hashlib.sha1(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 

@@ -7,6 +7,7 @@ untouched. No dependencies (the config and the run folders both write through he
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -19,13 +20,39 @@ def atomic_write_file(path: str | Path, write: Callable[[Path], None]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            write(Path(tmp))
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except Exception as e:
+            disk_full = _disk_full(e, path)
+            if disk_full is not None:
+                raise disk_full from e
+            raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _disk_full(e: Exception, path: Path):
+    """An ``OSError(ENOSPC)`` naming ``path`` when ``e`` is a full disk that a library reported
+    without the errno (safetensors: "os error 28"; NumPy: "N requested and M written"), else None."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return None
+    text = str(e)
+    short_write = "requested and" in text and "written" in text
+    if "No space left on device" in text or "os error 28" in text or (short_write and _free_bytes(path) < 1 << 20):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -70,6 +70,11 @@ def trim_log(run_dir: str | Path, epochs: Optional[int], write: bool = True) -> 
     return records
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add ".npy" to a temporary name
+        np.save(f, array)
+
+
 # ----------------------------------------------------------------- run folder
 #: in a run folder: marks it as kgcomplete's and is locked (``flock``) while a process writes the run
 LOCK_FILE = ".kgcomplete.lock"
@@ -149,20 +154,20 @@ class RunFolder:
         config dict), the vocabularies, the dataset's metadata copies and, for a dataset given in code
         (no ``data.source`` to reload it from), its splits."""
         self.path.mkdir(parents=True, exist_ok=True)
-        if isinstance(config, Config):
-            config.save(self / "config.yaml")
-            source = config.data.source
-        else:
-            atomic_write_text(self / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-            source = (config.get("data") or {}).get("source")
-        dataset.entities.save(self / "entities.tsv")
-        dataset.relations.save(self / "relations.tsv")
+        source = config.data.source if isinstance(config, Config) else (config.get("data") or {}).get("source")
+        atomic_write_file(self / "entities.tsv", dataset.entities.save)
+        atomic_write_file(self / "relations.tsv", dataset.relations.save)
         for fname, frame in dataset.metadata_frames().items():
-            frame.to_csv(self / fname, sep="\t", header=False, index=False)
+            atomic_write_file(self / fname, lambda p, f=frame: f.to_csv(p, sep="\t", header=False, index=False))
         if source is None:
             (self / "splits").mkdir(exist_ok=True)
             for k, v in dataset.splits.items():
-                np.save(self / "splits" / f"{k}.npy", v)
+                atomic_write_file(self / "splits" / f"{k}.npy", lambda p, a=v: _save_npy(p, a))
+        # config.yaml last: a folder with one can be resumed, so everything it needs is there first
+        if isinstance(config, Config):
+            config.save(self / "config.yaml")
+        else:
+            atomic_write_text(self / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     def append_log(self, record: dict) -> None:
         with open(self / "log.jsonl", "a") as f:
