@@ -275,3 +275,47 @@ def test_kill_9_of_the_launcher_then_resume_equals_the_uninterrupted_run(tmp_pat
     kgc.train(out=run, resume=True)
     assert [r["epoch"] for r in _log(run)] == list(range(1, epochs + 1))
     assert_same_run(ref, run, epochs)
+
+
+def test_a_killed_worker_is_reported_within_seconds_in_one_line(tmp_path):
+    """kill -9 of one worker: the launcher stops the other within seconds and ends with one
+    ``Error:`` line naming the worker (no hang in a collective, no traceback); the run resumes."""
+    epochs = 30
+    o = _opts("distmult-rowadagrad", epochs=epochs)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "kgcomplete", "train", "-d", "nations", "-m", o["model"], "--out", str(run),
+           "--workers", "2", "--epochs", str(epochs), "--dim", str(o["dim"]), "--optimizer", o["optimizer"],
+           "--threads", "1", "--no-progress", "--set", "training.eval_every=1",
+           "--set", f"distributed.start_method={o['distributed.start_method']}"]
+    err = tmp_path / "stderr.txt"
+    with open(err, "wb") as err_file:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "trainer_state.json").exists():
+            assert proc.poll() is None, err.read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        workers = _children(proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[1], signal.SIGKILL)
+        t0 = time.monotonic()
+        rc = proc.wait(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+    lines = [ln for ln in err.read_text().splitlines() if ln.startswith("Error:")]
+    assert rc == 1 and len(lines) == 1, err.read_text()[-3000:]
+    assert "distributed run failed: worker" in lines[0] and "exited with code -9" in lines[0], lines[0]
+    assert "Traceback" not in err.read_text()
+    assert took < 10, f"the launcher took {took:.1f} s to notice the dead worker"
+    kgc.train(out=run, resume=True)
+    logged = [r["epoch"] for r in _log(run)]  # each epoch once, to the end (or to an early stop)
+    assert logged == list(range(1, len(logged) + 1)) and len(logged) > 1

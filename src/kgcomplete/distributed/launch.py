@@ -111,7 +111,12 @@ def spawn(fn: Callable, nprocs: int, args: tuple = (), timeout_s: Optional[float
                     p.kill()
                     p.join()
     if failed:
-        raise RuntimeError(f"distributed run failed: {failed} (see its traceback above)")
+        raise WorkerFailed(f"distributed run failed: {failed} (the others were stopped; see its output above); "
+                           f"the last checkpoint is kept: resume with --resume")
+
+
+class WorkerFailed(ChildProcessError):
+    """A worker process of a local launch died or failed; the launcher stopped the others."""
 
 
 def _die_with_parent(parent: int) -> None:
