@@ -61,7 +61,7 @@ def trained_run(tmp: Path) -> Path:
     run = tmp / "run"
     res = CliRunner().invoke(cli, ["train", "--dataset", "nations", "--out", str(run), *FAST, "--set",
                                    "training.eval_every=1"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0, (res.output, res.exception)
     return run
 
 

@@ -15,6 +15,7 @@ from typing import Optional
 
 from .config import Config, apply_override, build_config, validate
 from .data.dataset import Dataset
+from .device import resolve_device
 from .data.registry import load_configured
 from .features import import_feature_modules
 from .runs.files import RunFolder
@@ -80,6 +81,7 @@ def train(
             ov["model.name"] = model
         cfg = build_config(model, config, ov)
     validate(cfg)
+    resolve_device(cfg.training.device)  # a device that is not here: refused before anything is written
     if isinstance(dataset, Dataset):
         ds = dataset
         if not resume:
@@ -105,7 +107,8 @@ def train(
 
 
 def load_run(path: str | Path, **kwargs):
-    """Open any run folder (KGE, sharded KGE, KGT5, or a registered kind)."""
+    """Open any run folder (KGE, sharded KGE, KGT5, or a registered kind); ``device="auto"`` (a GPU
+    when there is one) | ``"cpu"`` | ``"cuda[:N]"`` places the model, whatever device it trained on."""
     path = Path(path)
     if not (path / "config.yaml").exists():
         raise FileNotFoundError(f"{path}: not a run folder (no config.yaml)")
@@ -123,7 +126,7 @@ _SHORTCUTS = {
     "negative_sampler": "training.negative_sampler", "lr_schedule": "training.lr_schedule",
     "adversarial_temperature": "training.adversarial_temperature", "label_smoothing": "training.label_smoothing",
     "threads": "training.threads", "unknown": "data.unknown", "max_memory": "training.max_memory",
-    "storage_dtype": "model.storage_dtype", "hogwild": "training.hogwild",
+    "storage_dtype": "model.storage_dtype", "hogwild": "training.hogwild", "device": "training.device",
 }
 
 

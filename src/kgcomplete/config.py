@@ -112,6 +112,7 @@ class TrainingConfig:
     #: refuse to start when the up-front memory estimate exceeds this ("16GiB", "500MB", a number
     #: of GiB); "" = no limit (the estimate is still printed, with a warning above the machine's RAM)
     max_memory: str = ""
+    device: str = "auto"  #: auto (a GPU when there is one) | cpu | cuda | cuda:N
 
     LIMITS: ClassVar[dict[str, Limit]] = {
         "epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE, "lr_decay": Limit(0, 1, low_open=True),

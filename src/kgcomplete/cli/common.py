@@ -72,17 +72,23 @@ def fail(exc: BaseException) -> NoReturn:
     raise click.ClickException(message(exc))
 
 
-def open_run(run_path: str, ensemble: str | None = None):
-    """Open any run folder (optionally ensembled with the KGE run ``ensemble``) or stop with a
-    one-line error; a missing optional extra (e.g. the KGT5 one for ``--ensemble``) says so."""
+def device_option(help_text: str = "Where the model runs: auto (a GPU when there is one) | cpu | cuda | cuda:N."):
+    """The ``--device`` option every command that runs a model shares."""
+    return click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N", help=help_text)
+
+
+def open_run(run_path: str, ensemble: str | None = None, device: str | None = None):
+    """Open any run folder on ``device`` (default auto; optionally ensembled with the KGE run
+    ``ensemble``) or stop with a one-line error; a missing optional extra (e.g. the KGT5 one for
+    ``--ensemble``) says so."""
     from ..api import load_run
 
     try:
-        run = load_run(run_path)
+        run = load_run(run_path, device=device or "auto")
         if ensemble:
             from ..seq2seq.ensemble import EnsembleRun
 
-            run = EnsembleRun(run, load_run(ensemble))
+            run = EnsembleRun(run, load_run(ensemble, device=device or "auto"))
         return run
     except ImportError as e:  # e.g. --ensemble without the KGT5 extra
         raise click.ClickException(f"cannot open {run_path}: {e}")
@@ -107,4 +113,4 @@ def metrics_table(metrics: dict, title: str = "") -> str:
     return "\n".join(rows)
 
 
-__all__ = ["Group", "METRIC_KEYS", "SERVE_EXTRA_HINT", "USER_ERRORS", "fail", "message", "metrics_table", "need", "open_run"]
+__all__ = ["Group", "METRIC_KEYS", "device_option", "SERVE_EXTRA_HINT", "USER_ERRORS", "fail", "message", "metrics_table", "need", "open_run"]

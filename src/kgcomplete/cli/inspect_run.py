@@ -10,7 +10,7 @@ import json
 
 import click
 
-from .common import fail, metrics_table, open_run
+from .common import device_option, fail, metrics_table, open_run
 
 
 @click.command()
@@ -21,9 +21,10 @@ from .common import fail, metrics_table, open_run
               help="KGE run to ensemble with this KGT5 run.")
 @click.option("--per-relation", is_flag=True, help="Also print MRR per relation.")
 @click.option("--json", "as_json", is_flag=True)
-def evaluate(run, split, raw, ensemble, per_relation, as_json) -> None:
+@device_option()
+def evaluate(run, split, raw, ensemble, per_relation, as_json, device) -> None:
     """Evaluate a trained run on a split (filtered MRR, MR, Hits@k)."""
-    r = open_run(run, ensemble)
+    r = open_run(run, ensemble, device)
     if split not in r.dataset.splits:
         fail(ValueError(f"no split {split!r}; available: {', '.join(r.dataset.splits)}"))
     m = r.evaluate(split, filtered=not raw, progress=not as_json)
@@ -45,13 +46,14 @@ def evaluate(run, split, raw, ensemble, per_relation, as_json) -> None:
 @click.option("--exclude-known", is_flag=True, help="Leave out answers already in the KG.")
 @click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True)
-def predict(run, head, relation, tail, k, exclude_known, ensemble, as_json) -> None:
+@device_option()
+def predict(run, head, relation, tail, k, exclude_known, ensemble, as_json, device) -> None:
     """Top-k tails for (--head, --relation) or heads for (--relation, --tail)."""
     if (head is None) == (tail is None):
         fail(ValueError("give exactly one of --head or --tail"))
     if k < 1:
         fail(ValueError("--k must be at least 1"))
-    r = open_run(run, ensemble)
+    r = open_run(run, ensemble, device)
     try:
         rows = r.predict(head=head, relation=relation, tail=tail, k=k, exclude_known=exclude_known)
     except (KeyError, ValueError) as e:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from .common import need, open_run
+from .common import device_option, need, open_run
 
 
 @click.command()
@@ -24,7 +24,8 @@ from .common import need, open_run
               help="Micro-batching window: queries arriving within it share one model call.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
-def serve(run, host, port, ensemble, max_k, max_batch, batch_wait_ms, log_level) -> None:
+@device_option("Where the model scores: auto (a GPU when there is one) | cpu | cuda | cuda:N.")
+def serve(run, host, port, ensemble, max_k, max_batch, batch_wait_ms, log_level, device) -> None:
     """Serve a trained RUN: JSON API (/api/...) and web explorer (/) on HOST:PORT."""
     for mod in ("fastapi", "uvicorn"):
         need(mod)
@@ -35,9 +36,11 @@ def serve(run, host, port, ensemble, max_k, max_batch, batch_wait_ms, log_level)
 
     if max_k < 1 or max_batch < 1:
         raise click.ClickException("--max-k and --max-batch must be at least 1")
-    r = open_run(run, ensemble)
+    r = open_run(run, ensemble, device)
     app = create_app(r, Limits(max_k=max_k, max_batch=max_batch, max_wait_ms=batch_wait_ms))
-    click.echo(f"serving {run} ({type(r).__name__}) on http://{host}:{port}/  (API docs: /docs)", err=True)
+    on = getattr(r, "device", None)
+    click.echo(f"serving {run} ({type(r).__name__}{f', on {on}' if on is not None else ''}) on "
+               f"http://{host}:{port}/  (API docs: /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
 
 

@@ -34,6 +34,7 @@ import torch.multiprocessing as mp
 
 from ..config import Config
 from ..data.dataset import Dataset
+from ..device import resolve_device
 from ..runs.files import RunFolder
 from .checkpoint import init_shard_model, restore_worker, save_worker
 from .exchange import Comm
@@ -51,8 +52,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def pick_device(dcfg: DistConfig, local_rank: int) -> torch.device:
+    """The worker's device: the CPU, or GPU ``local_rank`` (modulo the GPUs there are) when
+    ``distributed.device`` (or ``training.device``/``--device``) asks for CUDA or is auto and a GPU is there."""
     if dcfg.device == "cpu" or (dcfg.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
+    resolve_device(dcfg.device)  # a CUDA device that is not there: a one-line error
     return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
 
 
@@ -103,6 +107,7 @@ def spawn(fn: Callable, nprocs: int, args: tuple = (), timeout_s: Optional[float
         if failed is None and any(p.is_alive() for p in procs):
             failed = f"workers still running after {timeout_s}s"
     finally:
+        stopped = {r for r, p in enumerate(procs) if p.is_alive()}  # stopped by us, not failed on their own
         for p in procs:
             if p.is_alive():
                 p.terminate()
@@ -111,11 +116,25 @@ def spawn(fn: Callable, nprocs: int, args: tuple = (), timeout_s: Optional[float
                     p.kill()
                     p.join()
     if failed:
-        raise WorkerFailed(f"distributed run failed: {failed} (the others were stopped; see its output above); "
+        if not failed.startswith("workers still running"):  # every worker's end, a killed one first
+            ends = sorted(((r, p.exitcode) for r, p in enumerate(procs) if p.exitcode not in (0, None)
+                           and r not in stopped), key=lambda rc: (rc[1] >= 0, rc[0]))
+            failed = "; ".join(_ending(r, code) for r, code in ends) or failed
+        raise WorkerFailed(f"distributed run failed: {failed} (the others were stopped; see the output above); "
                            f"the last checkpoint is kept: resume with --resume")
 
 
-class WorkerFailed(ChildProcessError):
+def _ending(rank: int, code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"worker {rank} was killed by {name}"
+    return f"worker {rank} exited with code {code}"
+
+
+class WorkerFailed(ChildProcessError, RuntimeError):
     """A worker process of a local launch died or failed; the launcher stopped the others."""
 
 
@@ -142,12 +161,23 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="kgc-parent-watch", daemon=True).start()
 
 
+#: what a collective raises in a worker whose peer died (gloo / NCCL)
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
 def _guard(fn, rank, args, parent=None):
     if parent is not None:
         _die_with_parent(parent)
     torch.set_num_threads(1)
     try:
         fn(rank, *args)
+    except Exception as e:
+        if any(m in str(e) for m in _PEER_GONE):  # another worker died: that one's end is the news
+            print(f"worker {rank}: stopping, a peer worker is gone ({str(e).splitlines()[0][:160]})",
+                  file=sys.stderr, flush=True)
+            os._exit(1)
+        traceback.print_exc()
+        raise
     except BaseException:
         traceback.print_exc()
         raise

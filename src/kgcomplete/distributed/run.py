@@ -20,6 +20,7 @@ from ..data.dataset import Dataset
 from ..evaluation.evaluator import Evaluator
 from ..models.base import KGEModel
 from ..runs.protocol import prediction_rows, relation_labels
+from ..device import resolve_device
 from ..runs.files import RunFolder
 from ..runs.kge import ConfigRun, KGERun
 from .checkpoint import ENTITY_KEY, gather_run, load_shard_model, recover_checkpoint, reshard_run
@@ -37,10 +38,15 @@ class ShardedRun(KGERun):
     #: no single model: :meth:`shard` loads one shard's model at a time
     model = None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the shards' models go when they are loaded."""
+        return self._device
+
     def __init__(self, path: Path, config: Config, dataset: Dataset, sharding: Sharding, which: str = "best",
                  device="cpu", cache: int = 1):
         ConfigRun.__init__(self, path, config, dataset)  # not KGERun.__init__: there is no single model
-        self.sharding, self.which, self.device, self.cache = sharding, which, torch.device(device), cache
+        self.sharding, self.which, self._device, self.cache = sharding, which, resolve_device(device), cache
         self._shards: dict[int, KGEModel] = {}
         self.window = int(config.distributed.window or DEFAULT_WINDOW)
 
@@ -48,7 +54,7 @@ class ShardedRun(KGERun):
         return f"ShardedRun({self.path}, model={self.config.model.name}, shards={self.sharding.n_shard})"
 
     @classmethod
-    def load(cls, path: str | Path, dataset: Optional[Dataset] = None, which: str = "best", device="cpu",
+    def load(cls, path: str | Path, dataset: Optional[Dataset] = None, which: str = "best", device="auto",
              cache: int = 1) -> "ShardedRun":
         folder = RunFolder(path)
         recover_checkpoint(folder.path)  # finish a checkpoint a crash left half moved into place

@@ -49,6 +49,8 @@ class DistConfig:
         from .exchange import EXCHANGES
 
         out = dataclasses.replace(cfg.section("distributed"))
+        if out.device == "auto" and str(cfg.training.device or "auto") != "auto":  # --device for every worker
+            out.device = cfg.training.device
         if out.exchange not in EXCHANGES:
             raise ValueError(f"distributed.exchange={out.exchange!r}: expected one of {', '.join(EXCHANGES)}")
         return out

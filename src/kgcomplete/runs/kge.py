@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..device import describe, resolve_device
 from ..data.dataset import Dataset
 from ..evaluation.evaluator import evaluate as evaluate_scorer
 from ..models.base import KGEModel
@@ -77,8 +78,10 @@ class KGERun(ConfigRun):
         return f"KGERun({self.path}, model={self.config.model.name}, dataset={self.dataset.name})"
 
     @classmethod
-    def load(cls, path: str | Path, dataset: Optional[Dataset] = None, which: str = "best", device="cpu") -> "KGERun":
-        """Open a run folder; ``which``: ``best`` (falls back to latest) or ``latest`` parameters."""
+    def load(cls, path: str | Path, dataset: Optional[Dataset] = None, which: str = "best",
+             device: str | torch.device = "auto") -> "KGERun":
+        """Open a run folder; ``which``: ``best`` (falls back to latest) or ``latest`` parameters;
+        ``device``: where the model goes (``auto`` | ``cpu`` | ``cuda[:N]``, whatever it trained on)."""
         folder = RunFolder(path)
         recover_checkpoint(folder.path, roll_back=False)  # finish a checkpoint a crash left half moved
         if not (folder / "config.yaml").exists():
@@ -87,17 +90,27 @@ class KGERun(ConfigRun):
         dataset = dataset if dataset is not None else folder.dataset(config)
         model = make_model(config, dataset)
         load_parameters(folder, model, which)
-        model.to(device).eval()
+        model.to(resolve_device(device)).eval()
         return cls(folder.path, config, model, dataset)
 
     # ----------------------------------------------------------- scoring API
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives (``load(..., device=)``; the run's files hold CPU tensors)."""
+        return self.model.entity_emb.weight.device
+
     def score_queries(self, anchor, r, candidates=None, head: bool = False):
+        dev = self.device
+        anchor, r = torch.as_tensor(anchor).to(dev), torch.as_tensor(r).to(dev)
+        if candidates is not None:
+            candidates = torch.as_tensor(candidates).to(dev)
         return self.model.score_queries(anchor, r, candidates, head=head)
 
     def score_triples(self, triples) -> np.ndarray:
         """``(B, 3)`` ids -> ``(B,)`` scores."""
         with torch.no_grad():
-            return self.model.score_triples(torch.as_tensor(np.asarray(triples, np.int64))).numpy()
+            t = torch.as_tensor(np.asarray(triples, np.int64), device=self.device)
+            return self.model.score_triples(t).float().cpu().numpy()
 
     def evaluate(self, split: str = "test", filtered: bool = True, progress: bool = False) -> dict:
         """Filtered (default) or raw ranking metrics on a split."""
@@ -110,6 +123,7 @@ class KGERun(ConfigRun):
             per_relation=self.config.evaluation.per_relation,
             progress=progress,
             filter_index=self.filter_index("all") if filtered else None,
+            device=self.device,
         )
 
     def entity_embeddings(self) -> np.ndarray:
@@ -225,8 +239,12 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
         print(estimate.table(parse_memory(cfg.training.max_memory)), file=sys.stderr, flush=True)
     log.info("%s", estimate.table())
     check_memory(estimate, cfg.training.max_memory)  # before any table is allocated
+    device = resolve_device(cfg.training.device)
+    if cfg.training.progress:
+        print(f"device: {describe(device)}", file=sys.stderr, flush=True)
+    log.info("training on %s", describe(device))
     torch.manual_seed(cfg.training.seed)
-    kge = make_model(cfg, ds)
+    kge = make_model(cfg, ds).to(device)
     trainer = Trainer(
         kge, ds, cfg.training, cfg.evaluation.batch_elements,
         checkpoint=lambda t, reason: _save_checkpoint(folder, t, reason),
@@ -256,6 +274,7 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
+        "device": str(device),
     }
     if evaluate_test:
         if len(ds.valid):

@@ -32,6 +32,7 @@ from ..config import (CORE_SECTIONS, Config, ModelConfig, TrainingConfig, featur
                       section_from_dict)
 from ..runs.protocol import KnownTriples, RunBase, top_k_predictions
 from ..atomic import atomic_write_text
+from ..device import resolve_device
 from ..runs.files import RunFolder, recover_checkpoint, verify
 from .decoding import KGT5Scorer
 from .encoding import QueryEncoder
@@ -212,7 +213,7 @@ class KGT5Run(RunBase):
         tok = KGTokenizer.load(path)
         verify(path / weights)
         model = model_from_folder(path, path / weights)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device or "auto")
         model = model.to(device)
         return cls(path, cfg, dataset, model, tok, texts)
 
@@ -345,7 +346,7 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
             return evaluate(sc, sub_ds, "valid", filter_index=fi, per_relation=False)["mrr"]
 
     stats = fit(model, inputs, targets, enc, _options(cfg), out, resume=resume, evaluate_fn=evaluate_fn)
-    best = model_from_folder(out, out / BEST).to("cuda" if torch.cuda.is_available() else "cpu")
+    best = model_from_folder(out, out / BEST).to(resolve_device(tr.get("device") or "auto"))
     run = KGT5Run(out, cfg, dataset, best, tok, texts, enc, trie, known)
     metrics = {}
     for split in ("valid", "test") if evaluate_test else ():  # the best weights on valid and test
@@ -354,6 +355,7 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
     metrics.update(train_time_s=stats["train_time_s"], train_cpu_s=stats["cpu_s"], throughput=stats["examples_per_s"], epochs=stats["epochs"],
                    parameters=num_parameters(run.model), model="kgt5", preset=k["preset"])
     metrics["stopped"] = stats["stopped"]
+    metrics["device"] = str(resolve_device(tr.get("device") or "auto"))
     folder.update_metrics(**metrics)
     return run
 

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..config import TrainingConfig
+from ..device import resolve_device
 from ..runs.files import RunFolder, atomic_write_file, commit_files, recover_checkpoint, trim_log, verify
 from ..training.loop import EpochLoop
 from .section import TRAINING_DEFAULTS, KGT5Config
@@ -61,6 +62,7 @@ class TrainOptions:
     cpu_budget_s: Optional[float] = None
     mixed_precision: str = _KGT5.mixed_precision  #: auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16
     progress: bool = TRAINING_DEFAULTS["progress"]
+    device: str = TRAINING_DEFAULTS["device"]  #: auto | cpu | cuda | cuda:N (``training.device``)
 
     @classmethod
     def from_config(cls, cfg: dict) -> "TrainOptions":
@@ -74,7 +76,7 @@ class TrainOptions:
             warmup_steps=int(k["warmup_steps"]), weight_decay=float(k["weight_decay"]), seed=int(tr["seed"]),
             eval_every=int(tr["eval_every"] or 0), patience=int(tr["patience"] or 0),
             time_budget_s=k["time_budget_s"], cpu_budget_s=k["cpu_budget_s"], mixed_precision=k["mixed_precision"],
-            progress=bool(tr["progress"]),
+            progress=bool(tr["progress"]), device=str(tr.get("device") or "auto"),
         )
 
 
@@ -302,7 +304,10 @@ def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out
     from accelerate import Accelerator
 
     folder = RunFolder(out_dir)
-    cuda = torch.cuda.is_available()
+    device = resolve_device(opts.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.set_device(device)
     mp = opts.mixed_precision
     if mp == "auto":
         mp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"

@@ -54,11 +54,12 @@ class NegativeSampler:
     def sample(self, corrupted: Tensor) -> Tensor:
         """Negatives for a batch whose true entities on the corrupted side are ``corrupted (B,)``.
 
-        Returns ``(N,)`` shared ids (uniform) or ``(B, N)`` ids of the same type (type).
+        Returns ``(N,)`` shared ids (uniform) or ``(B, N)`` ids of the same type (type), on the CPU
+        (drawn with the seeded CPU generator: the same negatives on every device).
         """
         if self.strategy == "uniform":
             return torch.randint(0, self.num_entities, (self.num_negatives,), generator=self.generator)
-        t = self.types[corrupted]
+        t = self.types[corrupted.cpu()]  # the sampler's tables and generator live on the CPU
         uniq, inverse = torch.unique(t, return_inverse=True)
         u = torch.rand((len(uniq), self.num_negatives), generator=self.generator)
         offset = (u * self.type_count[uniq].unsqueeze(1)).long()

@@ -66,11 +66,14 @@ class Trainer(EpochLoop):
         checkpoint_every_s: float = 120.0,
     ):
         self.model, self.dataset, self.cfg = model, dataset, cfg
+        #: where the model lives (the caller moves it); batches and targets are made there. Row
+        #: orders and negative ids are drawn on the CPU (seeded ``generator``) and moved once per batch.
+        self.device = next(model.parameters()).device
         self._init_loop_state(checkpoint, log_epoch, checkpoint_every_s)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.optimizer = build_optimizer(cfg.optimizer, model, cfg.lr)
         self.base_lr = cfg.lr
-        self.train = torch.as_tensor(dataset.train)
+        self.train = torch.as_tensor(dataset.train).to(self.device)
         self.mode = cfg.mode.lower()
         if self.mode not in ("1vsall", "kvsall", "negatives"):
             raise ValueError(f"training.mode={cfg.mode!r}: expected 1vsAll, KvsAll or negatives")
@@ -82,6 +85,9 @@ class Trainer(EpochLoop):
             self._build_kvsall_queries()
         self.row_updates = supports_row_updates(model, cfg.optimizer, self.mode)
         self.hogwild = max(1, int(cfg.hogwild))
+        if self.hogwild > 1 and self.device.type != "cpu":
+            raise ValueError(f"training.hogwild={cfg.hogwild} is a CPU feature (threads sharing tables in host "
+                             f"memory); on {self.device} train with hogwild 1")
         if self.hogwild > 1 and not self.row_updates:
             raise ValueError(
                 f"training.hogwild={cfg.hogwild} needs training.mode=negatives, training.optimizer=rowadagrad and "
@@ -125,13 +131,15 @@ class Trainer(EpochLoop):
         cfg, model = self.cfg, self.model
         if self.mode == "kvsall":
             keys = self.kvs_queries[idx]
-            anchor, rel = keys // self.kvs_nrel, keys % self.kvs_nrel
             q, ent = self.kvs_index.lookup(keys.numpy())
-            targets = torch.zeros(len(keys), model.num_entities)
-            targets[torch.as_tensor(q), torch.as_tensor(ent)] = 1.0
+            dev = self.device
+            keys = keys.to(dev)
+            anchor, rel = keys // self.kvs_nrel, keys % self.kvs_nrel
+            targets = torch.zeros(len(keys), model.num_entities, device=dev)
+            targets[torch.as_tensor(q, device=dev), torch.as_tensor(ent, device=dev)] = 1.0
             R = self.dataset.num_relations
             is_head = rel >= 2 * R
-            scores = torch.empty(len(keys), model.num_entities)
+            scores = torch.empty(len(keys), model.num_entities, device=dev)
             if (~is_head).any():
                 scores[~is_head] = model.score_tails(anchor[~is_head], rel[~is_head])
             if is_head.any():
@@ -140,7 +148,7 @@ class Trainer(EpochLoop):
             batch = None
             n = len(keys)
         else:
-            batch = self.train[idx]
+            batch = self.train[idx.to(self.device)]
             h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
             n = len(batch)
             if self.mode == "1vsall":
@@ -185,7 +193,8 @@ class Trainer(EpochLoop):
         BESS workers compute too) from rows gathered with one call of ``entity_rows`` and one of
         ``relation_rows`` (defaults: the model's sparse-gradient lookups).
         """
-        negs = {s: sampler.sample(t if s == "tail" else h) for s in corrupted_sides(self.cfg.corrupt)}
+        negs = {s: sampler.sample(t if s == "tail" else h).to(self.device, non_blocking=True)
+                for s in corrupted_sides(self.cfg.corrupt)}
         return negatives_loss(self.model, self.cfg, h, r, t, negs, entity_rows, relation_rows)
 
     def train_batch(self, idx: Tensor, sampler: Optional[NegativeSampler] = None) -> tuple[float, int]:
@@ -203,7 +212,7 @@ class Trainer(EpochLoop):
             self.optimizer.step()
             return loss.item(), n
         model = self.model
-        batch = self.train[idx]
+        batch = self.train[idx.to(self.device)]
         ents, rels = RowLeaves(model.entity_emb.weight), RowLeaves(model.relation_emb.weight)
         loss = self._negatives_loss(batch[:, 0], batch[:, 1], batch[:, 2], sampler or self.sampler, ents, rels)
         self._check_finite(loss)
@@ -377,14 +386,18 @@ class Trainer(EpochLoop):
         """RNG states to save: ``generator`` and the global ``torch`` RNG (after the last finished
         batch when interrupted mid-epoch) and, mid-epoch, ``epoch_start_generator``."""
         p = self.epoch_progress
-        if p is None:
-            return {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
-        return {"generator": p["generator"], "torch": p["torch"], "epoch_start_generator": p["start_generator"]}
+        out = ({"generator": self.generator.get_state(), "torch": torch.get_rng_state()} if p is None else
+               {"generator": p["generator"], "torch": p["torch"], "epoch_start_generator": p["start_generator"]})
+        if self.device.type == "cuda":  # dropout on the GPU draws from the device's generator
+            out["cuda"] = torch.cuda.get_rng_state(self.device)
+        return out
 
     def load_rng_state(self, states: dict[str, Tensor]) -> None:
         """Restore :meth:`rng_state`'s output (call before :meth:`load_state`)."""
         self.generator.set_state(states["generator"])
         torch.set_rng_state(states["torch"])
+        if self.device.type == "cuda" and "cuda" in states:  # a run saved on a CPU has none: fresh is fine
+            torch.cuda.set_rng_state(states["cuda"], self.device)
         self._loaded_epoch_start = states.get("epoch_start_generator")
 
     def load_state(self, state: dict) -> None:
@@ -402,7 +415,7 @@ class Trainer(EpochLoop):
         """Filtered MRR on the validation split."""
         if self._valid_evaluator is None:
             self._valid_evaluator = Evaluator(
-                FilterIndex.from_dataset(self.dataset), self.eval_chunk_elements
+                FilterIndex.from_dataset(self.dataset), self.eval_chunk_elements, device=self.device
             )
         res = self._valid_evaluator.rank(
             self.model, self.dataset.valid, self.dataset.num_entities, True, self.dataset.candidates.get("valid")
