@@ -190,7 +190,7 @@ def mismatched(run: Path):
     for name in ("best.safetensors", "checkpoint.safetensors"):
         (run / name).write_bytes((other / name).read_bytes())
     # the checksums say which bytes were saved with *this* run: drop them so the shape check speaks
-    (run / "checksums.json").unlink()
+    (run / "checksums.json").unlink(missing_ok=True)
 
 
 CASES = {
@@ -278,7 +278,7 @@ DAMAGED = {
         resume_with(lambda run: (run / "trainer_state.json").write_bytes(bytes(range(256)))),
         ["trainer_state.json: damaged"]),
     "resume: truncated trainer_state.json, no checksums": (
-        resume_with(lambda run: [truncate(run / "trainer_state.json"), (run / "checksums.json").unlink()]),
+        resume_with(lambda run: [truncate(run / "trainer_state.json"), (run / "checksums.json").unlink(missing_ok=True)]),
         ["trainer_state.json: damaged, not JSON"]),
 }
 

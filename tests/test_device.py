@@ -134,3 +134,27 @@ def test_entity_tables_move_back_to_the_cpu_for_export(nations, tmp_path):
     run = kgc.train(nations, out=tmp_path / "run", device="cpu", **FAST)
     emb = run.entity_embeddings()
     assert isinstance(emb, np.ndarray) and emb.shape[0] == nations.num_entities
+
+
+def test_out_of_gpu_memory_is_one_line_that_says_what_to_do(tmp_path, monkeypatch):
+    """A CUDA OOM anywhere in a command (simulated: this machine may have no GPU) ends in one line."""
+    import kgcomplete.api as api
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 80 GiB total)\nmore")
+
+    monkeypatch.setattr(api, "run_kinds", oom)
+    res = CliRunner().invoke(cli, ["train", "-d", "nations", "--out", str(tmp_path / "o"), "--epochs", "1"])
+    reference.assert_user_error(res, "out of GPU memory (CUDA out of memory. Tried to allocate 20.00 GiB",
+                                "--device cpu")
+
+
+def test_evaluation_chunks_fit_the_free_gpu_memory(monkeypatch):
+    from kgcomplete.evaluation.evaluator import fit_chunk
+
+    assert fit_chunk(1 << 22, torch.device("cpu")) == 1 << 22
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (64 << 20, 80 << 30))  # 64 MiB free
+    assert fit_chunk(1 << 22, torch.device("cuda:0")) == (64 << 20) // 4 // 16
+    assert fit_chunk(1 << 10, torch.device("cuda:0")) == 1 << 10  # a smaller setting stays
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 20, 80 << 30))  # 1 MiB free
+    assert fit_chunk(1 << 22, torch.device("cuda:0")) == 1 << 16  # a floor: progress, not an endless crawl

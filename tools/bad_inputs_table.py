@@ -4,8 +4,9 @@ and the first line of the message, as a markdown table (the before/after table o
     python tools/bad_inputs_table.py                 # this checkout
     python tools/bad_inputs_table.py --rev d450e7b   # an earlier revision (a temporary git worktree)
 
-Each case's inputs are written by the current test code (tests/test_bad_inputs.py); only the command
-runs under the chosen revision (``PYTHONPATH=<rev>/src python -m kgcomplete ...``).
+Each case's inputs are written by the current test code (tests/test_bad_inputs.py); the command, and
+the training of the runs that the damaged-run cases start from, run under the chosen revision
+(``PYTHONPATH=<rev>/src python -m kgcomplete ...``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def main() -> None:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(work), args.rev], check=True)
         src = work / "src"
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+
+    def trained_run(tmp: Path) -> Path:  # the damaged-run cases start from a run of the chosen revision
+        run = tmp / "run"
+        subprocess.run([sys.executable, "-m", "kgcomplete", "train", "--dataset", "nations", "--out", str(run),
+                        *cases.FAST, "--set", "training.eval_every=1"], env=env, check=True, capture_output=True)
+        return run
+
+    cases.trained_run = trained_run
     rows = []
     try:
         for name, (setup, *_rest) in {**cases.CASES, **cases.DAMAGED}.items():

@@ -59,6 +59,11 @@ class Group(click.Group):
         except Exception as e:
             from ..data.download import DownloadError
 
+            if type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA), without importing torch
+                first = str(e).splitlines()[0] if str(e) else ""
+                raise click.ClickException(
+                    f"out of GPU memory ({first[:200]}); lower training.batch_size / evaluation.batch_elements, "
+                    f"set --max-memory, or use --device cpu (the last checkpoint is kept)") from None
             if not isinstance(e, (*USER_ERRORS, OSError, UnicodeDecodeError, DownloadError)):
                 raise
             import logging

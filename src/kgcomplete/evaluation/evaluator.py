@@ -104,19 +104,31 @@ class RankingResult:
         return out
 
 
+def fit_chunk(chunk_elements: int, device: torch.device, bytes_per_element: int = 16) -> int:
+    """``chunk_elements``, lowered on a CUDA device to what a quarter of its free memory holds
+    (a score, its comparison masks and temporaries: ``bytes_per_element`` each), so that evaluation
+    does not run out of GPU memory next to the model; never below 2**16 for that reason."""
+    if device.type != "cuda":
+        return chunk_elements
+    free, _ = torch.cuda.mem_get_info(device)
+    return min(chunk_elements, max(1 << 16, free // 4 // bytes_per_element))
+
+
 class Evaluator:
     """Ranks head and tail queries of a split.
 
     Args:
         filter_index: known triples for filtered ranking (None -> raw ranking only).
-        chunk_elements: bound on the scores materialised at once (queries x candidates).
-        device: where scoring runs.
+        chunk_elements: bound on the scores materialised at once (queries x candidates); on a GPU
+            also at most what a quarter of its free memory holds (:func:`fit_chunk`).
+        device: where scoring runs. The filter index stays on the host (CSR arrays); only the
+            known (query, entity) pairs of a chunk go to the device.
     """
 
     def __init__(self, filter_index: Optional[FilterIndex] = None, chunk_elements: int = 1 << 22, device="cpu"):
         self.filter_index = filter_index
-        self.chunk_elements = chunk_elements
         self.device = torch.device(device)
+        self.chunk_elements = fit_chunk(chunk_elements, self.device)
 
     @torch.no_grad()
     def rank(
