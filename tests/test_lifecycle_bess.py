@@ -319,3 +319,23 @@ def test_a_killed_worker_is_reported_within_seconds_in_one_line(tmp_path):
     kgc.train(out=run, resume=True)
     logged = [r["epoch"] for r in _log(run)]  # each epoch once, to the end (or to an early stop)
     assert logged == list(range(1, len(logged) + 1)) and len(logged) > 1
+
+
+def test_a_damaged_shard_is_named_before_any_worker_starts(tmp_path):
+    from click.testing import CliRunner
+
+    import reference
+    from kgcomplete.cli.main import cli
+
+    run = tmp_path / "run"
+    _train(run, "distmult-rowadagrad", epochs=2)
+    sums = json.loads((run / "shards" / "checksums-1.json").read_text())
+    assert set(sums) >= {"latest-1.safetensors", "optim-1.safetensors", "optim-1.json"}
+    p = run / "shards" / "latest-1.safetensors"
+    b = bytearray(p.read_bytes())
+    b[-8] ^= 0xFF
+    p.write_bytes(bytes(b))
+    before = (run / "trainer_state.json").read_bytes()
+    res = CliRunner().invoke(cli, ["train", "--resume", str(run), "--epochs", "3"])
+    reference.assert_user_error(res, "shards/latest-1.safetensors: damaged")
+    assert (run / "trainer_state.json").read_bytes() == before

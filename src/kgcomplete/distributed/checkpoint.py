@@ -31,7 +31,8 @@ from safetensors.torch import load_file
 from ..config import Config
 from ..models import from_config
 from ..models.base import KGEModel
-from ..runs.files import RunFolder, atomic_save_safetensors, atomic_write_json, fsync_path, trim_log
+from ..runs.files import (RunFolder, atomic_save_safetensors, atomic_write_json, fsync_path, load_into, read_json,
+                          read_tensors, sha256_file, trim_log)
 from ..training.optimizers import build_optimizer, optimizer_state_from_tensors, optimizer_state_tensors
 from .sharding import Sharding
 
@@ -80,7 +81,7 @@ def load_shard_model(folder: Path, cfg: Config, num_relations: int, sharding: Sh
     if not path.exists():
         raise FileNotFoundError(f"{folder}: no checkpoint of shard {rank}")
     model = make_shard_model(cfg, num_relations, sharding)
-    model.load_state_dict(load_file(path))
+    load_into(model, path)
     return model.to(device).eval()
 
 
@@ -111,7 +112,7 @@ def checkpoint_id(trainer) -> str:
 def worker_files(rank: int) -> tuple[str, ...]:
     """The files of worker ``rank`` under ``shards/``."""
     return (f"latest-{rank}.safetensors", f"best-{rank}.safetensors", f"optim-{rank}.safetensors",
-            f"optim-{rank}.json")
+            f"optim-{rank}.json", f"checksums-{rank}.json")  # the checksums move last
 
 
 def _committed_id(folder: Path) -> Optional[str]:
@@ -178,7 +179,7 @@ def save_worker(folder: RunFolder, trainer, reason: str) -> None:
     cid = checkpoint_id(trainer)
     pending = Path(folder.path) / "shards" / f"next-{cid}"
     pending.mkdir(parents=True, exist_ok=True)
-    latest, best, optim, skel = (pending / name for name in worker_files(rank))
+    latest, best, optim, skel, sums = (pending / name for name in worker_files(rank))
     atomic_save_safetensors(trainer.model.state_dict(), latest)
     if trainer.best_state is not None:
         atomic_save_safetensors(trainer.best_state, best)
@@ -186,7 +187,8 @@ def save_worker(folder: RunFolder, trainer, reason: str) -> None:
     tensors.update(rng_state_tensors(trainer.device))
     atomic_save_safetensors(tensors, optim)
     atomic_write_json(skel, skeleton)
-    for f in (latest, best, optim, skel, pending):  # on disk before the commit names them (power loss)
+    atomic_write_json(sums, {f.name: sha256_file(f) for f in (latest, best, optim, skel) if f.exists()})
+    for f in (latest, best, optim, skel, sums, pending):  # on disk before the commit names them (power loss)
         if f.exists():
             fsync_path(f)
     trainer.comm.barrier()
@@ -217,15 +219,15 @@ def restore_worker(folder: RunFolder, trainer) -> bool:
     if int(state.get("n_shard", trainer.comm.world)) != trainer.comm.world:
         raise ValueError(f"{folder.path} was trained with {state['n_shard']} workers; re-shard it first "
                          f"(kgc shards reshard {folder.path} --workers N --out NEW)")
-    trainer.model.load_state_dict(load_file(shard_file(folder.path, "latest", rank)))
-    skeleton = json.loads((folder / "shards" / f"optim-{rank}.json").read_text())
-    tensors = load_file(shard_file(folder.path, "optim", rank))
+    load_into(trainer.model, shard_file(folder.path, "latest", rank))  # every file verified (checksums-{rank})
+    skeleton = read_json(folder / "shards" / f"optim-{rank}.json")
+    tensors = read_tensors(shard_file(folder.path, "optim", rank))
     restore_rng_state(tensors, trainer.device)
     trainer.optimizer.load_state_dict(optimizer_state_from_tensors(tensors, skeleton))
     trainer.load_state(state)
     best = shard_file(folder.path, "best", rank)
     if best.exists():
-        trainer.best_state = load_file(best)
+        trainer.best_state = read_tensors(best)
     trainer.history = history
     return True
 
@@ -245,8 +247,14 @@ def _copy_run_files(src: Path, out: Path, workers: int) -> Config:
 
 def gather_run(src: str | Path, out: str | Path) -> Path:
     """Write a single-table run folder (``checkpoint.safetensors``/``best.safetensors``) from a
-    sharded run; open it with :func:`kgcomplete.load_run` like any other run."""
-    src, out = Path(src), Path(out)
+    sharded run; open it with :func:`kgcomplete.load_run` like any other run. ``out`` must be new or
+    empty; it is locked while it is written."""
+    RunFolder(out).check_target()
+    with RunFolder(out).lock():
+        return _gather_run(Path(src), Path(out))
+
+
+def _gather_run(src: Path, out: Path) -> Path:
     recover_checkpoint(src)
     sharding = Sharding.load(src)
     _copy_run_files(src, out, 1)
@@ -268,8 +276,14 @@ def gather_run(src: str | Path, out: str | Path) -> Path:
 
 def reshard_run(src: str | Path, n_shard: int, out: str | Path, seed: Optional[int] = None) -> Path:
     """Copy a sharded run to ``n_shard`` shards (parameters and entity optimizer state), holding
-    one old and one new shard at a time; the copy can be evaluated or resumed with ``n_shard`` workers."""
-    src, out = Path(src), Path(out)
+    one old and one new shard at a time; the copy can be evaluated or resumed with ``n_shard`` workers.
+    ``out`` must be new or empty; it is locked while it is written."""
+    RunFolder(out).check_target()
+    with RunFolder(out).lock():
+        return _reshard_run(Path(src), n_shard, Path(out), seed)
+
+
+def _reshard_run(src: Path, n_shard: int, out: Path, seed: Optional[int]) -> Path:
     recover_checkpoint(src)
     old = Sharding.load(src)
     cfg = _copy_run_files(src, out, n_shard)

@@ -35,8 +35,8 @@ import torch.multiprocessing as mp
 from ..config import Config
 from ..data.dataset import Dataset
 from ..device import resolve_device
-from ..runs.files import RunFolder
-from .checkpoint import init_shard_model, restore_worker, save_worker
+from ..runs.files import RunFolder, verify_all
+from .checkpoint import init_shard_model, recover_checkpoint, restore_worker, save_worker
 from .exchange import Comm
 from .section import DistConfig
 from .sharding import Sharding
@@ -226,9 +226,11 @@ def train_distributed(cfg: Config, dataset: Dataset, out_dir: Path, resume: bool
 
 def _prepare_folder(folder: RunFolder, cfg: Config, dataset: Dataset, n: int, dcfg: DistConfig, resume: bool) -> None:
     if resume:
-        cfg.save(folder / "config.yaml")
         if not (folder / "sharding.json").exists():
             raise FileNotFoundError(f"{folder.path}: not a sharded run (no sharding.json)")
+        recover_checkpoint(folder.path, roll_back=True)
+        verify_all(folder.path)  # a damaged shard is one error naming it, before any worker starts
+        cfg.save(folder / "config.yaml")
         return
     if (folder / "sharding.json").exists() or (folder / "checkpoint.safetensors").exists():
         raise FileExistsError(f"{folder.path} already holds a trained run; use resume or another --out")

@@ -231,14 +231,17 @@ def sha256_file(path: Path) -> str:
 
 
 def checksums(folder: str | Path) -> dict[str, str]:
-    p = Path(folder) / CHECKSUMS
-    if not p.exists():
-        return {}
-    try:
-        out = json.loads(p.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DamagedFileError(f"{p}: damaged ({e}); the run's checkpoint files cannot be verified") from None
-    return out if isinstance(out, dict) else {}
+    """``{file name: sha256}`` of a folder: its ``checksums.json`` and any ``checksums-*.json`` (one
+    per BESS worker in ``shards/``)."""
+    out: dict[str, str] = {}
+    for p in sorted(Path(folder).glob("checksums*.json")):
+        try:
+            part = json.loads(p.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DamagedFileError(f"{p}: damaged ({e}); the run's checkpoint files cannot be verified") from None
+        if isinstance(part, dict):
+            out.update(part)
+    return out
 
 
 def verify(path: Path) -> None:
@@ -252,6 +255,15 @@ def verify(path: Path) -> None:
         raise FileNotFoundError(f"{path}: missing (the run's checksums.json lists it)")
     if sha256_file(path) != expected:
         raise DamagedFileError(f"{path}: damaged (its sha256 differs from the one saved with the checkpoint)")
+
+
+def verify_all(folder: str | Path) -> None:
+    """Verify every file listed by the checksums of ``folder`` and of ``folder/shards`` (before a
+    resume hands the files to workers, so that damage is one error here, not one per worker)."""
+    for where in (Path(folder), Path(folder) / "shards"):
+        for name in checksums(where):
+            if (where / name).exists():
+                verify(where / name)
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -323,7 +335,9 @@ def commit_files(folder: str | Path, writers: dict[str, Callable[[Path], None]])
     recover_checkpoint(folder)
     stage = folder / _STAGING
     stage.mkdir()
-    sums = checksums(folder)
+    sums = {}
+    if (folder / CHECKSUMS).exists():
+        sums = json.loads((folder / CHECKSUMS).read_text())
     for name, write in writers.items():
         write(stage / name)
         fsync_path(stage / name)
