@@ -146,3 +146,16 @@ def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_and_resumes_exactly
     filler.unlink()  # the user frees space
     resume_to_the_end(out)
     assert_same_run(out, ref)
+
+
+def test_out_on_a_read_only_file_system_is_one_line(small_disk, tmp_path):
+    from click.testing import CliRunner
+
+    import reference
+    from kgcomplete.cli.main import cli
+
+    res = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"mount: cannot remount the tmpfs read-only ({res.stderr.strip()})")
+    res = CliRunner().invoke(cli, ["train", "-d", "nations", "--out", str(small_disk / "run"), "--epochs", "1"])
+    reference.assert_user_error(res, str(small_disk / "run"), "Read-only file system", "choose another --out")

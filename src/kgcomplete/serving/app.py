@@ -113,11 +113,11 @@ def create_app(run: Any, limits: Optional[Limits] = None) -> FastAPI:
     limiters: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
     def name_threads():
-        """Name lookups run on at most two threads (one limiter per event loop): many more would
+        """Name lookups run on one worker thread (one limiter per event loop): more would
         only contend for the GIL with the event loop and delay every other request."""
         loop = asyncio.get_running_loop()
         if loop not in limiters:
-            limiters[loop] = anyio.CapacityLimiter(2)
+            limiters[loop] = anyio.CapacityLimiter(1)
         return limiters[loop]
 
     def resolve_queries(specs: list[QuerySpec]) -> tuple[list[int], list[int]]:
