@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -353,10 +355,10 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live training would hold it
         os.ftruncate(fd, 0)
-        os.pwrite(fd, b"PID 4242 on somewhere, since now", 0)
+        os.pwrite(fd, f"PID {os.getpid()} on somewhere, since now".encode(), 0)
         before = snapshot(tmp_path)
         res = CliRunner().invoke(cli, ["train", "--resume", str(run), "--epochs", "2"])
-        reference.assert_user_error(res, "is being written by another kgcomplete process (PID 4242")
+        reference.assert_user_error(res, f"is being written by another kgcomplete process (PID {os.getpid()}")
         assert snapshot(tmp_path) == before
     finally:
         os.close(fd)
@@ -394,3 +396,26 @@ def test_os_errors_while_writing_are_one_line(code, words, tmp_path, monkeypatch
     monkeypatch.setattr(atomic, "atomic_write_file", failing)
     res = CliRunner().invoke(cli, train_args(tmp_path))
     reference.assert_user_error(res, "config.yaml", *words)
+
+
+def test_a_forked_child_does_not_keep_the_lock_of_a_dead_holder(tmp_path):
+    """Forked workers inherit the lock file; they drop their copy at fork, so the lock ends with the
+    holder even while a child lives on."""
+    script = ("import os, sys, time\nfrom kgcomplete.runs.files import RunFolder\n"
+              "with RunFolder(sys.argv[1]).lock():\n"
+              "    child = os.fork()\n"
+              "    if child == 0:\n        os.close(1)\n        os.close(2)\n        time.sleep(30)\n        os._exit(0)\n"
+              "    print(child, flush=True)\n    os._exit(0)\n")
+    holder = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
+                            timeout=60)
+    child = int(holder.stdout.strip())
+    from kgcomplete.runs.files import RunFolder
+
+    try:
+        os.kill(child, 0)  # alive
+        t0 = time.monotonic()
+        with RunFolder(tmp_path / "run").lock():  # the child still sleeps; the lock is free at once
+            pass
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        os.kill(child, 9)

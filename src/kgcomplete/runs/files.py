@@ -87,6 +87,56 @@ class RunLockedError(FileExistsError):
     """Another live process writes this run folder."""
 
 
+#: lock files this process holds open; a forked child closes its copies at once (without unlocking),
+#: so the lock ends with its holder even while forked workers live on for a moment
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in list(_HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def _take(fd: int, grace_s: float = 10.0) -> None:
+    """``flock`` the lock file ``fd`` (BlockingIOError when a live process holds it). When the PID the
+    file names is dead, processes it left behind (e.g. its workers, on their way out) may still hold
+    the lock for a moment: wait up to ``grace_s`` for them."""
+    import fcntl
+
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            text = os.pread(fd, 512, 0).decode(errors="replace").split()
+            pid = int(text[1]) if len(text) > 1 and text[0] == "PID" and text[1].isdigit() else None
+            if pid is None or _pid_alive(pid) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for this purpose
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 class RunFolder:
     """Paths and writers of one run folder."""
 
@@ -130,13 +180,14 @@ class RunFolder:
             try:
                 import fcntl
 
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _take(fd)
             except ImportError:  # no flock (Windows): the folder is still marked as a run
                 pass
             except BlockingIOError:
                 holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown"
                 raise RunLockedError(f"{self.path} is being written by another kgcomplete process ({holder}); "
                                      f"wait for it to finish or use another --out") from None
+            _HELD_LOCKS.add(fd)
             info = f"PID {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
             os.ftruncate(fd, 0)
             os.pwrite(fd, info.encode(), 0)
@@ -147,6 +198,7 @@ class RunFolder:
                     shutil.rmtree(self.path, ignore_errors=True)
                 raise
         finally:
+            _HELD_LOCKS.discard(fd)
             os.close(fd)  # releases the flock
 
     def create(self, config: Config | dict, dataset: Dataset) -> None:
