@@ -419,3 +419,11 @@ def test_a_forked_child_does_not_keep_the_lock_of_a_dead_holder(tmp_path):
         assert time.monotonic() - t0 < 1.0
     finally:
         os.kill(child, 9)
+
+
+def test_run_files_get_the_usual_mode_not_0600(tmp_path):
+    run = trained_run(tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("config.yaml", "metrics.json", "checkpoint.safetensors", "checksums.json", "entities.tsv"):
+        assert (run / name).stat().st_mode & 0o777 == 0o666 & ~mask, name

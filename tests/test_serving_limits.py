@@ -122,3 +122,13 @@ def test_a_bad_field_is_not_echoed_back_whole():
     with TestClient(app) as c:
         r = c.post("/api/predict", json={"queries": [{"head": "a", "relation": "1"}], "k": "z" * 50_000})
         assert r.status_code == 422 and len(r.content) < 2_000
+
+
+def test_a_streamed_body_without_length_over_the_limit_is_413():
+    app = create_app(big_run(100), Limits(max_body_bytes=10_000))
+    with TestClient(app) as c:
+        def chunks():
+            for _ in range(10):
+                yield b"x" * 2_000
+        r = c.post("/api/predict", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "larger than 10000 bytes" in r.text

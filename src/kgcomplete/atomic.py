@@ -22,6 +22,7 @@ def atomic_write_file(path: str | Path, write: Callable[[Path], None]) -> None:
     try:
         try:
             write(Path(tmp))
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp (and some writers) make 0600; give the usual mode
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -33,6 +34,16 @@ def atomic_write_file(path: str | Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask, read once at import (setting it to read it is not thread-safe later)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def _disk_full(e: Exception, path: Path):

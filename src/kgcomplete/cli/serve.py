@@ -38,9 +38,8 @@ def serve(run, host, port, ensemble, max_k, max_batch, batch_wait_ms, log_level,
         raise click.ClickException("--max-k and --max-batch must be at least 1")
     r = open_run(run, ensemble, device)
     app = create_app(r, Limits(max_k=max_k, max_batch=max_batch, max_wait_ms=batch_wait_ms))
-    on = getattr(r, "device", None)
-    click.echo(f"serving {run} ({type(r).__name__}{f', on {on}' if on is not None else ''}) on "
-               f"http://{host}:{port}/  (API docs: /docs)", err=True)
+    click.echo(f"serving {run} ({type(r).__name__}, on {r.device}) on http://{host}:{port}/  (API docs: /docs)",
+               err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
 
 

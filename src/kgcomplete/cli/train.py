@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional
 
 import click
 
-from .common import USER_ERRORS, fail, metrics_table
+from .common import USER_ERRORS, device_option, fail, metrics_table
 
 KGE, KGT5 = "KGE", "KGT5"
 #: the values of ``--optimizer`` per family
@@ -115,9 +115,8 @@ def check_flags(model_name: Optional[str], given: dict) -> None:
                         "optimizer rowadagrad); faster on several cores, not bit-for-bit reproducible."))
 @click.option("--workers", type=int, default=None,
               help=_kge("BESS: shard entities over N local worker processes (see docs/distributed.md)."))
-@click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
-              help="Where to train: auto (a GPU when there is one; default) | cpu | cuda | cuda:N. With --workers N "
-                   "and cuda: one GPU per worker (NCCL).")
+@device_option("Where to train: auto (a GPU when there is one; default) | cpu | cuda | cuda:N. With --workers N "
+               "and cuda: one GPU per worker (NCCL).")
 @click.option("--max-memory", default=None, metavar="SIZE",
               help=_kge("Refuse to start if the memory estimate exceeds SIZE (e.g. 16GiB, 500MB)."))
 @click.option("--drop-unknown", is_flag=True, help="Drop valid/test triples with entities/relations unseen in train.")

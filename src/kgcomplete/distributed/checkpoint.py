@@ -162,7 +162,7 @@ def recover_checkpoint(folder: str | Path, rank: Optional[int] = None, roll_back
             mine = worker_files(rank)
             names = [n for n in names if n in mine or any(n.startswith(f".{m}.") for m in mine)]
         tmp = [n for n in names if n.startswith(".")]  # temporary files of a write cut short
-        done = [n for n in names if not n.startswith(".")]
+        done = sorted((n for n in names if not n.startswith(".")), key=lambda n: n.startswith("checksums-"))
         try:
             # only a resume (roll_back, nothing writing) drops temporary files: a reader next to a running
             # training must not delete the files of a save in progress

@@ -233,7 +233,7 @@ def streamed_rank(
                 known = _known_pairs(filter_index, batch, head, batch[:, answer_col]) if filter_index else None
                 counts[head][:, a:b] += shard_rank_counts(m, sharding, s, emb[a:b, ai], batch[:, 1], head,
                                                           targets[head][a:b], batch[:, answer_col], known, window).cpu()
-    ranks = {h: realistic_rank(c[0].numpy(), c[1].numpy()) for h, c in counts.items()}
+    ranks = {h: realistic_rank(c[0].cpu().numpy(), c[1].cpu().numpy()) for h, c in counts.items()}
     return RankingResult(triples, ranks[True], ranks[False])
 
 
@@ -252,4 +252,4 @@ def streamed_topk(
         vals.append(v)
         ids.append(i)
     v, i = merge_topk(torch.cat(vals, 1), torch.cat(ids, 1), k)
-    return v.numpy(), i.numpy()
+    return v.cpu().numpy(), i.cpu().numpy()

@@ -102,7 +102,7 @@ class ShardedRun(KGERun):
     def score_triples(self, triples) -> np.ndarray:
         t = np.asarray(triples, np.int64).reshape(-1, 3)
         with torch.no_grad():
-            return self.score_queries(t[:, 0], t[:, 1], t[:, 2:3])[:, 0].numpy()
+            return self.score_queries(t[:, 0], t[:, 1], t[:, 2:3])[:, 0].cpu().numpy()
 
     # ------------------------------------------------------- evaluation
     def evaluate(self, split: str = "test", filtered: bool = True, progress: bool = False) -> dict:
@@ -110,7 +110,8 @@ class ShardedRun(KGERun):
         ds, ev = self.dataset, self.config.evaluation
         cand = ds.candidates.get(split) if ds.candidates else None
         if cand is not None:  # OGB protocol: a few candidates per query, scored by gathering them
-            res = Evaluator(None, ev.batch_elements).rank(self, ds.splits[split], ds.num_entities, False, cand, progress)
+            res = Evaluator(None, ev.batch_elements, self.device).rank(self, ds.splits[split], ds.num_entities, False,
+                                                                       cand, progress)
         else:
             res = streamed_rank(self.shard, self.sharding, ds.splits[split],
                                 self.filter_index("all") if filtered else None, ev.batch_elements, self.window, progress)

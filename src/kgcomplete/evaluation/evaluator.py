@@ -181,7 +181,7 @@ class Evaluator:
             answer = batch[:, answer_col]
             if cand is None:
                 scores = scorer.score_queries(anchor, rel, None, head=head).float()
-                target = scores[torch.arange(len(batch)), torch.as_tensor(answer, device=self.device)]
+                target = scores[torch.arange(len(batch), device=self.device), torch.as_tensor(answer, device=self.device)]
                 better, tied = rank_counts(scores, target)
                 better, tied = better.cpu().numpy(), tied.cpu().numpy() - 1  # minus the answer itself
                 if filtered:

@@ -387,9 +387,11 @@ def commit_files(folder: str | Path, writers: dict[str, Callable[[Path], None]])
     recover_checkpoint(folder)
     stage = folder / _STAGING
     stage.mkdir()
-    sums = {}
-    if (folder / CHECKSUMS).exists():
-        sums = json.loads((folder / CHECKSUMS).read_text())
+    try:  # the sums of files this commit does not rewrite (e.g. an unchanged best.safetensors)
+        sums = checksums(folder)
+    except DamagedFileError as e:  # rewritten whole below; files it no longer lists are not verified
+        log.warning("%s; writing a new one", e)
+        sums = {}
     for name, write in writers.items():
         write(stage / name)
         fsync_path(stage / name)
@@ -416,12 +418,18 @@ def recover_checkpoint(folder: str | Path, roll_back: bool = True) -> None:
             order = (committed / _ORDER).read_text().split()
         except FileNotFoundError:  # moved and removed by another process meanwhile
             order = []
-        for name in order:
-            try:
-                os.replace(committed / name, folder / name)
-            except FileNotFoundError:  # already moved (by another process)
-                pass
-        shutil.rmtree(committed, ignore_errors=True)
-        fsync_path(folder)
+        try:
+            for name in order:
+                try:
+                    os.replace(committed / name, folder / name)
+                except FileNotFoundError:  # already moved (by another process)
+                    pass
+            shutil.rmtree(committed, ignore_errors=True)
+            fsync_path(folder)
+        except OSError as e:
+            if roll_back:
+                raise
+            # a reader of a folder it may not write (e.g. read-only): read what is in place
+            log.warning("could not finish the interrupted checkpoint in %s: %s", folder, e)
     if roll_back and (folder / _STAGING).exists():
         shutil.rmtree(folder / _STAGING)

@@ -74,6 +74,10 @@ class Run(Protocol):
     def filter_index(self, which: str = "all") -> FilterIndex:
         """Known triples of ``all`` splits or of one split (what filtered ranking removes)."""
 
+    @property
+    def device(self) -> torch.device:
+        """Where ``score_queries`` returns its scores (evaluation chunks are made there)."""
+
     def known_split(self, triples: np.ndarray) -> list[Optional[str]]:
         """For ``(B, 3)`` triples: the first split that contains each, or None."""
 
@@ -119,13 +123,17 @@ class RunBase:
     def score_queries(self, anchor, r, candidates=None, head: bool = False):
         raise NotImplementedError(f"{type(self).__name__} does not score queries")
 
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
     def score_triples(self, triples) -> np.ndarray:
         """``(B, 3)`` ids -> ``(B,)`` scores, as candidates of tail queries."""
         t = np.asarray(triples, np.int64).reshape(-1, 3)
         with torch.no_grad():
             s = self.score_queries(torch.as_tensor(t[:, 0]), torch.as_tensor(t[:, 1]), torch.as_tensor(t[:, 2:3]),
                                    head=False)
-        return torch.as_tensor(s).float()[:, 0].numpy()
+        return torch.as_tensor(s).float()[:, 0].cpu().numpy()
 
     def filter_index(self, which: str = "all") -> FilterIndex:
         """Known triples of ``all`` splits or of one split (built once, cached in ``known``)."""
@@ -133,7 +141,8 @@ class RunBase:
 
     def evaluate(self, split: str = "test", filtered: bool = True, progress: bool = False) -> dict:
         return evaluate_scorer(self, self.dataset, split, filtered=filtered, chunk_elements=self.eval_batch_elements,
-                               progress=progress, filter_index=self.filter_index("all") if filtered else None)
+                               progress=progress, filter_index=self.filter_index("all") if filtered else None,
+                               device=self.device)
 
     def resolve_entity(self, text: str) -> int:
         """Entity id from its label or (unique) name; KeyError with close matches otherwise."""
@@ -248,9 +257,9 @@ def top_k_predictions(scorer, dataset: Dataset, known: KnownTriples, anchor: np.
         scores = torch.as_tensor(scorer.score_queries(torch.as_tensor(anchor), torch.as_tensor(r), None, head=head)).float()
         if exclude_known:
             q, ent = known.index("all").known(anchor, r, head=head)
-            scores[torch.as_tensor(q), torch.as_tensor(ent)] = float("-inf")
+            scores[torch.as_tensor(q, device=scores.device), torch.as_tensor(ent, device=scores.device)] = float("-inf")
         top = torch.topk(scores, k, dim=1)
-    return prediction_rows(dataset, known, anchor, r, head, top.indices.numpy(), top.values.numpy())
+    return prediction_rows(dataset, known, anchor, r, head, top.indices.cpu().numpy(), top.values.cpu().numpy())
 
 
 def prediction_rows(dataset: Dataset, known: KnownTriples, anchor: np.ndarray, r: np.ndarray, head: bool,
@@ -304,13 +313,15 @@ def resolve(dataset: Dataset, text: str, kind: str) -> int:
     if names is not None and len(close) < 5:
         close += [n for n in names.close_matches(text) if n not in close][: 5 - len(close)]
     hint = f"; close matches: {close}" if close else f"; no close match among {len(vocab)} {kind} labels"
-    raise UnknownNameError(f"unknown {kind} {_shown(text)}{hint}", close)
+    raise UnknownNameError(f"unknown {kind} {shorten(text)!r}{hint}", close)
 
 
-#: the longest text of a user's value repeated in a message (a 10 MB name is not echoed back)
-MAX_SHOWN = 200
+#: the longest user value echoed back in a message (a 10 MB name is not sent back twice)
+MAX_ECHO = 200
 
 
-def _shown(text: str) -> str:
-    text = str(text)
-    return repr(text) if len(text) <= MAX_SHOWN else repr(text[:MAX_SHOWN]) + f"... ({len(text)} characters)"
+def shorten(value: Any) -> Any:
+    """``value`` as it may be echoed in a message: strings cut to :data:`MAX_ECHO` characters."""
+    if isinstance(value, str) and len(value) > MAX_ECHO:
+        return value[:MAX_ECHO] + f"... ({len(value)} characters)"
+    return value

@@ -267,24 +267,19 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
+                if seen > self.max_bytes:  # FastAPI passes an HTTPException raised while reading the body on
+                    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+                    raise StarletteHTTPException(413, f"request body larger than {self.max_bytes} bytes")
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._too_large(send)
+        await self.app(scope, limited, send)
 
     async def _too_large(self, send):
         body = b'{"detail":{"error":"request body larger than ' + str(self.max_bytes).encode() + b' bytes"}}'
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _version() -> str:

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from ..runs.protocol import Run, UnknownNameError, as_run
+from ..runs.protocol import Run, UnknownNameError, as_run, shorten
 
 _MAX_CHAR = "\U0010ffff"
 
@@ -39,17 +39,6 @@ class UnknownName(KeyError):
 
     def __str__(self) -> str:
         return self.message
-
-
-#: the longest user value echoed back in an error (a 10 MB name is not sent back twice)
-MAX_ECHO = 200
-
-
-def shorten(value: Any) -> Any:
-    """``value`` as it may be echoed in an error: strings cut to :data:`MAX_ECHO` characters."""
-    if isinstance(value, str) and len(value) > MAX_ECHO:
-        return value[:MAX_ECHO] + f"... ({len(value)} characters)"
-    return value
 
 
 # ------------------------------------------------------------------ autocomplete

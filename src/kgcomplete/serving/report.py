@@ -61,7 +61,8 @@ def compute_ranks(run: Any, split: str = "test", max_triples: Optional[int] = No
         triples = triples[keep]
     fi = FilterIndex(ds.all_triples(), ds.num_relations)
     cand = (ds.candidates or {}).get(split)
-    return Evaluator(fi, run.eval_batch_elements).rank(run, triples, ds.num_entities, filtered=True, candidates=cand)
+    return Evaluator(fi, run.eval_batch_elements, run.device).rank(run, triples, ds.num_entities, filtered=True,
+                                                                   candidates=cand)
 
 
 def rank_histogram(ranks: np.ndarray, bins: np.ndarray = RANK_BINS) -> tuple[list[str], np.ndarray]:

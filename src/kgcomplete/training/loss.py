@@ -62,7 +62,9 @@ class _SoftplusRowMean(torch.autograd.Function):
         ctx.save_for_backward(u.div_(p))  # sigmoid(z) = dsoftplus/dz
         # log(1 + e^z) = softplus(z) (below e^-16 the tiny terms round to 0)
         out = p.log_()
-        if float(z.max()) > 80.0:  # above the clamp softplus(z) = z = log(1 + e^80) + (z - 80)
+        # above the clamp softplus(z) = z = log(1 + e^80) + (z - 80); on the CPU checked first (cheap),
+        # on a GPU added unconditionally (adding zeros is exact; asking would sync with the host)
+        if z.is_cuda or float(z.max()) > 80.0:
             out.add_(z.sub_(80.0).clamp_(min=0.0))
         ctx.n = x.shape[1]
         return out.mean(1)
@@ -79,7 +81,7 @@ def one_vs_all_loss(scores: Tensor, target: Tensor, kind: str = "ce", label_smoo
         return F.cross_entropy(scores, target, label_smoothing=label_smoothing)
     if kind == "bce":
         t = torch.zeros_like(scores)
-        t[torch.arange(len(target)), target] = 1.0
+        t[torch.arange(len(target), device=scores.device), target] = 1.0
         return kvsall_loss(scores, t, "bce", label_smoothing)
     raise ValueError(f"unknown loss {kind!r} for 1vsAll: ce | bce")
 

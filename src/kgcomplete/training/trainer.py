@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import threading
 import time
 from typing import Callable, Iterable, Iterator, Optional
@@ -207,23 +208,26 @@ class Trainer(EpochLoop):
         if not self.row_updates:
             self.optimizer.zero_grad(set_to_none=True)
             loss, n = self.batch_loss(idx)
-            self._check_finite(loss)
+            value = self._finite(loss)
             loss.backward()
             self.optimizer.step()
-            return loss.item(), n
+            return value, n
         model = self.model
         batch = self.train[idx.to(self.device)]
         ents, rels = RowLeaves(model.entity_emb.weight), RowLeaves(model.relation_emb.weight)
         loss = self._negatives_loss(batch[:, 0], batch[:, 1], batch[:, 2], sampler or self.sampler, ents, rels)
-        self._check_finite(loss)
+        value = self._finite(loss)
         grad_e, grad_r = torch.autograd.grad(loss, [ents.leaf, rels.leaf])
         self.optimizer.update_rows(model.entity_emb.weight, ents.rows, grad_e)
         self.optimizer.update_rows(model.relation_emb.weight, rels.rows, grad_r)
-        return loss.item(), len(idx)
+        return value, len(idx)
 
-    def _check_finite(self, loss: Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at epoch {self.epoch + 1}; lower training.lr")
+    def _finite(self, loss: Tensor) -> float:
+        """The loss as a float (one host sync per batch), or FloatingPointError when it diverged."""
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at epoch {self.epoch + 1}; lower training.lr")
+        return value
 
     # -------------------------------------------------------------------- loop
     @property
