@@ -427,3 +427,22 @@ def test_run_files_get_the_usual_mode_not_0600(tmp_path):
     os.umask(mask)
     for name in ("config.yaml", "metrics.json", "checkpoint.safetensors", "checksums.json", "entities.tsv"):
         assert (run / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_a_reader_next_to_a_half_moved_commit_finishes_it_instead_of_reporting_damage(tmp_path):
+    """A training moved checkpoint.safetensors into place but not yet checksums.json when a reader
+    (kgc evaluate, a server) verifies it: the reader finishes the commit and reads the new files."""
+    from kgcomplete.runs.files import read_tensors
+
+    run = trained_run(tmp_path)
+    committed = run / ".checkpoint.committed"
+    committed.mkdir()
+    new = bytearray((run / "checkpoint.safetensors").read_bytes())
+    new[-8] ^= 0xFF  # the next checkpoint's weights
+    (run / "checkpoint.safetensors").write_bytes(bytes(new))  # already moved into place
+    sums = json.loads((run / "checksums.json").read_text())
+    sums["checkpoint.safetensors"] = hashlib.sha256(bytes(new)).hexdigest()
+    (committed / "checksums.json").write_text(json.dumps(sums))  # not moved yet
+    (committed / "ORDER").write_text("checkpoint.safetensors\nchecksums.json\n")
+    read_tensors(run / "checkpoint.safetensors")  # no DamagedFileError
+    assert not committed.exists() and json.loads((run / "checksums.json").read_text()) == sums
