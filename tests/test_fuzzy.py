@@ -41,7 +41,7 @@ def test_prefix_and_close_matches():
     idx = FuzzyIndex(labs)
     assert sorted(labs[idx.prefix("prot", 5)]) == ["Protein_kinase", "Proteome", "protein_binding"]
     assert idx.close_matches("recepter", 1) == ["receptor"]
-    assert idx.close_matches("x" * 100_000, 5) == [] or len(idx.close_matches("x" * 100_000, 5)) <= 5
+    assert idx.close_matches("x" * 100_000, 5) == []  # no label shares a trigram with it (and it is cut, not scanned)
     assert FuzzyIndex(np.array([], dtype=object)).close_matches("a") == []
 
 

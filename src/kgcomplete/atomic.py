@@ -22,12 +22,12 @@ def atomic_write_file(path: str | Path, write: Callable[[Path], None]) -> None:
     try:
         try:
             write(Path(tmp))
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp (and some writers) make 0600; give the usual mode
+            os.chmod(tmp, FILE_MODE)  # mkstemp (and some writers) make 0600; give the usual mode
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except Exception as e:
-            disk_full = _disk_full(e, path)
+            disk_full = disk_full_error(e, path)
             if disk_full is not None:
                 raise disk_full from e
             raise
@@ -43,10 +43,11 @@ def _umask() -> int:
     return mask
 
 
-_UMASK = _umask()
+#: the mode a new file gets under this process's umask (``0o644`` under the usual 022)
+FILE_MODE = 0o666 & ~_umask()
 
 
-def _disk_full(e: Exception, path: Path):
+def disk_full_error(e: Exception, path: Path):
     """An ``OSError(ENOSPC)`` naming ``path`` when ``e`` is a full disk that a library reported
     without the errno (safetensors: "os error 28"; NumPy: "N requested and M written"), else None."""
     if isinstance(e, OSError) and e.errno is not None:

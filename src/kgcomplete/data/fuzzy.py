@@ -7,7 +7,7 @@ the vocabulary per query:
   ``np.searchsorted`` range (then labels that start with ever shorter prefixes of it);
 * **trigrams**: every label's character trigrams (of `` label ``, case-folded) in one sorted
   array of ``(trigram code, label id)``; a query gathers the postings of its own trigrams,
-  counts shared trigrams per label (``np.unique``) and ranks by the Dice coefficient
+  counts shared trigrams per label (``np.bincount``) and ranks by the Dice coefficient
   ``2 * shared / (|query trigrams| + |label trigrams|)``. The rarest of the query's trigrams are used, up to ``budget`` postings
   (frequent trigrams cost the most and tell labels apart the least).
 

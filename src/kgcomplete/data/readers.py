@@ -178,16 +178,18 @@ def read_triple_file(path: str | Path, options: Optional[ReadOptions] = None) ->
     arr = frame.to_numpy(dtype=object)
     if not len(arr):
         return arr.reshape(0, 3), 0
-    flat = pd.Series(arr.reshape(-1), dtype=object)
-    stripped = flat.str.strip()
-    padded = (stripped != flat).to_numpy().reshape(-1, 3)
+    # strip each distinct label once (far fewer than the triples' fields), then map back
+    codes, uniq = pd.factorize(arr.reshape(-1))
+    uniq = pd.Series(uniq, dtype=object)
+    stripped_uniq = uniq.str.strip()
+    padded = (stripped_uniq != uniq).to_numpy()[codes].reshape(-1, 3)
     if padded.any():
         if options.whitespace != "strip":
             i, j = np.argwhere(padded)[0]
             raise DataFormatError(path, int(i) + 1, f"{TRIPLE_ROLES[j]} label {arr[i, j]!r} has leading or trailing "
                                   f"whitespace ({int(padded.any(axis=1).sum())} lines); fix the file or strip them "
                                   f"(--strip-whitespace, data.whitespace=strip)")
-        arr = stripped.to_numpy(dtype=object).reshape(-1, 3)
+        arr = stripped_uniq.to_numpy(dtype=object)[codes].reshape(-1, 3)
         if (arr == "").any():
             i, j = np.argwhere(arr == "")[0]
             raise DataFormatError(path, int(i) + 1, f"{TRIPLE_ROLES[j]} label is only whitespace")

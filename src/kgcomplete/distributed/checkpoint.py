@@ -7,7 +7,7 @@ Layout added to a run folder (``RUN/``)::
     shards/best-{i}.safetensors     the same at the best validation
     shards/optim-{i}.safetensors    worker i's optimizer state and RNG (+ optim-{i}.json skeleton)
     trainer_state.json              counters, written by worker 0 once every worker has saved
-    shards/next-{id}/               a checkpoint being written (see :func:`recover_checkpoint`)
+    shards/next-{id}/               a checkpoint being written (see :func:`recover_shards`)
 
 A sharded run can be resumed with the same number of workers, gathered into a single-table run
 (a normal :class:`~kgcomplete.runs.KGERun` folder) or re-sharded to another number of workers.
@@ -138,7 +138,7 @@ def _move_or_drop(pending: Path, move=(), drop=()) -> None:
         pass
 
 
-def recover_checkpoint(folder: str | Path, rank: Optional[int] = None, roll_back: bool = False) -> None:
+def recover_shards(folder: str | Path, rank: Optional[int] = None, roll_back: bool = False) -> None:
     """Finish or undo a checkpoint that a crash (e.g. ``kill -9``) interrupted.
 
     A checkpoint is written in three phases: every worker writes its files into
@@ -172,7 +172,7 @@ def recover_checkpoint(folder: str | Path, rank: Optional[int] = None, roll_back
 
 
 def save_worker(folder: RunFolder, trainer, reason: str) -> None:
-    """Write one checkpoint of every worker, all-or-nothing (see :func:`recover_checkpoint`): the
+    """Write one checkpoint of every worker, all-or-nothing (see :func:`recover_shards`): the
     files of worker ``i`` go to ``shards/next-{id}/``, worker 0 commits with ``trainer_state.json``,
     then every worker moves its files into ``shards/``."""
     rank = trainer.comm.rank
@@ -204,10 +204,10 @@ def save_worker(folder: RunFolder, trainer, reason: str) -> None:
 def restore_worker(folder: RunFolder, trainer) -> bool:
     """Load worker ``rank``'s files into ``trainer``; False when there is nothing to resume.
 
-    An interrupted checkpoint is finished or undone first (:func:`recover_checkpoint`), and epochs
+    An interrupted checkpoint is finished or undone first (:func:`recover_shards`), and epochs
     logged after the restored checkpoint are dropped from ``log.jsonl`` (they are trained again)."""
     rank = trainer.comm.rank
-    recover_checkpoint(folder.path, rank, roll_back=True)
+    recover_shards(folder.path, rank, roll_back=True)
     state = None
     if (folder / "trainer_state.json").exists():
         state = json.loads((folder / "trainer_state.json").read_text())
@@ -255,7 +255,7 @@ def gather_run(src: str | Path, out: str | Path) -> Path:
 
 
 def _gather_run(src: Path, out: Path) -> Path:
-    recover_checkpoint(src)
+    recover_shards(src)
     sharding = Sharding.load(src)
     _copy_run_files(src, out, 1)
     for kind, name in (("latest", "checkpoint"), ("best", "best")):
@@ -284,7 +284,7 @@ def reshard_run(src: str | Path, n_shard: int, out: str | Path, seed: Optional[i
 
 
 def _reshard_run(src: Path, n_shard: int, out: Path, seed: Optional[int]) -> Path:
-    recover_checkpoint(src)
+    recover_shards(src)
     old = Sharding.load(src)
     cfg = _copy_run_files(src, out, n_shard)
     types = old.entity_types

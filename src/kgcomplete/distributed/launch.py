@@ -36,7 +36,7 @@ from ..config import Config
 from ..data.dataset import Dataset
 from ..device import resolve_device
 from ..runs.files import RunFolder, verify_all
-from .checkpoint import init_shard_model, recover_checkpoint, restore_worker, save_worker
+from .checkpoint import init_shard_model, recover_shards, restore_worker, save_worker
 from .exchange import Comm
 from .section import DistConfig
 from .sharding import Sharding
@@ -228,7 +228,7 @@ def _prepare_folder(folder: RunFolder, cfg: Config, dataset: Dataset, n: int, dc
     if resume:
         if not (folder / "sharding.json").exists():
             raise FileNotFoundError(f"{folder.path}: not a sharded run (no sharding.json)")
-        recover_checkpoint(folder.path, roll_back=True)
+        recover_shards(folder.path, roll_back=True)
         verify_all(folder.path)  # a damaged shard is one error naming it, before any worker starts
         cfg.save(folder / "config.yaml")
         return

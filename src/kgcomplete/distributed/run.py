@@ -23,7 +23,7 @@ from ..runs.protocol import prediction_rows, relation_labels
 from ..device import resolve_device
 from ..runs.files import RunFolder
 from ..runs.kge import ConfigRun, KGERun
-from .checkpoint import ENTITY_KEY, gather_run, load_shard_model, recover_checkpoint, reshard_run
+from .checkpoint import ENTITY_KEY, gather_run, load_shard_model, recover_shards, reshard_run
 from .inference import DEFAULT_WINDOW, gather_owned_rows, query_parts, streamed_rank, streamed_topk, window_scores
 from .sharding import Sharding
 
@@ -57,7 +57,7 @@ class ShardedRun(KGERun):
     def load(cls, path: str | Path, dataset: Optional[Dataset] = None, which: str = "best", device="auto",
              cache: int = 1) -> "ShardedRun":
         folder = RunFolder(path)
-        recover_checkpoint(folder.path)  # finish a checkpoint a crash left half moved into place
+        recover_shards(folder.path)  # finish a checkpoint a crash left half moved into place
         config = Config.load(folder / "config.yaml")
         dataset = dataset if dataset is not None else folder.dataset(config)
         return cls(folder.path, config, dataset, Sharding.load(folder.path), which, device, cache)

@@ -17,7 +17,7 @@ import importlib
 _EXPORTS = {
     "protocol": ("Run", "ExportableRun", "RunBase", "ScorerRun", "KnownTriples", "UnknownNameError", "as_run",
                  "top_k_predictions", "prediction_rows", "resolve", "relation_labels", "embedding_matrix"),
-    "files": ("RunFolder", "atomic_write_file", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save_safetensors", "read_log",
+    "files": ("RunFolder", "save_tensors", "atomic_write_file", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save_safetensors", "read_log",
               "trim_log", "commit_files", "recover_checkpoint", "fsync_path", "DamagedFileError", "RunLockedError",
               "read_tensors", "read_json", "load_into", "verify", "checksums", "LOCK_FILE", "CHECKSUMS"),
     "kinds": ("RunKind", "RUN_KINDS", "register_run_kind"),

@@ -24,7 +24,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from ..atomic import atomic_write_bytes, atomic_write_file, atomic_write_text
+from ..atomic import FILE_MODE, atomic_write_bytes, atomic_write_file, atomic_write_text, disk_full_error
 from ..config import Config, section_from_dict
 from ..data.dataset import Dataset
 from ..data.registry import load_configured
@@ -33,9 +33,14 @@ from ..data.vocabulary import Vocabulary
 log = logging.getLogger(__name__)
 
 
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: Optional[dict] = None) -> None:
+    """A safetensors file of ``tensors`` (moved to the host); not atomic by itself: a checkpoint
+    writer for :func:`commit_files`, or wrapped by :func:`atomic_save_safetensors`."""
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path, metadata=metadata)
+
+
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: Optional[dict] = None) -> None:
-    atomic_write_file(path, lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, p,
-                                                metadata=metadata))
+    atomic_write_file(path, lambda p: save_tensors(tensors, p, metadata))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -397,8 +402,15 @@ def commit_files(folder: str | Path, writers: dict[str, Callable[[Path], None]])
     except DamagedFileError as e:  # rewritten whole below; files it no longer lists are not verified
         log.warning("%s; writing a new one", e)
         sums = {}
-    for name, write in writers.items():
-        write(stage / name)
+    for name, write in writers.items():  # plain writes: the staging folder is what makes them atomic
+        try:
+            write(stage / name)
+        except Exception as e:
+            disk_full = disk_full_error(e, stage / name)
+            if disk_full is not None:
+                raise disk_full from e
+            raise
+        os.chmod(stage / name, FILE_MODE)
         fsync_path(stage / name)
         sums[name] = sha256_file(stage / name)
     (stage / CHECKSUMS).write_text(json.dumps(sums, indent=1, sort_keys=True) + "\n")

@@ -35,8 +35,8 @@ from ..models.base import KGEModel
 from ..training.memory import check_memory, estimate_for_dataset, parse_memory
 from ..training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
 from ..training.trainer import Trainer
-from .files import (DamagedFileError, RunFolder, atomic_save_safetensors, commit_files, load_into, read_json,
-                    read_tensors, recover_checkpoint, trim_log)
+from .files import (DamagedFileError, RunFolder, commit_files, load_into, read_json, read_tensors,
+                    recover_checkpoint, save_tensors, trim_log)
 from .kinds import RunKind
 from .protocol import KnownTriples, RunBase, embedding_matrix, relation_labels
 
@@ -166,14 +166,14 @@ def make_model(config: Config, dataset: Dataset) -> KGEModel:
 def _save_checkpoint(folder: RunFolder, trainer: Trainer, reason: str) -> None:
     """Save parameters, best parameters, optimizer + RNG tensors and counters as one commit
     (:func:`commit_files`); ``best.safetensors`` is rewritten only when the best epoch changed."""
-    writers = {"checkpoint.safetensors": partial(atomic_save_safetensors, trainer.model.state_dict())}
+    writers = {"checkpoint.safetensors": partial(save_tensors, trainer.model.state_dict())}
     best_saved = (getattr(trainer, "_saved_best_epoch", None) == trainer.best_epoch
                   and (folder / "best.safetensors").exists())
     if trainer.best_state is not None and not best_saved:
-        writers["best.safetensors"] = partial(atomic_save_safetensors, trainer.best_state)
+        writers["best.safetensors"] = partial(save_tensors, trainer.best_state)
     tensors, skeleton = optimizer_state_tensors(trainer.optimizer)
     tensors.update({f"__rng__/{k}": v for k, v in trainer.rng_state().items()})
-    writers["trainer_state.safetensors"] = partial(atomic_save_safetensors, tensors)
+    writers["trainer_state.safetensors"] = partial(save_tensors, tensors)
     state = trainer.state()
     state.update(optimizer=skeleton, reason=reason, saved_at=time.time())
     writers["trainer_state.json"] = lambda p: p.write_text(json.dumps(state, indent=2) + "\n")

@@ -80,11 +80,16 @@ class TrainOptions:
         )
 
 
-def save_weights(model, path: Path, metadata: Optional[dict] = None) -> None:
-    """Safetensors weights (shared/tied tensors deduplicated), atomically."""
+def write_weights(model, path: Path, metadata: Optional[dict] = None) -> None:
+    """Safetensors weights (shared/tied tensors deduplicated); a checkpoint writer (not atomic by itself)."""
     from safetensors.torch import save_model
 
-    atomic_write_file(Path(path), lambda p: save_model(model, str(p), metadata={k: str(v) for k, v in (metadata or {}).items()}))
+    save_model(model, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+
+def save_weights(model, path: Path, metadata: Optional[dict] = None) -> None:
+    """:func:`write_weights`, atomically."""
+    atomic_write_file(Path(path), lambda p: write_weights(model, p, metadata))
 
 
 def load_weights(model, path: Path) -> None:
@@ -253,9 +258,9 @@ def _save_checkpoint(folder: RunFolder, trainer: KGT5Trainer, reason: str) -> No
     if acc.is_main_process and (reason != "end" or getattr(trainer, "_saved_epoch", None) != trainer.epoch):
         model = acc.unwrap_model(trainer.model)
         done = trainer.epoch
-        writers = {CHECKPOINT: lambda p: save_weights(model, p, {"epoch": done})}
+        writers = {CHECKPOINT: lambda p: write_weights(model, p, {"epoch": done})}
         if not trainer.has_validation() or not trainer.opts.eval_every or trainer.best_epoch == done:
-            writers[BEST] = lambda p: save_weights(model, p, {"epoch": done})
+            writers[BEST] = lambda p: write_weights(model, p, {"epoch": done})
         counters = trainer.state()
         state = {"optimizer": trainer.optimizer.state_dict(), "epoch": done, "step": trainer.step,
                  "best": counters["best_mrr"], "best_epoch": counters["best_epoch"],
