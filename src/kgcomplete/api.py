@@ -37,6 +37,7 @@ def train(
     config: Optional[Config | str | Path] = None,
     resume: bool = False,
     evaluate_test: bool = True,
+    on_epoch=None,
     **overrides,
 ):
     """Train a model and return its run (:class:`~kgcomplete.runs.KGERun`, a sharded run with
@@ -52,6 +53,9 @@ def train(
             (there, in ``overrides`` or in ``--set``) raise :class:`~kgcomplete.config.ConfigError`.
         resume: continue the run in ``out`` from its last checkpoint (its config.yaml wins;
             ``training.epochs`` may be raised through overrides).
+        on_epoch: ``on_epoch(record) -> str | None`` sees each epoch's log record (loss, and
+            ``valid_mrr`` after a validation); a string it returns stops training after that epoch
+            with that reason (how a tuner prunes a trial). KGE runs only.
         overrides: dotted keys with ``__`` or ``.``, e.g. ``epochs=50``, ``dim=64`` (shortcuts) or
             ``**{"training.lr": 0.05}``.
 
@@ -97,13 +101,18 @@ def train(
             n += 1
             out = stem.with_name(f"{stem.name}-{n}")
     kind = next(k for k in run_kinds() if k.trains(cfg))
+    hooks = {}
+    if on_epoch is not None:
+        if kind is not KGE_RUN:
+            raise ValueError(f"on_epoch is for single-process KGE runs; this config trains a {kind.name} run")
+        hooks["on_epoch"] = on_epoch
     folder = RunFolder(out)
     if not resume:
         folder.check_target()
     if int(os.environ.get("RANK", "0")) != 0:  # a torchrun/accelerate rank > 0: rank 0 holds the lock
-        return kind.train(ds, folder, cfg, resume=resume, evaluate_test=evaluate_test)
+        return kind.train(ds, folder, cfg, resume=resume, evaluate_test=evaluate_test, **hooks)
     with folder.lock():
-        return kind.train(ds, folder, cfg, resume=resume, evaluate_test=evaluate_test)
+        return kind.train(ds, folder, cfg, resume=resume, evaluate_test=evaluate_test, **hooks)
 
 
 def load_run(path: str | Path, **kwargs):

@@ -22,7 +22,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -223,9 +223,11 @@ def _restore(folder: RunFolder, trainer: Trainer) -> None:
     trainer.history = trim_log(folder.path, int(state["epoch"]))
 
 
-def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False, evaluate_test: bool = True) -> "KGERun":
+def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False, evaluate_test: bool = True,
+              on_epoch: Optional[Callable[[dict], Optional[str]]] = None) -> "KGERun":
     """Train a shallow KGE model of ``cfg`` on ``ds`` into ``folder`` (the KGE run kind; see
-    :func:`kgcomplete.train` for the public entry point) and return its :class:`KGERun`."""
+    :func:`kgcomplete.train` for the public entry point) and return its :class:`KGERun`.
+    ``on_epoch(record)`` sees each epoch's log record; a string it returns stops training (the reason)."""
     out = folder.path
     if folder.path.is_dir():
         recover_checkpoint(folder.path)
@@ -258,6 +260,7 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
         trim_log(folder.path, 0)  # killed before the first checkpoint: start over
     if resume:
         cfg.save(folder / "config.yaml")  # e.g. raised epochs
+    trainer.on_epoch = on_epoch
     trainer.fit()
     trainer.load_best()
     run = KGERun(folder.path, cfg, kge, ds)

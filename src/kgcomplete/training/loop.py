@@ -62,6 +62,9 @@ class EpochLoop:
         self._interrupt_requested = False  # a deferred Ctrl-C is pending
         self._interrupt_forced = False  # a second Ctrl-C: stop at once, save nothing
         self.stop_reason: Optional[str] = None  #: why :meth:`fit` stopped, in words
+        #: called with each epoch's record after it is logged; a returned string stops training there
+        #: with that reason (a tuner's pruner: "pruned by the tuner at epoch 10")
+        self.on_epoch: Optional[Callable[[dict], Optional[str]]] = None
 
     def _set_lr(self) -> float:
         cfg = self.training_cfg
@@ -148,7 +151,7 @@ class EpochLoop:
                 self._checkpointable = True
                 if has_valid and self._stopped_early():  # a resumed run that had stopped early
                     log.info("run stopped early at epoch %d (patience %d); nothing to train", self.epoch, cfg.patience)
-                budget = self.out_of_budget()
+                budget, told = self.out_of_budget(), None
                 while self.epoch < cfg.epochs and not (has_valid and self._stopped_early()) and not budget:
                     self._check_interrupt()
                     record = self.run_epoch()
@@ -161,13 +164,14 @@ class EpochLoop:
                     self._emit(record)
                     self._checkpointable = True
                     log.info("epoch %s", json.dumps(record))
+                    told = self.on_epoch(record) if self.on_epoch else None
                     timed = self.checkpoint_every_s is not None and _clock() - last_save > self.checkpoint_every_s
                     if self.checkpoint_cb and ("valid_mrr" in record or timed):
                         self.checkpoint_cb(self, "epoch")
                         last_save = _clock()
-                    if stop:
+                    if stop or told:
                         break
-                self.stop_reason = self._why_stopped(budget)
+                self.stop_reason = told or self._why_stopped(budget)
                 log.info("training stopped at epoch %d: %s", self.epoch, self.stop_reason)
                 self._check_interrupt()
             except KeyboardInterrupt:
