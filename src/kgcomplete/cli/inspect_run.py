@@ -40,19 +40,47 @@ def evaluate(run, split, raw, ensemble, per_relation, as_json, device) -> None:
 @click.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--head", default=None, help="Head entity (label or name): predict tails.")
-@click.option("--relation", required=True)
+@click.option("--relation", default=None, help="Relation (label or name).")
 @click.option("--tail", default=None, help="Tail entity: predict heads.")
-@click.option("--k", type=int, default=10, show_default=True)
+@click.option("--file", "file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Many queries, one a line: head<TAB>relation<TAB>? (tails) or ?<TAB>relation<TAB>tail (heads).")
+@click.option("-k", "--top-k", "--k", "k", type=int, default=10, show_default=True, help="Answers per query.")
 @click.option("--exclude-known", is_flag=True, help="Leave out answers already in the KG.")
+@click.option("--format", "fmt", type=click.Choice(["tsv", "jsonl", "csv"]), default="tsv", show_default=True,
+              help="With --file: tsv/csv (a header, one row per answer) or jsonl (one object per query).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="With --file: write here (atomically) instead of stdout.")
+@click.option("--probabilities", is_flag=True,
+              help="With --file: add each answer's softmax probability over all entities (one more scoring pass).")
 @click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON output (with --file: the same as --format jsonl).")
 @device_option()
-def predict(run, head, relation, tail, k, exclude_known, ensemble, as_json, device) -> None:
-    """Top-k tails for (--head, --relation) or heads for (--relation, --tail)."""
+def predict(run, head, relation, tail, file, k, exclude_known, fmt, output, probabilities, ensemble, as_json,
+            device) -> None:
+    """Top-k tails for (--head, --relation) or heads for (--relation, --tail); or, with --file, for
+    every line of a query file (streamed: any file size).
+
+    \b
+    Query file: three tab-separated fields a line, '?' for the entity to predict:
+      virus<TAB>causes<TAB>?      tails of (virus, causes, ?)
+      ?<TAB>location_of<TAB>cell  heads of (?, location_of, cell)
+    Labels or names; a bad line stops with its file and line number. Output columns (tsv/csv):
+    line, head, relation, tail, predict, rank, entity, name, score, probability, known.
+    """
+    if k < 1:
+        fail(ValueError(f"--top-k must be at least 1, not {k}"))
+    if file is not None:
+        if head is not None or relation is not None or tail is not None:
+            fail(ValueError("--file takes the queries from the file: leave out --head, --relation and --tail"))
+        from .batch import predict_file
+
+        predict_file(run, file, k, exclude_known, "jsonl" if as_json else fmt, output, ensemble, device,
+                     probabilities)
+        return
+    if relation is None:
+        fail(ValueError("give --relation (and --head or --tail), or --file"))
     if (head is None) == (tail is None):
         fail(ValueError("give exactly one of --head or --tail"))
-    if k < 1:
-        fail(ValueError("--k must be at least 1"))
     r = open_run(run, ensemble, device)
     try:
         rows = r.predict(head=head, relation=relation, tail=tail, k=k, exclude_known=exclude_known)

@@ -5,6 +5,7 @@ module               commands
 ===================  ==========================================================
 :mod:`.train`        ``kgc train`` (every model family), ``kgc models``
 :mod:`.inspect_run`  ``kgc evaluate``, ``kgc predict``, ``kgc export``
+:mod:`.batch`        ``kgc score``, ``kgc split``, ``kgc compare``, ``kgc predict --file``
 :mod:`.shards`       ``kgc shards gather``, ``kgc shards reshard`` (BESS runs)
 :mod:`.datasets`     ``kgc datasets ...``
 :mod:`.kgt5`         ``kgc qa ...`` (KGT5 question answering)
@@ -25,7 +26,7 @@ import warnings
 
 import click
 
-from . import datasets, inspect_run, kgt5, report, serve, shards, train
+from . import batch, datasets, inspect_run, kgt5, report, serve, shards, train
 from .common import Group
 
 
@@ -42,6 +43,7 @@ def cli(verbose: bool) -> None:
 COMMANDS: tuple[click.Command, ...] = (
     train.train, train.models,
     inspect_run.evaluate, inspect_run.predict, inspect_run.export,
+    batch.score, batch.split, batch.compare,
     shards.shards,
     datasets.datasets,
     kgt5.qa,

@@ -5,6 +5,7 @@ Other modules (e.g. downloadable benchmark builders) add entries with :func:`reg
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,8 @@ from .readers import ReadOptions
 BUNDLED_DIR = Path(str(resources.files("kgcomplete.data") / "bundled"))
 #: Folders whose train.txt is at least this large load through :func:`compact.load_folder`.
 LARGE_FOLDER_BYTES = 256 << 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,6 +79,7 @@ def load_dataset(name_or_path: str | Path, unknown: str = "error", columns: Opti
     path = Path(key).expanduser()
     if path.is_dir():
         train = path / "train.txt"
+        warn_missing_splits(path)
         if train.exists() and train.stat().st_size >= LARGE_FOLDER_BYTES:
             # large folders go through a cached, memory-mapped compact copy (streamed once)
             from .compact import load_folder
@@ -87,6 +91,20 @@ def load_dataset(name_or_path: str | Path, unknown: str = "error", columns: Opti
         return entry.loader(unknown=unknown)
     known = ", ".join(e.name for e in registered_datasets())
     raise FileNotFoundError(f"no dataset named {key!r} and no folder at {path}; known datasets: {known}")
+
+
+def warn_missing_splits(path: Path) -> list[str]:
+    """Warn (logging) when a dataset folder with a train.txt has no valid.txt or test.txt, saying
+    how to make them; returns the missing split names."""
+    if not (path / "train.txt").exists():
+        return []
+    missing = [k for k in ("valid", "test") if not (path / f"{k}.txt").exists()]
+    if missing:
+        log.warning("%s: no %s split (%s): training runs without %s; draw them from your triples with "
+                    "`kgc split ALL_TRIPLES.txt --out DIR` (every valid/test entity kept in train) and train on DIR",
+                    path, " or ".join(missing), ", ".join(f"{k}.txt" for k in missing),
+                    "validation or early stopping" if "valid" in missing else "test metrics")
+    return missing
 
 
 def load_configured(data: Any) -> Dataset:
