@@ -19,7 +19,7 @@ _EXPORTS = {
     "Config": ".config", "build_config": ".config",
     "Dataset": ".data", "Vocabulary": ".data", "load_dataset": ".data", "registered_datasets": ".data",
     "evaluate": ".evaluation", "build_model": ".models", "model_names": ".models",
-    "train": ".api", "load_run": ".api",
+    "train": ".api", "load_run": ".api", "tune": ".tune",
 }
 
 

@@ -26,7 +26,7 @@ import warnings
 
 import click
 
-from . import batch, datasets, inspect_run, kgt5, report, serve, shards, train
+from . import batch, datasets, inspect_run, kgt5, report, serve, shards, train, tune
 from .common import Group
 
 
@@ -49,6 +49,7 @@ COMMANDS: tuple[click.Command, ...] = (
     kgt5.qa,
     serve.serve,
     report.report,
+    tune.tune,
 )
 for _command in COMMANDS:
     cli.add_command(_command)
