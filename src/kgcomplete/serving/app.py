@@ -24,7 +24,7 @@ import time
 import weakref
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query
@@ -72,6 +72,16 @@ class ScoreRequest(BaseModel):
     triples: list[Union[TripleSpec, tuple[str, str, str]]] = Field(min_length=1)
 
 
+class BatchRequest(BaseModel):
+    """A query file's text (the format of ``kgc predict --file``; ``kind: score``: of ``kgc score --file``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    kind: Literal["predict", "score"] = "predict"
+    k: StrictInt = Field(10, ge=1)
+    exclude_known: StrictBool = False
+
+
 def _not_found(e: UnknownName, index: Optional[int] = None) -> HTTPException:
     detail: dict[str, Any] = {"error": e.message, "kind": e.kind, "value": e.text, "close_matches": e.close_matches}
     if index is not None:
@@ -102,7 +112,7 @@ def create_app(run: Any, limits: Optional[Limits] = None) -> FastAPI:
         await batcher.aclose()
         batcher.shutdown()
 
-    app = FastAPI(title="kgcomplete", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="kgcomplete", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Top-k link prediction, triple scoring and autocomplete over a trained run.")
     app.state.engine, app.state.batcher, app.state.limits = engine, batcher, limits
 
@@ -222,6 +232,72 @@ def create_app(run: Any, limits: Optional[Limits] = None) -> FastAPI:
     @app.get("/api/relations")
     async def relations(prefix: str = "", limit: int = Query(10, ge=1, le=limits.max_complete)) -> dict:
         return {"prefix": prefix, "items": engine.complete("relation", prefix, limit)}
+
+    async def entity_id(text: str) -> int:
+        def lookup() -> int:
+            try:
+                return engine.resolve_entity(text)
+            except UnknownName as e:
+                raise _not_found(e)
+
+        return await anyio.to_thread.run_sync(lookup, limiter=name_threads())
+
+    @app.get("/api/entity")
+    async def entity(entity: str, k: int = Query(3, ge=1, le=20), per_relation: int = Query(20, ge=1, le=1000)) -> dict:
+        """An entity's known facts (out and in, by relation, with counts) and its most probable
+        new facts per relation."""
+        e = await entity_id(entity)
+        facts = await batcher.run_blocking(engine.entity_facts, e, per_relation)
+        facts["predicted"] = await batcher.run_blocking(engine.entity_predictions, e, k)
+        return facts
+
+    @app.get("/api/neighbourhood")
+    async def neighbourhood(entity: str, limit: int = Query(30, ge=1, le=200),
+                            predicted: int = Query(5, ge=0, le=50)) -> dict:
+        """Nodes and edges around an entity: known facts among its closest neighbours, plus its
+        most probable new facts."""
+        e = await entity_id(entity)
+        return await batcher.run_blocking(engine.neighbourhood, e, limit, predicted)
+
+    @app.post("/api/batch")
+    async def batch(req: BatchRequest) -> dict:
+        """Many queries (or triples) as the text of a file for ``kgc predict --file`` (``kgc score
+        --file``); answers as JSON results and as CSV text (the columns of the CLI's output)."""
+        if req.k > limits.max_k:
+            raise HTTPException(422, detail={"error": f"k must be between 1 and {limits.max_k}"})
+        lines = req.text.count("\n") + (not req.text.endswith("\n"))
+        if lines > limits.max_batch_lines:
+            raise HTTPException(422, detail={"error": f"too many lines: {lines} > {limits.max_batch_lines} per request"})
+
+        def work() -> dict:
+            import tempfile
+
+            from .batch import BatchInputError, iter_prediction_results, iter_score_results, to_text
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "batch.tsv"
+                path.write_text(req.text, encoding="utf-8")
+                try:
+                    if req.kind == "predict":
+                        results = list(iter_prediction_results(engine.runner, path, req.k, req.exclude_known,
+                                                               probabilities=True, name="input"))
+                    else:
+                        results = list(iter_score_results(engine.runner, path, name="input"))
+                except (BatchInputError, ValueError) as e:
+                    raise HTTPException(422, detail={"error": str(e)})
+            return {"kind": req.kind, "results": results, "csv": to_text(results, "csv", req.kind)}
+
+        return await batcher.run_blocking(work)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Any:
+        """Swagger UI from the package's own copy (works offline)."""
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="openapi.json", title="kgcomplete API",
+                                   swagger_js_url="static/vendor/swagger-ui-bundle.js",
+                                   swagger_css_url="static/vendor/swagger-ui.css",
+                                   swagger_favicon_url="static/favicon.svg")
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

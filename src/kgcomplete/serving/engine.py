@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..runs.protocol import Run, UnknownNameError, as_run, shorten
+from .batch import softmax_probabilities
 
 _MAX_CHAR = "\U0010ffff"
 
@@ -230,19 +231,138 @@ class QueryEngine:
         return list(self.runner.known_split(triples))
 
     def predict_ids(self, anchor: np.ndarray, r: np.ndarray, head: bool, k: int, exclude_known: bool = False) -> list[list[dict]]:
-        """Batched top-k (thread-safe: calls into the model are serialised)."""
+        """Batched top-k (thread-safe: calls into the model are serialised); every row also has
+        ``probability``, the softmax of its score over all entities as candidates of its query."""
         anchor, r = np.asarray(anchor, np.int64), np.asarray(r, np.int64)
         with self._lock:
             rows = self.runner.predict_ids(anchor, r, head, k, exclude_known)
-        for qrows in rows:  # JSON has no infinities (KGT5: entities it did not generate)
-            for row in qrows:
-                row["score"] = float(row["score"]) if np.isfinite(row["score"]) else None
+            for qrows in rows:  # JSON has no infinities (KGT5: entities it did not generate)
+                for row in qrows:
+                    row["score"] = float(row["score"]) if np.isfinite(row["score"]) else None
+            softmax_probabilities(self.runner, anchor, r, head, rows)
         return rows
+
+    # ---------------------------------------------------------------- entity pages
+    def facts(self) -> "FactIndex":
+        """The known triples of every split, indexed by head and by tail (built on first use)."""
+        with self._lock:
+            if getattr(self, "_facts", None) is None:
+                self._facts = FactIndex(self.dataset)
+            return self._facts
+
+    def entity_row(self, e: int) -> dict:
+        return {"id": int(e), "label": str(self.entity_labels[e]), "name": str(self.entity_names[e])}
+
+    def entity_facts(self, e: int, per_relation: int = 20) -> dict:
+        """Known facts of entity ``e``: ``out`` (e as head) and ``in`` (e as tail), grouped by
+        relation (most facts first), each group ``{relation, name, count, facts: [{id, entity,
+        name, known}]}`` with at most ``per_relation`` facts."""
+        fx = self.facts()
+        groups = {}
+        for direction, (rel, other, split) in (("out", fx.out_of(e)), ("in", fx.in_of(e))):
+            rels, counts = np.unique(rel, return_counts=True)
+            order = np.lexsort((rels, -counts))
+            groups[direction] = [{
+                "relation": str(self.relation_labels[rels[j]]), "name": str(self.relation_names[rels[j]]),
+                "count": int(counts[j]),
+                "facts": [{"id": int(o), "entity": str(self.entity_labels[o]), "name": str(self.entity_names[o]),
+                           "known": fx.split_names[s]}
+                          for o, s in zip(other[rel == rels[j]][:per_relation], split[rel == rels[j]][:per_relation])],
+            } for j in order]
+        return {"entity": self.entity_row(e), "out": groups["out"], "in": groups["in"],
+                "counts": {"out": int(sum(g["count"] for g in groups["out"])),
+                           "in": int(sum(g["count"] for g in groups["in"]))}}
+
+    def entity_predictions(self, e: int, k: int = 3, max_relations: int = 12) -> dict:
+        """Top-k new facts of ``e`` per relation (known ones left out), both directions: ``out``
+        ranks tails of ``(e, r, ?)``, ``in`` heads of ``(?, r, e)``; the ``max_relations`` relations
+        whose best new fact is most probable first. One batched call per direction."""
+        rels = np.arange(self.num_relations, dtype=np.int64)
+        anchor = np.full(len(rels), e, np.int64)
+        out = {}
+        for direction, head in (("out", False), ("in", True)):
+            rows = self.predict_ids(anchor, rels, head, k, exclude_known=True)
+            best = np.array([max([x["probability"] or 0.0 for x in q], default=-1.0) for q in rows])
+            order = np.argsort(-best, kind="stable")[:max_relations]
+            out[direction] = [{"relation": str(self.relation_labels[j]), "name": str(self.relation_names[j]),
+                               "predictions": rows[j]} for j in order if rows[j]]
+        return out
+
+    def neighbourhood(self, e: int, limit: int = 30, predicted: int = 5) -> dict:
+        """A small graph around ``e``: up to ``limit`` neighbours (most connected to ``e`` first),
+        the known facts among these nodes (``kind: known``), and ``e``'s ``predicted`` most probable
+        new facts (``kind: predicted``, their entities added as nodes)."""
+        fx = self.facts()
+        r_out, t_out, _ = fx.out_of(e)
+        r_in, h_in, _ = fx.in_of(e)
+        others = np.concatenate([t_out, h_in])
+        others = others[others != e]
+        ids, counts = np.unique(others, return_counts=True)
+        nbrs = ids[np.lexsort((ids, -counts))][:limit]
+        nodes = np.concatenate([[e], nbrs]).astype(np.int64)
+        tri = fx.among(nodes)
+        # one edge per (head, tail) pair, naming its relations (dense graphs link a pair many times)
+        pairs, inverse = np.unique(tri[:, [0, 2]], axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        edges = []
+        for j, (h, t) in enumerate(pairs.tolist()):
+            rels = [str(self.relation_labels[x]) for x in tri[inverse == j, 1]]
+            edges.append({"source": int(h), "target": int(t), "kind": "known", "count": len(rels),
+                          "relation": ", ".join(rels[:2]) + (f" +{len(rels) - 2}" if len(rels) > 2 else "")})
+        rels = np.arange(self.num_relations, dtype=np.int64)
+        new = []
+        for head in (False, True):
+            rows = self.predict_ids(np.full(len(rels), e, np.int64), rels, head, 1, exclude_known=True)
+            new += [(q[0]["probability"] or 0.0, int(j), q[0]["id"], head) for j, q in enumerate(rows) if q]
+        new.sort(key=lambda x: -x[0])
+        for p, r, other, head in new[:predicted]:
+            h, t = (other, e) if head else (e, other)
+            edges.append({"source": int(h), "target": int(t), "relation": str(self.relation_labels[r]),
+                          "kind": "predicted", "probability": p})
+        ids_all = list(dict.fromkeys([int(x) for x in nodes] + [x for ed in edges for x in (ed["source"], ed["target"])]))
+        return {"center": int(e), "nodes": [{**self.entity_row(i), "center": i == e} for i in ids_all], "edges": edges}
 
     def score_triples(self, triples: np.ndarray) -> np.ndarray:
         triples = np.asarray(triples, np.int64).reshape(-1, 3)
         with self._lock:
             return np.asarray(self.runner.score_triples(triples), dtype=np.float64)
+
+
+class FactIndex:
+    """Every split's triples sorted by head and by tail, so one entity's facts are two
+    ``searchsorted`` slices (no scan of the graph per request)."""
+
+    def __init__(self, dataset):
+        parts = [(np.asarray(v, np.int64).reshape(-1, 3), i) for i, v in enumerate(dataset.splits.values())]
+        self.split_names = list(dataset.splits)
+        self.triples = np.concatenate([p for p, _ in parts]) if parts else np.zeros((0, 3), np.int64)
+        self.split = np.concatenate([np.full(len(p), i, np.int8) for p, i in parts]) if parts else np.zeros(0, np.int8)
+        self.by_head = np.argsort(self.triples[:, 0], kind="stable")
+        self.by_tail = np.argsort(self.triples[:, 2], kind="stable")
+        self.heads = self.triples[self.by_head, 0]
+        self.tails = self.triples[self.by_tail, 2]
+
+    def _rows(self, order: np.ndarray, keys: np.ndarray, e: int) -> np.ndarray:
+        return order[np.searchsorted(keys, e, "left"):np.searchsorted(keys, e, "right")]
+
+    def out_of(self, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Relations, tails and split numbers of the triples with head ``e``."""
+        rows = self._rows(self.by_head, self.heads, e)
+        return self.triples[rows, 1], self.triples[rows, 2], self.split[rows]
+
+    def in_of(self, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Relations, heads and split numbers of the triples with tail ``e``."""
+        rows = self._rows(self.by_tail, self.tails, e)
+        return self.triples[rows, 1], self.triples[rows, 0], self.split[rows]
+
+    def among(self, nodes: np.ndarray) -> np.ndarray:
+        """Distinct ``(h, r, t)`` triples with both ends in ``nodes``."""
+        lo = np.searchsorted(self.heads, nodes, "left")
+        hi = np.searchsorted(self.heads, nodes, "right")
+        rows = np.concatenate([self.by_head[a:b] for a, b in zip(lo, hi)]) if len(nodes) else np.zeros(0, np.int64)
+        tri = self.triples[rows]
+        tri = tri[np.isin(tri[:, 2], nodes)]
+        return np.unique(tri, axis=0) if len(tri) else tri
 
 
 # ------------------------------------------------------------------ micro-batching
@@ -372,3 +492,4 @@ class Limits:
     max_complete: int = 50        # autocomplete rows
     max_wait_ms: float = 3.0      # micro-batching window
     max_body_bytes: int = 1 << 20  # request body (413 above)
+    max_batch_lines: int = 10_000  # lines of a POST /api/batch text

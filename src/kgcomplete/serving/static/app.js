@@ -82,11 +82,69 @@ function setupAutocomplete(input) {
   });
 }
 
-// ------------------------------------------------------------------ predictions
-function showMessage(html) {
-  const box = $("#message");
-  if (!html) { box.hidden = true; box.innerHTML = ""; return; }
-  box.innerHTML = html; box.hidden = false;
+// ------------------------------------------------------------------ what a score means
+const SCORE_MEANING = {
+  transe: "the negative distance −‖h + r − t‖ between the head moved by the relation and the tail (0 is best)",
+  trans: "the negative distance −‖h + r − t‖ between the head moved by the relation and the tail (0 is best)",
+  transh: "the negative distance between head and tail projected on the relation's hyperplane, after the translation (0 is best)",
+  rotate: "the negative distance −‖h ∘ r − t‖ after rotating the head by the relation in the complex plane (0 is best)",
+  pairre: "the negative distance −‖h ∘ rᴴ − t ∘ rᵀ‖ between head and tail, each scaled by its half of the relation (0 is best)",
+  triplere: "the negative distance between head and tail, each scaled by the relation's vectors plus a shared offset (0 is best)",
+  triplere_v2: "the negative distance between head and tail, each scaled by the relation's vectors plus a learnt offset (0 is best)",
+  interht: "the negative distance between head and tail after each is scaled by the other's auxiliary vector (0 is best)",
+  distmult: "the trilinear product ⟨h, r, t⟩ = Σ hᵢ·rᵢ·tᵢ (higher is better; no fixed scale)",
+  complex: "Re⟨h, r, conj(t)⟩, the real part of the complex trilinear product (higher is better; no fixed scale)",
+  conve: "a 2-D convolution of head and relation, projected and compared with the tail by a dot product",
+  boxe: "the negative distance of head and tail points to the relation's boxes (0 is best)",
+  kgt5: "the log-probability of generating the entity's text (−∞ for entities not generated)",
+};
+let RUN = { model: "", entities: 0 };
+
+function explainScores() {
+  const meaning = SCORE_MEANING[RUN.model] || "the model's plausibility of the triple (higher is better)";
+  const scoreTip = `Raw score of ${RUN.model || "the model"}: ${meaning}. Compare scores only within one query of one run.`;
+  const probTip = `Softmax of the scores over all ${RUN.entities.toLocaleString()} entities as candidates of the query: ` +
+    "exp(score) / Σ exp(score of each entity). A relative confidence, not a calibrated probability of truth.";
+  document.querySelectorAll(".score-tip").forEach((el) => { el.dataset.tip = scoreTip; el.title = scoreTip; });
+  document.querySelectorAll(".prob-tip").forEach((el) => { el.dataset.tip = probTip; el.title = probTip; });
+}
+
+const pct = (p) => (p === null || p === undefined) ? "–" : (p >= 0.001 ? (100 * p).toFixed(1) + "%" : "<0.1%");
+const entityLink = (label, name) => `<a href="?entity=${encodeURIComponent(label)}" data-nav class="elink">` +
+  `<span class="ename">${esc(name)}</span>` + (name !== label ? ` <span class="elabel">${esc(label)}</span>` : "") + "</a>";
+
+// ------------------------------------------------------------------ routing: the state lives in the URL
+function navigate(params, replace = false) {
+  const qs = new URLSearchParams(params).toString();
+  const url = qs ? "?" + qs : location.pathname;
+  if (url !== location.search || replace) history[replace ? "replaceState" : "pushState"]({}, "", url);
+  route();
+}
+
+function showView(name) {
+  for (const v of ["query", "entity", "batch"]) $("#view-" + v).hidden = v !== name;
+  document.querySelectorAll(".tabs a[data-tab]").forEach((a) => a.classList.toggle("active", a.dataset.tab === name));
+}
+
+function route() {
+  closeSuggestions();
+  const p = new URLSearchParams(location.search);
+  if (p.get("entity")) { showView("entity"); loadEntity(p.get("entity")); return; }
+  if (p.get("view") === "batch") { showView("batch"); document.title = "batch · kgcomplete"; return; }
+  showView("query");
+  $("#head").value = p.get("head") || ""; $("#relation").value = p.get("relation") || "";
+  $("#tail").value = p.get("tail") || "";
+  if (p.get("k")) $("#k").value = p.get("k");
+  $("#exclude-known").checked = p.get("exclude_known") === "1";
+  if (p.get("relation") && (!!p.get("head") !== !!p.get("tail"))) runQuery();
+  else { $("#results").hidden = true; showMessage(""); document.title = "kgcomplete explorer"; }
+}
+
+// ------------------------------------------------------------------ query view
+function showMessage(html, box = "#message") {
+  const el = $(box);
+  if (!html) { el.hidden = true; el.innerHTML = ""; return; }
+  el.innerHTML = html; el.hidden = false;
 }
 
 function knownBadge(known) {
@@ -95,7 +153,7 @@ function knownBadge(known) {
   return `<span class="badge ${cls}">${esc(known)}</span>`;
 }
 
-async function predict() {
+function predict() {  // the form -> the URL (a history entry), which runs the query
   closeSuggestions();
   const head = $("#head").value.trim(), relation = $("#relation").value.trim(), tail = $("#tail").value.trim();
   if (!relation || (!head && !tail)) {
@@ -104,22 +162,34 @@ async function predict() {
   if (head && tail) {
     showMessage("Fill either head or tail, not both — the empty one is what gets predicted."); return;
   }
-  const k = $("#k").value, ex = $("#exclude-known").checked;
-  const params = new URLSearchParams({ relation, k, exclude_known: ex });
-  let url;
-  if (head) { params.set("head", head); url = "api/predict/tails?" + params; }
-  else { params.set("tail", tail); url = "api/predict/heads?" + params; }
+  const params = head ? { head, relation } : { relation, tail };
+  params.k = $("#k").value;
+  if ($("#exclude-known").checked) params.exclude_known = "1";
+  navigate(params);
+}
+
+let querySeq = 0;
+async function runQuery() {
+  const p = new URLSearchParams(location.search);
+  const head = p.get("head"), tail = p.get("tail");
+  const params = new URLSearchParams({ relation: p.get("relation"), k: p.get("k") || "10",
+    exclude_known: p.get("exclude_known") === "1" });
+  const url = head ? (params.set("head", head), "api/predict/tails?" + params) : (params.set("tail", tail), "api/predict/heads?" + params);
+  const my = ++querySeq;
   $("#predict").disabled = true;
   try {
     const data = await getJSON(url);
+    if (my !== querySeq) return;
     showMessage("");
     renderResults(data);
   } catch (e) {
+    if (my !== querySeq) return;
     const d = e.detail || {};
     let html = esc(e.message);
     if (d.close_matches && d.close_matches.length) {
+      const field = d.kind === "relation" ? "relation" : (head ? "head" : "tail");
       html += `<div>Did you mean: ${d.close_matches.map((m) =>
-        `<span class="chip" data-field="${d.kind === "relation" ? "relation" : (head && d.value === head ? "head" : "tail")}" data-value="${esc(m)}">${esc(m)}</span>`).join("")}</div>`;
+        `<span class="chip" data-field="${field}" data-value="${esc(m)}">${esc(m)}</span>`).join("")}</div>`;
     }
     showMessage(html);
     $("#results").hidden = true;
@@ -131,16 +201,163 @@ async function predict() {
 function renderResults(data) {
   const q = data.query;
   const what = q.predict === "tail"
-    ? `(<b>${esc(q.head)}</b>, <b>${esc(q.relation)}</b>, <b>?</b>)`
-    : `(<b>?</b>, <b>${esc(q.relation)}</b>, <b>${esc(q.tail)}</b>)`;
+    ? `(${entityLink(q.head, q.head)}, <b>${esc(q.relation)}</b>, <b>?</b>)`
+    : `(<b>?</b>, <b>${esc(q.relation)}</b>, ${entityLink(q.tail, q.tail)})`;
   $("#results-title").innerHTML = `Top ${data.predictions.length} ${q.predict}s for ${what}`;
+  document.title = `${q.head || "?"} ${q.relation} ${q.tail || "?"} · kgcomplete`;
   $("#results-table tbody").innerHTML = data.predictions.map((p) =>
-    `<tr data-entity="${esc(p.entity)}">` +
-    `<td class="num">${p.rank}</td>` +
-    `<td><span class="ename">${esc(p.name)}</span>` + (p.name !== p.entity ? `<span class="elabel">${esc(p.entity)}</span>` : "") + "</td>" +
+    `<tr data-entity="${esc(p.entity)}" class="clickable">` +
+    `<td class="num rank">${p.rank}</td>` +
+    `<td>${entityLink(p.entity, p.name)}</td>` +
     `<td class="num">${fmt(p.score)}</td>` +
+    `<td class="num">${pct(p.probability)}</td>` +
     `<td>${knownBadge(p.known)}</td></tr>`).join("");
   $("#results").hidden = false;
+}
+
+// ------------------------------------------------------------------ entity page
+let entitySeq = 0;
+async function loadEntity(text) {
+  const my = ++entitySeq;
+  $("#entity-title").textContent = text;
+  $("#entity-sub").textContent = "loading…";
+  showMessage("", "#entity-message");
+  for (const id of ["#facts-out", "#facts-in", "#entity-predicted"]) $(id).innerHTML = "";
+  try {
+    const [data, graph] = await Promise.all([
+      getJSON(`api/entity?k=3&entity=${encodeURIComponent(text)}`),
+      getJSON(`api/neighbourhood?limit=20&predicted=5&entity=${encodeURIComponent(text)}`)]);
+    if (my !== entitySeq) return;
+    renderEntity(data);
+    drawGraph(graph);
+  } catch (e) {
+    if (my !== entitySeq) return;
+    const d = e.detail || {};
+    let html = esc(e.message);
+    if (d.close_matches && d.close_matches.length) {
+      html += `<div>Did you mean: ${d.close_matches.map((m) => entityLink(m, m)).join(" · ")}</div>`;
+    }
+    $("#entity-sub").textContent = "";
+    showMessage(html, "#entity-message");
+  }
+}
+
+function factGroups(groups, arrow) {
+  if (!groups.length) return `<p class="muted">none</p>`;
+  return groups.map((g, i) =>
+    `<details ${i < 4 ? "open" : ""}><summary><b>${esc(g.name)}</b> ${arrow} <span class="count">${g.count}</span></summary>` +
+    `<ul class="fact-list">${g.facts.map((f) => `<li>${entityLink(f.entity, f.name)} ${knownBadge(f.known)}</li>`).join("")}` +
+    (g.count > g.facts.length ? `<li class="muted">… ${g.count - g.facts.length} more</li>` : "") +
+    "</ul></details>").join("");
+}
+
+function renderEntity(d) {
+  const e = d.entity;
+  $("#entity-title").innerHTML = esc(e.name) + (e.name !== e.label ? ` <span class="elabel">${esc(e.label)}</span>` : "");
+  $("#entity-sub").textContent = `${d.counts.out} facts out (as head) · ${d.counts.in} facts in (as tail) · ` +
+    `${d.out.length + d.in.length} relation groups`;
+  document.title = `${e.name} · kgcomplete`;
+  $("#ask-tails").dataset.label = e.label; $("#ask-heads").dataset.label = e.label;
+  $("#facts-out-title").innerHTML = `Known facts out <span class="muted">(${esc(e.name)} → ?)</span>`;
+  $("#facts-in-title").innerHTML = `Known facts in <span class="muted">(? → ${esc(e.name)})</span>`;
+  $("#facts-out").innerHTML = factGroups(d.out, "→");
+  $("#facts-in").innerHTML = factGroups(d.in, "←");
+  const pred = [];
+  for (const [dir, rows] of [["out", d.predicted.out], ["in", d.predicted.in]]) {
+    for (const g of rows.slice(0, 6)) {
+      const rel = dir === "out" ? `${esc(e.name)} <b>${esc(g.name)}</b> ?` : `? <b>${esc(g.name)}</b> ${esc(e.name)}`;
+      pred.push(`<div class="pred-group"><div class="pred-rel">${rel}</div><ol>` +
+        g.predictions.map((p) => `<li>${entityLink(p.entity, p.name)} <span class="prob" title="score ${fmt(p.score)}">${pct(p.probability)}</span></li>`).join("") +
+        "</ol></div>");
+    }
+  }
+  $("#entity-predicted").innerHTML = pred.join("") || `<p class="muted">no new facts predicted</p>`;
+}
+
+let cyLoading = null;
+function loadCytoscape() {
+  if (window.cytoscape) return Promise.resolve();
+  cyLoading = cyLoading || new Promise((resolve, reject) => {
+    const s = document.createElement("script");
+    s.src = "static/vendor/cytoscape.min.js"; s.onload = resolve; s.onerror = () => reject(new Error("could not load the graph library"));
+    document.head.appendChild(s);
+  });
+  return cyLoading;
+}
+
+async function drawGraph(g) {
+  await loadCytoscape();
+  if (window.kgcGraph) window.kgcGraph.destroy();
+  const elements = g.nodes.map((n) => ({ data: { id: String(n.id), label: n.name, entity: n.label, center: n.center ? 1 : 0 } }))
+    .concat(g.edges.map((e, i) => ({ data: { id: "e" + i, source: String(e.source), target: String(e.target),
+      label: e.relation, kind: e.kind } })));
+  window.kgcGraph = window.cytoscape({
+    container: $("#graph"), elements, wheelSensitivity: 0.3,
+    layout: { name: "concentric", concentric: (n) => n.data("center") ? 2 : 1, levelWidth: () => 1, minNodeSpacing: 18,
+      animate: false },
+    style: [
+      { selector: "node", style: { "background-color": "#8fb5ff", label: "data(label)", "font-size": 9, color: "#1d2330",
+        "text-valign": "bottom", "text-margin-y": 3, width: 14, height: 14, "text-wrap": "ellipsis", "text-max-width": 90 } },
+      { selector: "node[center = 1]", style: { "background-color": "#2f6fde", width: 24, height: 24, "font-weight": 700, "font-size": 11 } },
+      { selector: "edge", style: { width: 1, "line-color": "#c3cad6", "curve-style": "bezier", "target-arrow-shape": "triangle",
+        "target-arrow-color": "#c3cad6", "arrow-scale": 0.6 } },
+      { selector: "edge[kind = 'predicted']", style: { "line-style": "dashed", "line-color": "#b4530f", "target-arrow-color": "#b4530f",
+        width: 1.6, label: "data(label)", "font-size": 8, color: "#b4530f", "text-rotation": "autorotate" } },
+    ],
+  });
+  window.kgcGraph.on("tap", "node", (ev) => { const ent = ev.target.data("entity"); if (ent) navigate({ entity: ent }); });
+}
+
+// ------------------------------------------------------------------ batch view
+function batchText() {  // tabs as typed; a line without tabs may use commas or runs of 2+ spaces
+  return $("#batch-text").value.split(/\r?\n/).map((line) =>
+    line.includes("\t") ? line : line.split(/\s*,\s*|\s{2,}/).join("\t")).join("\n").replace(/\n+$/, "") + "\n";
+}
+
+async function runBatch() {
+  const text = batchText();
+  if (!text.trim()) { showMessage("Paste or upload some lines first.", "#batch-message"); return; }
+  const kind = $("#batch-kind").value;
+  $("#batch-run").disabled = true;
+  try {
+    const data = await getJSON("api/batch", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ text, kind, k: Number($("#batch-k").value), exclude_known: $("#batch-exclude").checked }) });
+    showMessage("", "#batch-message");
+    renderBatch(data);
+  } catch (e) {
+    showMessage(esc(e.message), "#batch-message");
+    $("#batch-results").hidden = true;
+  } finally {
+    $("#batch-run").disabled = false;
+  }
+}
+
+let batchUrl = null;
+function renderBatch(data) {
+  const head = $("#batch-table thead"), body = $("#batch-table tbody");
+  if (data.kind === "predict") {
+    head.innerHTML = `<tr><th class="num rank">Line</th><th>Query</th><th class="num rank">#</th><th>Answer</th>` +
+      `<th class="num">Score <span class="tip score-tip" tabindex="0">?</span></th><th class="num">Prob.</th><th>Known</th></tr>`;
+    body.innerHTML = data.results.map((r) => r.predictions.map((p, i) => {
+      const q = r.query;
+      const query = i ? "" : `${esc(q.head || "?")} <b>${esc(q.relation)}</b> ${esc(q.tail || "?")}`;
+      return `<tr class="${i ? "" : "first"}"><td class="num rank">${i ? "" : r.line}</td><td>${query}</td><td class="num rank">${p.rank}</td>` +
+        `<td>${entityLink(p.entity, p.name)}</td><td class="num">${fmt(p.score)}</td><td class="num">${pct(p.probability)}</td>` +
+        `<td>${knownBadge(p.known)}</td></tr>`;
+    }).join("")).join("");
+  } else {
+    head.innerHTML = `<tr><th class="num rank">Line</th><th>Triple</th><th class="num">Score <span class="tip score-tip" tabindex="0">?</span></th><th>Known</th></tr>`;
+    body.innerHTML = data.results.map((r) => `<tr><td class="num rank">${r.line}</td>` +
+      `<td>${entityLink(r.head, r.head)} <b>${esc(r.relation)}</b> ${entityLink(r.tail, r.tail)}</td>` +
+      `<td class="num">${fmt(r.score)}</td><td>${knownBadge(r.known)}</td></tr>`).join("");
+  }
+  explainScores();
+  const n = data.results.length;
+  $("#batch-summary").textContent = `${n} ${data.kind === "predict" ? "queries" : "triples"}`;
+  if (batchUrl) URL.revokeObjectURL(batchUrl);
+  batchUrl = URL.createObjectURL(new Blob([data.csv], { type: "text/csv" }));
+  $("#batch-download").href = batchUrl;
+  $("#batch-results").hidden = false;
 }
 
 // ------------------------------------------------------------------ run info
@@ -155,6 +372,8 @@ async function loadRun() {
   try {
     const info = await getJSON("api/run");
     const ds = info.dataset || {};
+    RUN = { model: String(info.model || "").toLowerCase(), entities: ds.entities || 0 };
+    explainScores();
     const path = info.path ? info.path.split("/").filter(Boolean).pop() : info.run_type;
     $("#run-summary").innerHTML = `<b>${esc(path)}</b> · ${esc(info.model)} on ${esc(ds.name)} · ` +
       `${(ds.entities ?? "?").toLocaleString()} entities · ${(ds.relations ?? "?").toLocaleString()} relations`;
@@ -196,5 +415,26 @@ document.addEventListener("DOMContentLoaded", () => {
     const chip = ev.target.closest(".chip");
     if (chip) { $("#" + chip.dataset.field).value = chip.dataset.value; predict(); }
   });
+  // in-page links (answers, facts, tabs) become history entries instead of page loads
+  document.addEventListener("click", (ev) => {
+    const a = ev.target.closest("a[data-nav]");
+    if (a && !ev.ctrlKey && !ev.metaKey && !ev.shiftKey && ev.button === 0) {
+      ev.preventDefault();
+      navigate(Object.fromEntries(new URL(a.href).searchParams));
+      window.scrollTo(0, 0);
+      return;
+    }
+    const row = ev.target.closest("tr.clickable");
+    if (row && !ev.target.closest("a")) navigate({ entity: row.dataset.entity });
+  });
+  $("#ask-tails").addEventListener("click", (ev) => { navigate({ head: ev.target.dataset.label }); $("#relation").focus(); });
+  $("#ask-heads").addEventListener("click", (ev) => { navigate({ tail: ev.target.dataset.label }); $("#relation").focus(); });
+  $("#batch-form").addEventListener("submit", (ev) => { ev.preventDefault(); runBatch(); });
+  $("#batch-file").addEventListener("change", async (ev) => {
+    const f = ev.target.files[0];
+    if (f) $("#batch-text").value = await f.text();
+  });
+  window.addEventListener("popstate", route);
   loadRun();
+  route();
 });
