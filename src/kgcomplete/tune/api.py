@@ -10,7 +10,7 @@ from typing import Optional
 
 from ..config import Config, build_config, validate
 from .report import BEST_FILE, final_metrics, write_report
-from .space import load_space
+from .space import base_config, load_space
 from .study import (SETTINGS_ATTR, Settings, StudyLock, make_pruner, make_sampler, make_storage, open_study,
                     parse_duration, read_study_file, storage_url, work, write_study_file)
 
@@ -65,7 +65,7 @@ def tune(
         storage: an SQLAlchemy URL (e.g. ``postgresql://host/db``) for workers on several machines.
         sampler: tpe (default) | random | grid. pruner: median (default) | halving | none.
         config / overrides: the base config of every trial (a YAML file; dotted keys like
-            ``**{"training.epochs": 30}``), below the space's fixed keys and sampled parameters.
+            ``**{"training.epochs": 30}``): above the space's ``fixed`` keys, below sampled parameters.
         final: afterwards train ``best.yaml`` once with test evaluation into ``out/final``.
     """
     if out is None:
@@ -158,14 +158,14 @@ def _given_settings(dataset, model, space, sampler, pruner, seed, config, overri
         if dataset is None:
             raise ValueError("a new study needs --dataset")
         name = model or "complex"
-        base = build_config(name, config, overrides)
+        sp = load_space(space, name)
+        base = base_config(sp, name, config, overrides)
         base.data.source = _dataset_source(dataset)
         if jobs > 1 and base.training.threads == 0:
             import os
 
             base.training.threads = max(1, (os.cpu_count() or 1) // jobs)
         validate(base)
-        sp = load_space(space, name)
         sp.check(base)
         make_sampler(sampler or "tpe", 0, sp, trials)  # a grid needs discrete parameters
         make_pruner(pruner or "median", sp.pruner)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import Config, ConfigError, apply_override, read_yaml
+from ..config import Config, ConfigError, apply_dict, apply_override, build_config, read_yaml
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 _ENTRY_KEYS = {"key", "choices", "low", "high", "log", "step", "when"}
@@ -71,10 +71,9 @@ class Space:
     models: list = field(default_factory=list)
 
     def config(self, base: Config, trial) -> Config:
-        """``base`` with the fixed keys, then each parameter whose conditions hold, sampled by ``trial``."""
+        """``base`` (which holds the fixed keys: :func:`base_config`) with each parameter whose
+        conditions hold, sampled by ``trial``."""
         cfg = Config.from_dict(base.to_dict())
-        for k, v in self.fixed.items():
-            apply_override(cfg, k, v)
         for p in self.params:
             if p.applies(cfg):
                 apply_override(cfg, p.key, p.suggest(trial))
@@ -106,6 +105,19 @@ class Space:
                 entry["when"] = p.when
             params[p.name] = entry
         return {"models": self.models, "fixed": self.fixed, "params": params, "pruner": self.pruner}
+
+
+def base_config(space: Space, model: str, file=None, overrides: Optional[dict] = None) -> Config:
+    """Every trial's config before sampling: defaults < per-model defaults < the space's ``fixed``
+    keys < ``file`` (``--config``) < ``overrides`` (``--set``)."""
+    cfg = build_config(model, None, {})
+    for k, v in space.fixed.items():
+        _apply(cfg, k, v, space.source)
+    if file:
+        apply_dict(cfg, read_yaml(file), f"{file}: ")
+    for k, v in (overrides or {}).items():
+        apply_override(cfg, k, v)
+    return cfg
 
 
 def _apply(cfg: Config, key: str, value, source: str) -> None:
@@ -186,4 +198,4 @@ def _param(name: str, spec, source: str) -> Param:
     return p
 
 
-__all__ = ["Param", "SPACES_DIR", "Space", "default_space_file", "load_space", "parse_space"]
+__all__ = ["Param", "SPACES_DIR", "Space", "base_config", "default_space_file", "load_space", "parse_space"]
