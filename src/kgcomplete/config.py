@@ -113,6 +113,17 @@ class TrainingConfig:
     #: of GiB); "" = no limit (the estimate is still printed, with a warning above the machine's RAM)
     max_memory: str = ""
     device: str = "auto"  #: auto (a GPU when there is one) | cpu | cuda | cuda:N
+    #: where the entity table and its optimizer state live: "device", "host" (pinned host memory,
+    #: the batch's rows gathered to the device; mode negatives with rowadagrad) or "auto" (the
+    #: device when the estimate fits its free memory or max_device_memory, else host)
+    entity_table: str = "auto"
+    #: cap on the training device's memory for the placement choice ("" = its free memory)
+    max_device_memory: str = ""
+    #: "bf16": score batches under bfloat16 autocast (matrix products in bf16, loss in float32); "none"
+    autocast: str = "none"
+    #: deterministic kernels (torch.use_deterministic_algorithms) for seeded runs on a GPU; ops
+    #: without one warn. The CPU is deterministic either way.
+    deterministic: bool = False
 
     LIMITS: ClassVar[dict[str, Limit]] = {
         "epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE, "lr_decay": Limit(0, 1, low_open=True),

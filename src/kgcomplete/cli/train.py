@@ -43,6 +43,10 @@ TRAIN_FLAGS: dict[str, TrainFlag] = {
     "workers": TrainFlag("distributed.workers", (KGE,)),
     "max_memory": TrainFlag("training.max_memory", (KGE,)),
     "device": TrainFlag("training.device", (KGE, KGT5)),
+    "entity_table": TrainFlag("training.entity_table", (KGE,)),
+    "max_device_memory": TrainFlag("training.max_device_memory", (KGE,)),
+    "autocast": TrainFlag("training.autocast", (KGE,)),
+    "deterministic": TrainFlag("training.deterministic", (KGE,)),
 }
 
 
@@ -119,6 +123,16 @@ def check_flags(model_name: Optional[str], given: dict) -> None:
                "and cuda: one GPU per worker (NCCL).")
 @click.option("--max-memory", default=None, metavar="SIZE",
               help=_kge("Refuse to start if the memory estimate exceeds SIZE (e.g. 16GiB, 500MB)."))
+@click.option("--entity-table", type=click.Choice(["auto", "device", "host"]), default=None,
+              help=_kge("Where the entity table lives: auto (the device when the estimate fits its free memory or "
+                        "--max-device-memory, else host memory), device, or host (pinned host memory, the batch's "
+                        "rows gathered to the GPU; mode negatives with rowadagrad)."))
+@click.option("--max-device-memory", default=None, metavar="SIZE",
+              help=_kge("Cap on the training device's memory for --entity-table auto (e.g. 40GiB)."))
+@click.option("--autocast", type=click.Choice(["none", "bf16"]), default=None,
+              help=_kge("bf16: score batches under bfloat16 autocast (loss in float32)."))
+@click.option("--deterministic/--no-deterministic", default=None,
+              help=_kge("Deterministic GPU kernels for seeded runs (ops without one warn)."))
 @click.option("--drop-unknown", is_flag=True, help="Drop valid/test triples with entities/relations unseen in train.")
 @click.option("--columns", default=None, metavar="NAMES",
               help="The data files' columns in order, e.g. head,relation,tail,weight (others are ignored; "

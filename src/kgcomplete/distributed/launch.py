@@ -199,6 +199,11 @@ def train_distributed(cfg: Config, dataset: Dataset, out_dir: Path, resume: bool
     from .run import ShardedRun
 
     dcfg = DistConfig.from_config(cfg)
+    tc = cfg.training
+    if tc.entity_table == "host" or tc.autocast != "none":
+        asked = "training.entity_table=host" if tc.entity_table == "host" else f"training.autocast={tc.autocast}"
+        raise ValueError(f"{asked} is for single-process runs; BESS shards the entity table over its workers "
+                         f"(more workers or GPUs hold a larger table) and scores in float32")
     folder = RunFolder(out_dir)
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     if env_world > 1:  # torchrun: this process is one worker

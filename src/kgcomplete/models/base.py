@@ -141,6 +141,8 @@ class KGEModel(nn.Module):
             else:
                 return self.entity_emb.weight.float()  # no copy for float32 tables
         w = self.entity_emb.weight
+        if w.device != ids.device:  # a table in host memory (training.entity_table=host): gather there
+            return w.detach()[ids.to(w.device)].to(ids.device, non_blocking=True).float()
         if w.dtype == torch.float32:
             return self.entity_emb(ids)
         if torch.is_grad_enabled() and w.requires_grad:
@@ -252,10 +254,12 @@ class KGEModel(nn.Module):
         """:meth:`score_candidates` against candidate ids: ``(C,)``, ``(B, C)`` or None (all entities;
         a low-precision table is converted in blocks of rows, never copied whole to float32)."""
         w = self.entity_emb.weight
-        if candidates is None and w.dtype != torch.float32 and not torch.is_grad_enabled() \
-                and self.num_entities > ENTITY_BLOCK_ROWS:
-            return torch.cat([self.score_candidates(anchor, rel, w[s : s + ENTITY_BLOCK_ROWS].float(), tails)
-                              for s in range(0, self.num_entities, ENTITY_BLOCK_ROWS)], dim=1)
+        elsewhere = w.device != anchor.device  # a table in host memory: streamed to the device in blocks
+        if candidates is None and not torch.is_grad_enabled() and (
+                elsewhere or (w.dtype != torch.float32 and self.num_entities > ENTITY_BLOCK_ROWS)):
+            return torch.cat([self.score_candidates(
+                anchor, rel, w[s : s + ENTITY_BLOCK_ROWS].to(anchor.device, non_blocking=True).float(), tails)
+                for s in range(0, self.num_entities, ENTITY_BLOCK_ROWS)], dim=1)
         return self.score_candidates(anchor, rel, self.entities(candidates), tails)
 
     def _broadcast_chunks(self, anchor: Tensor, rel: Tensor, cand: Tensor, tails: bool) -> Tensor:

@@ -34,6 +34,7 @@ from ..evaluation.evaluator import evaluate as evaluate_scorer
 from ..models.base import KGEModel
 from ..training.memory import check_memory, estimate_for_dataset, parse_memory
 from ..training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
+from ..training.placement import choose_placement, device_memory_available, move_to_host
 from ..training.trainer import Trainer
 from .files import (DamagedFileError, RunFolder, commit_files, load_into, read_json, read_tensors,
                     recover_checkpoint, save_tensors, trim_log)
@@ -79,9 +80,11 @@ class KGERun(ConfigRun):
 
     @classmethod
     def load(cls, path: str | Path, dataset: Optional[Dataset] = None, which: str = "best",
-             device: str | torch.device = "auto") -> "KGERun":
+             device: str | torch.device = "auto", entity_table: str = "auto") -> "KGERun":
         """Open a run folder; ``which``: ``best`` (falls back to latest) or ``latest`` parameters;
-        ``device``: where the model goes (``auto`` | ``cpu`` | ``cuda[:N]``, whatever it trained on)."""
+        ``device``: where the model goes (``auto`` | ``cpu`` | ``cuda[:N]``, whatever it trained on);
+        ``entity_table``: ``host`` keeps the entity table in host memory (scored in blocks on the
+        device), ``auto`` does so when it would take more than half of a GPU's free memory."""
         folder = RunFolder(path)
         recover_checkpoint(folder.path, roll_back=False)  # finish a checkpoint a crash left half moved
         if not (folder / "config.yaml").exists():
@@ -90,14 +93,29 @@ class KGERun(ConfigRun):
         dataset = dataset if dataset is not None else folder.dataset(config)
         model = make_model(config, dataset)
         load_parameters(folder, model, which)
-        model.to(resolve_device(device)).eval()
+        target = resolve_device(device)
+        table = model.entity_emb.weight
+        free = device_memory_available(target)
+        host = entity_table == "host" or (
+            entity_table == "auto" and free is not None and table.numel() * table.element_size() > free // 2)
+        if entity_table not in ("auto", "host", "device"):
+            raise ValueError(f"entity_table={entity_table!r}: expected auto, device or host")
+        if host and target.type != "cpu":
+            rows, table.data = table.data, table.data[:0]  # the rest of the model moves, the table stays
+            model.to(target)
+            table.data = rows
+            move_to_host(table)
+            log.info("%s: entity table kept in host memory, scored in blocks on %s", path, target)
+        else:
+            model.to(target)
+        model.eval()
         return cls(folder.path, config, model, dataset)
 
     # ----------------------------------------------------------- scoring API
     @property
     def device(self) -> torch.device:
         """Where the model lives (``load(..., device=)``; the run's files hold CPU tensors)."""
-        return self.model.entity_emb.weight.device
+        return self.model.relation_emb.weight.device  # (the entity table may be in host memory)
 
     def score_queries(self, anchor, r, candidates=None, head: bool = False):
         dev = self.device
@@ -245,12 +263,18 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
     if cfg.training.progress:
         print(f"device: {describe(device)}", file=sys.stderr, flush=True)
     log.info("training on %s", describe(device))
+    placement = choose_placement(cfg, estimate, device)
+    if cfg.training.progress:
+        print(placement.reason, file=sys.stderr, flush=True)
+    log.info("%s", placement.reason)
     torch.manual_seed(cfg.training.seed)
     kge = make_model(cfg, ds).to(device)
+    if placement.host_table:
+        move_to_host(kge.entity_emb.weight)
     trainer = Trainer(
         kge, ds, cfg.training, cfg.evaluation.batch_elements,
         checkpoint=lambda t, reason: _save_checkpoint(folder, t, reason),
-        log_epoch=folder.append_log,
+        log_epoch=folder.append_log, host_table=placement.host_table,
     )
     if resume and (folder / "checkpoint.safetensors").exists():
         _restore(folder, trainer)  # every file checked before config.yaml changes
@@ -278,6 +302,7 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "device": str(device),
+        "entity_table": placement.entity_table,
     }
     if evaluate_test:
         if len(ds.valid):

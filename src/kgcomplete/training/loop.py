@@ -35,6 +35,29 @@ log = logging.getLogger(__name__)
 _clock = time.perf_counter
 
 
+@contextlib.contextmanager
+def deterministic_kernels(on: bool) -> Iterator[None]:
+    """``training.deterministic``: deterministic kernels while training (``torch.use_deterministic_algorithms``,
+    ops without a deterministic implementation warn; cuBLAS gets the workspace it needs), then the
+    previous setting back. The CPU kernels used here are deterministic either way."""
+    if not on:
+        yield
+        return
+    import os
+
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if cublas is None:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
 class EpochLoop:
     #: counters saved in ``trainer_state.json`` and restored on resume
     state_keys: tuple[str, ...] = ("epoch", "best_mrr", "best_epoch", "bad_validations", "train_time_s", "train_triples")
@@ -146,7 +169,7 @@ class EpochLoop:
             torch.set_num_threads(cfg.threads)
         has_valid = self.has_validation()
         last_save = _clock()
-        with self._deferred_interrupts():
+        with self._deferred_interrupts(), deterministic_kernels(getattr(cfg, "deterministic", False)):
             try:
                 self._checkpointable = True
                 if has_valid and self._stopped_early():  # a resumed run that had stopped early

@@ -7,6 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def at_least_float32(x: Tensor) -> Tensor:
+    """Scores computed in bf16/fp16 (autocast) as float32; float32 and float64 as they are."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 def negative_sampling_loss(
     pos: Tensor,
     neg: Tensor,
@@ -22,7 +27,10 @@ def negative_sampling_loss(
     - ``margin``: ``mean_j relu(margin - pos + neg_j)``.
     - ``bce``: binary cross-entropy, positives 1, negatives 0 (optionally smoothed).
     - ``softmax``: sampled softmax, cross-entropy over ``[pos, neg_1..N]``.
+
+    Scores computed in lower precision (bf16 autocast) are reduced in float32.
     """
+    pos, neg = at_least_float32(pos), at_least_float32(neg)
     if kind == "logsigmoid":
         # -log s(x) = softplus(-x)
         if adversarial_temperature > 0:
@@ -77,6 +85,7 @@ class _SoftplusRowMean(torch.autograd.Function):
 
 def one_vs_all_loss(scores: Tensor, target: Tensor, kind: str = "ce", label_smoothing: float = 0.0) -> Tensor:
     """1vsAll: ``scores (B, E)``, ``target (B,)`` true entity ids. ``ce`` (full cross-entropy) or ``bce``."""
+    scores = at_least_float32(scores)  # bf16 autocast scores: the loss in float32
     if kind == "ce":
         return F.cross_entropy(scores, target, label_smoothing=label_smoothing)
     if kind == "bce":
@@ -88,6 +97,7 @@ def one_vs_all_loss(scores: Tensor, target: Tensor, kind: str = "ce", label_smoo
 
 def kvsall_loss(scores: Tensor, targets: Tensor, kind: str = "bce", label_smoothing: float = 0.0) -> Tensor:
     """KvsAll: ``scores (B, E)``, ``targets (B, E)`` multi-hot. ``bce`` or ``ce`` (targets normalised)."""
+    scores = at_least_float32(scores)  # bf16 autocast scores: the loss in float32
     if kind == "bce":
         if label_smoothing:
             targets = (1.0 - label_smoothing) * targets + 1.0 / scores.shape[1]

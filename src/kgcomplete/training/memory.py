@@ -65,6 +65,16 @@ class MemoryEstimate:
     parts: dict[str, int]
     title: str = ""
     notes: dict[str, str] = field(default_factory=dict)
+    #: the parts (or shares of parts) that live on the training device when it is a GPU: tables,
+    #: optimizer state, training triples, batch buffers, evaluation scores
+    on_device: dict[str, int] = field(default_factory=dict)
+    #: what the device holds less with the entity table (and its optimizer state) in host memory
+    entity_table_bytes: int = 0
+
+    def device_bytes(self, host_table: bool = False) -> int:
+        """Peak bytes on the training device: :attr:`on_device`, less the entity table and its
+        optimizer state with ``host_table`` (:mod:`kgcomplete.training.placement`)."""
+        return int(sum(self.on_device.values())) - (self.entity_table_bytes if host_table else 0)
 
     @property
     def total(self) -> int:
@@ -130,13 +140,17 @@ def estimate_training_memory(
     notes["entity table"] = f"{E:,} x {we} {storage}"
     parts["relation table + dense layers"] = rel_b + dense * 4
     opt = tc.optimizer.lower()
+    entity_state = 0
     if opt == "rowadagrad":
+        entity_state = E * 4
         parts["optimizer state"] = (E + nR) * 4 + dense * 4
         notes["optimizer state"] = "row-wise Adagrad: one float32 per row"
     elif opt == "adagrad":
+        entity_state = E * we * _ITEMSIZE[storage]
         parts["optimizer state"] = E * we * _ITEMSIZE[storage] + rel_b + dense * 4
         notes["optimizer state"] = "element-wise Adagrad"
     elif opt == "adam":
+        entity_state = 2 * E * we * _ITEMSIZE[storage]
         parts["optimizer state"] = 2 * (E * we * _ITEMSIZE[storage] + rel_b + dense * 4)
         notes["optimizer state"] = "Adam: two moments per element"
     else:
@@ -173,7 +187,10 @@ def estimate_training_memory(
     parts["python + libraries"] = BASELINE_BYTES
     title = (f"{cfg.model.name} dim={cfg.model.dim}, {E:,} entities, {int(num_relations):,} relations, "
              f"{N:,} train triples, {tc.mode} batch {B:,}, {tc.optimizer}")
-    return MemoryEstimate(parts, title, notes)
+    on_device = {k: parts[k] for k in ("entity table", "relation table + dense layers", "optimizer state",
+                                       "batch buffers", "evaluation scores") if k in parts}
+    on_device["training triples"] = N * 3 * 8
+    return MemoryEstimate(parts, title, notes, on_device, ent_b + entity_state)
 
 
 def estimate_for_dataset(cfg, dataset) -> MemoryEstimate:

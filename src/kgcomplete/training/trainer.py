@@ -32,6 +32,7 @@ from .negative_sampler import NegativeSampler
 from .loop import EpochLoop
 from .objective import corrupted_sides, negatives_loss
 from .optimizers import build_optimizer
+from .placement import HostRows
 from .row_gradients import RowLeaves, supports_row_updates
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ class Trainer(EpochLoop):
         checkpoint: ``callback(trainer, reason)`` that persists state (the run folder passes one);
             called after validations, at the end, on interruption and every ``checkpoint_every_s``.
         log_epoch: ``callback(record: dict)`` called after every epoch (the run folder appends to log.jsonl).
+        host_table: the entity table and its optimizer state are in host memory and each step
+            gathers its rows to the device (:class:`~kgcomplete.training.placement.HostRows`; the
+            caller put the table there with :func:`~kgcomplete.training.placement.move_to_host`).
     """
 
     defer_interrupts = True
@@ -65,11 +69,12 @@ class Trainer(EpochLoop):
         checkpoint: Optional[Callable[["Trainer", str], None]] = None,
         log_epoch: Optional[Callable[[dict], None]] = None,
         checkpoint_every_s: float = 120.0,
+        host_table: bool = False,
     ):
         self.model, self.dataset, self.cfg = model, dataset, cfg
         #: where the model lives (the caller moves it); batches and targets are made there. Row
         #: orders and negative ids are drawn on the CPU (seeded ``generator``) and moved once per batch.
-        self.device = next(model.parameters()).device
+        self.device = model.relation_emb.weight.device  # (the entity table may be in host memory)
         self._init_loop_state(checkpoint, log_epoch, checkpoint_every_s)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.optimizer = build_optimizer(cfg.optimizer, model, cfg.lr)
@@ -94,6 +99,17 @@ class Trainer(EpochLoop):
                 f"training.hogwild={cfg.hogwild} needs training.mode=negatives, training.optimizer=rowadagrad and "
                 f"a model whose only parameters are its embedding tables ({model.name} in mode {cfg.mode} with "
                 f"{cfg.optimizer} is not)")
+        self.host_rows: Optional[HostRows] = None
+        if host_table:
+            if not self.row_updates:
+                raise ValueError(f"training.entity_table=host needs the row-gradient step: mode negatives, optimizer "
+                                 f"rowadagrad and a model whose only parameters are its tables ({model.name} in mode "
+                                 f"{cfg.mode} with {cfg.optimizer} is not)")
+            self.host_rows = HostRows(model.entity_emb.weight, self.optimizer, self.device)
+        autocast = str(cfg.autocast).lower()
+        if autocast not in ("none", "bf16"):
+            raise ValueError(f"training.autocast={cfg.autocast!r}: expected none or bf16")
+        self.autocast = autocast == "bf16"
         self._valid_evaluator: Optional[Evaluator] = None
         self.eval_chunk_elements = eval_chunk_elements
         #: position in an interrupted epoch (see the class docs); None between epochs
@@ -118,10 +134,20 @@ class Trainer(EpochLoop):
     def _epoch_rows(self) -> int:
         return len(self.kvs_queries) if self.mode == "kvsall" else len(self.train)
 
+    def _to_device(self, x: Tensor) -> Tensor:
+        """A host tensor on the training device; to a GPU through page-locked memory, so the copy
+        runs while the host prepares the next step (``x`` already there: itself)."""
+        if self.device.type != "cuda" or x.device == self.device:
+            return x.to(self.device)
+        return (x if x.is_pinned() else x.pin_memory()).to(self.device, non_blocking=True)
+
     def _epoch_batches(self, perm: Optional[Tensor] = None, start: int = 0):
-        """Batches of row indices of one epoch: ``perm`` (default: a new permutation) from row ``start``."""
+        """Batches of row indices of one epoch: ``perm`` (default: a new permutation) from row ``start``
+        (page-locked for a GPU: each batch's slice copies to it asynchronously)."""
         if perm is None:
             perm = torch.randperm(self._epoch_rows(), generator=self.generator)
+        if self.device.type == "cuda":
+            perm = perm.pin_memory()
         bs = self.cfg.batch_size
         for s in range(start, len(perm), bs):
             yield perm[s : s + bs]
@@ -149,7 +175,7 @@ class Trainer(EpochLoop):
             batch = None
             n = len(keys)
         else:
-            batch = self.train[idx.to(self.device)]
+            batch = self.train[self._to_device(idx)]
             h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
             n = len(batch)
             if self.mode == "1vsall":
@@ -194,8 +220,7 @@ class Trainer(EpochLoop):
         BESS workers compute too) from rows gathered with one call of ``entity_rows`` and one of
         ``relation_rows`` (defaults: the model's sparse-gradient lookups).
         """
-        negs = {s: sampler.sample(t if s == "tail" else h).to(self.device, non_blocking=True)
-                for s in corrupted_sides(self.cfg.corrupt)}
+        negs = {s: self._to_device(sampler.sample(t if s == "tail" else h)) for s in corrupted_sides(self.cfg.corrupt)}
         return negatives_loss(self.model, self.cfg, h, r, t, negs, entity_rows, relation_rows)
 
     def train_batch(self, idx: Tensor, sampler: Optional[NegativeSampler] = None) -> tuple[float, int]:
@@ -207,20 +232,31 @@ class Trainer(EpochLoop):
         """
         if not self.row_updates:
             self.optimizer.zero_grad(set_to_none=True)
-            loss, n = self.batch_loss(idx)
+            with self._autocast():
+                loss, n = self.batch_loss(idx)
             value = self._finite(loss)
             loss.backward()
             self.optimizer.step()
             return value, n
         model = self.model
-        batch = self.train[idx.to(self.device)]
-        ents, rels = RowLeaves(model.entity_emb.weight), RowLeaves(model.relation_emb.weight)
-        loss = self._negatives_loss(batch[:, 0], batch[:, 1], batch[:, 2], sampler or self.sampler, ents, rels)
+        batch = self.train[self._to_device(idx)]
+        ents = self.host_rows.leaves() if self.host_rows else RowLeaves(model.entity_emb.weight)
+        rels = RowLeaves(model.relation_emb.weight)
+        with self._autocast():
+            loss = self._negatives_loss(batch[:, 0], batch[:, 1], batch[:, 2], sampler or self.sampler, ents, rels)
         value = self._finite(loss)
         grad_e, grad_r = torch.autograd.grad(loss, [ents.leaf, rels.leaf])
-        self.optimizer.update_rows(model.entity_emb.weight, ents.rows, grad_e)
+        if self.host_rows:
+            self.host_rows.update(ents, grad_e)
+        else:
+            self.optimizer.update_rows(model.entity_emb.weight, ents.rows, grad_e)
         self.optimizer.update_rows(model.relation_emb.weight, rels.rows, grad_r)
         return value, len(idx)
+
+    def _autocast(self):
+        """bfloat16 autocast for the scoring of a batch (``training.autocast=bf16``), else nothing:
+        matrix products run in bf16, the loss is reduced in float32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
     def _finite(self, loss: Tensor) -> float:
         """The loss as a float (one host sync per batch), or FloatingPointError when it diverged."""
@@ -315,6 +351,13 @@ class Trainer(EpochLoop):
 
         if self.hogwild > 1:
             self._run_hogwild(iter(batches), done)
+        elif self.host_rows is not None:
+            try:
+                for idx in batches:
+                    self._check_interrupt()
+                    done(*self.train_batch(idx))
+            finally:  # the last write-back lands before anything reads the table
+                self.host_rows.flush()
         else:
             buffers = [b for b in self.model.buffers() if b.numel()]  # e.g. BatchNorm statistics
             for idx in batches:
