@@ -83,7 +83,7 @@ def test_placement_choice_follows_the_device_memory_cap():
 def test_placement_explains_what_cannot_use_a_host_table():
     cfg = build_config("complex", None, {"model.dim": 256, "training.max_device_memory": "100MB"})  # 1vsAll
     p = choose_placement(cfg, _estimate(cfg), torch.device("cpu"))
-    assert not p.host_table and "needs training.mode=negatives" in p.reason
+    assert not p.host_table and p.tight and "needs training.mode=negatives" in p.reason
     cfg.training.entity_table = "host"
     with pytest.raises(ValueError, match="entity_table=host: .*needs training.mode=negatives"):
         choose_placement(cfg, _estimate(cfg), torch.device("cpu"))

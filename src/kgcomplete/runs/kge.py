@@ -264,7 +264,9 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
         print(f"device: {describe(device)}", file=sys.stderr, flush=True)
     log.info("training on %s", describe(device))
     placement = choose_placement(cfg, estimate, device)
-    if cfg.training.progress:
+    if placement.tight:
+        log.warning("%s", placement.reason)
+    elif cfg.training.progress:
         print(placement.reason, file=sys.stderr, flush=True)
     log.info("%s", placement.reason)
     torch.manual_seed(cfg.training.seed)

@@ -40,6 +40,8 @@ class Placement:
 
     entity_table: str
     reason: str
+    #: the choice is expected not to fit (the device part exceeds the limit and a host table cannot help)
+    tight: bool = False
 
     @property
     def host_table(self) -> bool:
@@ -105,7 +107,7 @@ def choose_placement(cfg, estimate: MemoryEstimate, device: torch.device) -> Pla
                                    f"{limit_text}")
     if problem:
         return Placement("device", f"entity table on {device} although the device part, {fmt_bytes(need_all)}, "
-                                   f"exceeds {limit_text}: {problem}")
+                                   f"exceeds {limit_text}: {problem}", tight=True)
     return Placement("host", f"entity table in host memory: on {device} the run would need {fmt_bytes(need_all)}, "
                              f"more than {limit_text}; with the table on the host the device holds "
                              f"{fmt_bytes(need_host)}")
