@@ -35,6 +35,15 @@ def _kgc(*args, timeout=120, **kw):
                           timeout=timeout, env=env, **kw)
 
 
+def _cli(*args):
+    """``kgc ARGS`` in this process (click's runner: fast, no interpreter start)."""
+    from click.testing import CliRunner
+
+    from kgcomplete.cli.main import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
 def _kgc_bg(*args):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen([sys.executable, "-m", "kgcomplete", *args], stdout=subprocess.PIPE,
@@ -80,17 +89,17 @@ def test_a_tiny_study_runs_and_reports(study):
     assert page.count("data:image/png;base64,") >= 3 and "Best trials" in page
     for name in ("optimization_history", "param_importances", "parallel_coordinate"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    shown = _kgc("tune", "--show", str(out))
-    assert shown.returncode == 0, shown.stderr
-    assert f"best: trial {result.best.number}, validation MRR {result.best.value:.4f}" in shown.stdout
+    shown = _cli("tune", "--show", out)
+    assert shown.exit_code == 0, shown.output
+    assert f"best: trial {result.best.number}, validation MRR {result.best.value:.4f}" in shown.output
 
 
 def test_best_yaml_trains_as_is_with_kgc_train(study, tmp_path):
     out, result = study
     best = out / "best.yaml"
-    res = _kgc("train", "--config", str(best), "--out", str(tmp_path / "again"), "--json", "--no-progress")
-    assert res.returncode == 0, res.stderr
-    metrics = json.loads(res.stdout)
+    res = _cli("train", "--config", best, "--out", tmp_path / "again", "--json", "--no-progress")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert metrics["valid"]["mrr"] == pytest.approx(result.best.value, abs=1e-6)  # the same run again
     assert "test" in metrics
     trial_cfg = yaml.safe_load((out / "trials" / f"{result.best.number:03d}" / "config.yaml").read_text())
@@ -113,11 +122,11 @@ def test_final_trains_best_yaml_with_test_once(study):
 def test_killed_mid_trial_resumes_with_no_trial_lost_or_duplicated(tmp_path):
     out = tmp_path / "study"
     args = ["tune", "-d", "nations", "-m", "distmult", "-n", "3", "-o", str(out), "--pruner", "none",
-            "--sampler", "random", *BASE_SETS, "--set", "training.epochs=60"]
+            "--sampler", "random", *BASE_SETS, "--set", "training.epochs=40", "--set", "training.eval_every=10"]
     p = _kgc_bg(*args)
     log = out / "trials" / "001" / "log.jsonl"
     deadline = time.time() + 90
-    while not (log.exists() and log.read_text().count("\n") >= 2) and time.time() < deadline and p.poll() is None:
+    while not (log.exists() and log.read_text().count("\n") >= 3) and time.time() < deadline and p.poll() is None:
         time.sleep(0.02)
     assert p.poll() is None, p.stdout.read()
     os.kill(p.pid, signal.SIGKILL)  # mid-trial 1: it stays RUNNING in the database
@@ -142,15 +151,26 @@ def test_killed_mid_trial_resumes_with_no_trial_lost_or_duplicated(tmp_path):
 def test_two_processes_finish_n_trials_together(tmp_path):
     out = tmp_path / "study"
     args = ["tune", "-d", "nations", "-m", "distmult", "-n", "4", "-o", str(out), "--pruner", "none",
-            "--sampler", "random", *BASE_SETS, "--set", "training.epochs=25"]
+            "--sampler", "random", *BASE_SETS, "--set", "training.epochs=80", "--set", "training.eval_every=40"]
     procs = [_kgc_bg(*args), _kgc_bg(*args)]
     outputs = [p.communicate(timeout=180)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     trials = _trials(out)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4  # exactly N, none running, none lost
-    pids = {t.user_attrs["worker"]["pid"] for t in trials}
-    assert pids == {p.pid for p in procs}  # both processes ran trials
+    assert {t.user_attrs["worker"]["pid"] for t in trials} == {p.pid for p in procs}  # both ran trials
     assert sorted(p.name for p in (out / "trials").iterdir()) == ["000", "001", "002", "003"]
+
+
+def test_jobs_run_trials_in_worker_processes(tmp_path):
+    out = tmp_path / "study"
+    kgcomplete.tune("nations", model="distmult", trials=4, out=out, jobs=2, sampler="random", pruner="none",
+                    **{**BASE, "training.epochs": 80, "training.eval_every": 40})
+    trials = _trials(out)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    from kgcomplete.tune.study import open_study
+
+    assert open_study(out).user_attrs["workers_started"] == 2  # this process and one spawned worker
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2  # both ran trials
 
 
 def test_the_median_pruner_prunes_a_hopeless_region(tmp_path):
@@ -190,16 +210,17 @@ def test_a_study_budget_ends_the_call(tmp_path):
 
 def test_joining_with_other_settings_is_refused_and_bad_spaces_are_one_line_errors(study, tmp_path):
     out, _ = study
-    res = _kgc("tune", "-o", str(out), "-n", "3", "-m", "complex")
-    assert res.returncode == 1 and "is a study with model distmult" in res.stderr
+    res = _cli("tune", "-o", out, "-n", "3", "-m", "complex")
+    assert res.exit_code == 1 and "is a study with model distmult" in res.output
     bad = _space(tmp_path, {"training.learning_rate": {"low": 0.01, "high": 0.1}})
     with pytest.raises(ValueError, match="space.yaml: training.learning_rate: unknown key"):
         kgcomplete.tune("nations", model="distmult", trials=1, out=tmp_path / "s", space=bad)
     bad.write_text(yaml.safe_dump({"params": {"training.lr": {"low": 0.1}}}))
-    res = _kgc("tune", "-d", "nations", "-n", "1", "-o", str(tmp_path / "s2"), "--space", str(bad))
-    assert res.returncode == 1 and res.stderr.startswith("Error: ") and "give `choices` or both" in res.stderr
-    res = _kgc("tune", "-d", "nations", "-o", str(tmp_path / "s3"))
-    assert res.returncode == 1 and "--trials" in res.stderr and "--budget" in res.stderr
+    res = _cli("tune", "-d", "nations", "-n", "1", "-o", tmp_path / "s2", "--space", bad)
+    assert res.exit_code == 1 and res.output.startswith("Error: ") and "give `choices` or both" in res.output
+    assert res.output.count("\n") == 1  # one line, no traceback
+    res = _cli("tune", "-d", "nations", "-o", tmp_path / "s3")
+    assert res.exit_code == 1 and "--trials" in res.output and "--budget" in res.output
 
 
 def test_default_spaces_fit_every_model_and_the_config():

@@ -11,7 +11,7 @@ from typing import Optional
 from ..config import Config, build_config, validate
 from .report import BEST_FILE, final_metrics, write_report
 from .space import base_config, load_space
-from .study import (SETTINGS_ATTR, Settings, StudyLock, make_pruner, make_sampler, make_storage, open_study,
+from .study import (LOCK_FILE, SETTINGS_ATTR, Settings, StudyLock, make_pruner, make_sampler, make_storage, open_study,
                     parse_duration, read_study_file, storage_url, work, write_study_file)
 
 FINAL_DIR = "final"
@@ -115,32 +115,44 @@ def _open_or_create(study_dir: Path, dataset, model, space, storage, study_name,
 
     from ..api import _expand_overrides
 
-    info = read_study_file(study_dir)
-    if info is None:
-        if study_dir.exists() and (not study_dir.is_dir() or any(study_dir.iterdir())):
-            raise FileExistsError(f"{study_dir} exists and is not a study folder (no study.json); choose another --out")
-        url, name = storage_url(study_dir, storage), study_name or study_dir.resolve().name
-    else:
-        url, name = info["storage"], info["study_name"]
-        if storage and storage != url:
-            raise ValueError(f"{study_dir} is a study stored in {url}, not {storage}")
-        if study_name and study_name != name:
-            raise ValueError(f"{study_dir} holds the study {name!r}, not {study_name!r}")
+    if study_dir.exists() and not study_dir.is_dir():
+        raise FileExistsError(f"{study_dir} exists and is a file, not a study folder; choose another --out")
+    created = not study_dir.exists()
     study_dir.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=name, storage=make_storage(url, heartbeat), direction="maximize",
-                                load_if_exists=True)
-    given = _given_settings(dataset, model, space, sampler, pruner, seed, config, _expand_overrides(overrides),
-                            jobs, trials)
-    with StudyLock(study_dir):
-        settings = Settings(**study.user_attrs[SETTINGS_ATTR]) if SETTINGS_ATTR in study.user_attrs else None
-        if settings is None:
-            settings = given()
-            study.set_user_attr(SETTINGS_ATTR, dataclasses.asdict(settings))
-        else:
-            _check_same(study_dir, settings, dataset, model, space, sampler, pruner, seed, config, overrides, given)
-        if info is None:
-            write_study_file(study_dir, url, name)
+    try:
+        with StudyLock(study_dir):  # one creator at a time (SQLite tables, settings, study.json)
+            info = read_study_file(study_dir)
+            if info is None:
+                if any(p.name != LOCK_FILE for p in study_dir.iterdir()):
+                    raise FileExistsError(f"{study_dir} exists and is not a study folder (no study.json); "
+                                          f"choose another --out")
+                url, name = storage_url(study_dir, storage), study_name or study_dir.resolve().name
+            else:
+                url, name = info["storage"], info["study_name"]
+                if storage and storage != url:
+                    raise ValueError(f"{study_dir} is a study stored in {url}, not {storage}")
+                if study_name and study_name != name:
+                    raise ValueError(f"{study_dir} holds the study {name!r}, not {study_name!r}")
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            study = optuna.create_study(study_name=name, storage=make_storage(url, heartbeat), direction="maximize",
+                                        load_if_exists=True)
+            given = _given_settings(dataset, model, space, sampler, pruner, seed, config,
+                                    _expand_overrides(overrides), jobs, trials)
+            settings = Settings(**study.user_attrs[SETTINGS_ATTR]) if SETTINGS_ATTR in study.user_attrs else None
+            if settings is None:
+                settings = given()
+                study.set_user_attr(SETTINGS_ATTR, dataclasses.asdict(settings))
+            else:
+                _check_same(study_dir, settings, dataset, model, space, sampler, pruner, seed, config, overrides,
+                            given)
+            if info is None:
+                write_study_file(study_dir, url, name)
+    except BaseException:
+        if created and read_study_file(study_dir) is None:  # nothing of a study was kept: leave no folder
+            import shutil
+
+            shutil.rmtree(study_dir, ignore_errors=True)
+        raise
     return study, settings
 
 
