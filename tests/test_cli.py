@@ -135,12 +135,15 @@ def test_train_help_names_the_family_of_each_option():
     from kgcomplete.cli.train import train
 
     helps = {p.name: p.help or "" for p in train.params}
-    kge_only = {"dim", "mode", "loss", "num_negatives", "reciprocal", "hogwild", "workers", "max_memory"}
+    kge_only = {"dim", "mode", "loss", "num_negatives", "reciprocal", "hogwild", "workers", "max_memory",
+                "entity_table", "max_device_memory", "autocast", "deterministic"}
     assert {name for name, h in helps.items() if h.startswith("[KGE]")} == kge_only
+    assert {name for name, h in helps.items() if not h} == set(), "every flag has a help text"
     assert helps["optimizer"].startswith("KGE: adagrad|rowadagrad|adam|sgd; KGT5: adamw|adafactor")
     res = CliRunner().invoke(cli, ["train", "--help"])
     text = " ".join(res.output.split())
-    assert res.exit_code == 0 and "[KGE] Embedding size." in text and "--set kgt5.KEY=VALUE" in text
+    assert res.exit_code == 0 and "[KGE] Embedding size" in text and "--set kgt5.KEY=VALUE" in text
+    assert "--patience" in text and "--eval-every" in text and "default 100" in text
 
 
 @pytest.mark.parametrize("args, words", [

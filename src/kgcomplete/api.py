@@ -8,6 +8,7 @@ and the arrows point one way: features -> core), then the KGE kind of :mod:`kgco
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 import os
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Optional
 
 from .config import Config, apply_override, build_config, validate
 from .data.dataset import Dataset
-from .device import resolve_device
+from .device import describe, resolve_device
 from .data.registry import load_configured
 from .features import import_feature_modules
 from .runs.files import RunFolder
@@ -38,6 +39,7 @@ def train(
     resume: bool = False,
     evaluate_test: bool = True,
     on_epoch=None,
+    dry_run: bool = False,
     **overrides,
 ):
     """Train a model and return its run (:class:`~kgcomplete.runs.KGERun`, a sharded run with
@@ -56,6 +58,9 @@ def train(
         on_epoch: ``on_epoch(record) -> str | None`` sees each epoch's log record (loss, and
             ``valid_mrr`` after a validation); a string it returns stops training after that epoch
             with that reason (how a tuner prunes a trial). KGE runs only.
+        dry_run: resolve the configuration, load the dataset and check ``out``, then return a
+            :class:`TrainingPlan` (its ``describe()``: sizes, memory estimate, placement) without
+            writing anything.
         overrides: dotted keys with ``__`` or ``.``, e.g. ``epochs=50``, ``dim=64`` (shortcuts) or
             ``**{"training.lr": 0.05}``.
 
@@ -64,28 +69,7 @@ def train(
         run = kgcomplete.train("umls", model="complex", out="runs/umls")
         run.evaluate("test")["mrr"]
     """
-    ov = _expand_overrides(overrides)
-    if resume:
-        if out is None:
-            raise ValueError("resume needs the run folder (out=...)")
-        folder = RunFolder(out)
-        if not (folder / "config.yaml").exists():
-            raise FileNotFoundError(f"{out}: nothing to resume (no config.yaml)")
-        cfg = Config.load(folder / "config.yaml")
-        for k, v in ov.items():
-            apply_override(cfg, k, v)
-    elif isinstance(config, Config):
-        cfg = config
-        if model is not None:
-            ov["model.name"] = model
-        for k, v in ov.items():
-            apply_override(cfg, k, v)
-    else:
-        if model is not None:
-            ov["model.name"] = model
-        cfg = build_config(model, config, ov)
-    validate(cfg)
-    resolve_device(cfg.training.device)  # a device that is not here: refused before anything is written
+    cfg = resolve_config(model, out, config, resume, **overrides)
     if isinstance(dataset, Dataset):
         ds = dataset
         if not resume:
@@ -109,10 +93,69 @@ def train(
     folder = RunFolder(out)
     if not resume:
         folder.check_target()
+    if dry_run:
+        return TrainingPlan(cfg, ds, Path(out), kind.name, resume)
     if int(os.environ.get("RANK", "0")) != 0:  # a torchrun/accelerate rank > 0: rank 0 holds the lock
         return kind.train(ds, folder, cfg, resume=resume, evaluate_test=evaluate_test, **hooks)
     with folder.lock():
         return kind.train(ds, folder, cfg, resume=resume, evaluate_test=evaluate_test, **hooks)
+
+
+def resolve_config(model: Optional[str] = None, out: Optional[str | Path] = None,
+                   config: Optional[Config | str | Path] = None, resume: bool = False, **overrides) -> Config:
+    """The configuration :func:`train` would use (checked: values, device), without loading data or
+    writing anything; ``cfg.sources`` says where non-default values came from."""
+    ov = _expand_overrides(overrides)
+    if resume:
+        if out is None:
+            raise ValueError("resume needs the run folder (out=...)")
+        folder = RunFolder(out)
+        if not (folder / "config.yaml").exists():
+            raise FileNotFoundError(f"{out}: nothing to resume (no config.yaml)")
+        cfg = Config.load(folder / "config.yaml")
+        cfg.sources = {k: "flag" for k in ov}
+        for k, v in ov.items():
+            apply_override(cfg, k, v)
+    elif isinstance(config, Config):
+        cfg = config
+        if model is not None:
+            ov["model.name"] = model
+        for k, v in ov.items():
+            apply_override(cfg, k, v)
+    else:
+        if model is not None:
+            ov["model.name"] = model
+        cfg = build_config(model, config, ov)
+    validate(cfg)
+    resolve_device(cfg.training.device)  # a device that is not here: refused before anything is written
+    return cfg
+
+
+@dataclass
+class TrainingPlan:
+    """What :func:`train` with ``dry_run=True`` resolved: nothing was written."""
+
+    config: Config
+    dataset: Dataset
+    out: Path
+    kind: str  #: the run kind that would train it (kge, bess, kgt5, ...)
+    resume: bool = False
+
+    def describe(self) -> str:
+        """Dataset, model, device and, for KGE runs, the memory estimate and the entity table's place."""
+        cfg, ds = self.config, self.dataset
+        device = resolve_device(cfg.training.device)
+        lines = [f"{'resume' if self.resume else 'run folder'}: {self.out}",
+                 f"data: {ds.name}: {ds.num_entities:,} entities, {ds.num_relations:,} relations, "
+                 + ", ".join(f"{k} {len(v):,}" for k, v in ds.splits.items()),
+                 f"model: {cfg.model.name} ({self.kind} run), device {describe(device)}"]
+        if self.kind == KGE_RUN.name:
+            from .training.memory import estimate_for_dataset
+            from .training.placement import choose_placement
+
+            est = estimate_for_dataset(cfg, ds)
+            lines += [est.table(), choose_placement(cfg, est, device).reason]
+        return "\n".join(lines)
 
 
 def load_run(path: str | Path, **kwargs):

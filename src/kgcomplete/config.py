@@ -211,6 +211,9 @@ class Config:
     #: the feature sections this config holds (name -> instance of the registered dataclass);
     #: use :meth:`section` or attribute access (``cfg.distributed.workers``)
     features: dict = field(default_factory=dict, repr=False)
+    #: where non-default values came from (dotted key -> "model default (NAME)" | "file PATH" |
+    #: "flag"), filled by :func:`build_config`; not saved
+    sources: dict = field(default_factory=dict, repr=False, compare=False)
 
     def section(self, name: str):
         """The section object ``name`` (a registered feature section is created with its defaults
@@ -564,26 +567,63 @@ def build_config(
     file: Optional[str | Path] = None,
     overrides: Optional[dict[str, Any]] = None,
 ) -> Config:
-    """Defaults < per-model defaults < YAML file < overrides (``{"training.lr": 0.1, ...}``)."""
+    """Defaults < per-model defaults < YAML file < overrides (``{"training.lr": 0.1, ...}``).
+
+    ``cfg.sources`` maps each dotted key that is not a plain default to where its value came from:
+    ``model default (NAME)``, ``file PATH`` or ``flag`` (``kgc train --print-config`` shows them)."""
     file_dict = read_yaml(file) if file else {}
     overrides = dict(overrides or {})
     file_model = file_dict.get("model") if isinstance(file_dict.get("model"), dict) else {}
     name = overrides.get("model.name") or model or file_model.get("name") or "complex"
     cfg = Config()
     cfg.model.name = name
+    sources: dict[str, str] = {}
     for k, v in model_defaults(name).items():
         apply_override(cfg, k, v)
+        sources[k] = f"model default ({name})"
     apply_dict(cfg, file_dict, f"{file}: " if file else "")
+    sources.update({k: f"file {file}" for k in _dotted_keys(file_dict)})
     cfg.model.name = name
     for k, v in overrides.items():
         if v is not None:
             apply_override(cfg, k, v)
+            sources[k] = "flag"
+    if model or "model.name" in overrides:
+        sources["model.name"] = "flag"
+    cfg.sources = sources
     return cfg
+
+
+def _dotted_keys(d: Mapping, prefix: str = "") -> list[str]:
+    """``{"training": {"lr": 1}}`` -> ``["training.lr"]`` (free-form dicts end at their first level below a section)."""
+    out = []
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v and prefix.count(".") < 1:
+            out += _dotted_keys(v, key + ".")
+        else:
+            out.append(key)
+    return out
+
+
+def explain(cfg: "Config") -> str:
+    """The resolved configuration as YAML, every key with a comment saying where its value came
+    from (``default`` unless :func:`build_config` recorded another source)."""
+    sources = getattr(cfg, "sources", {}) or {}
+    lines = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"{section}:")
+        for key, value in values.items():
+            text = yaml.safe_dump({key: value}, default_flow_style=True, width=10**6).strip()[1:-1]
+            where = sources.get(f"{section}.{key}") or next(
+                (src for k, src in sources.items() if k.startswith(f"{section}.{key}.")), "default")
+            lines.append(f"  {text:<44} # {where}")
+    return "\n".join(lines)
 
 
 __all__ = [
     "CORE_SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "MODEL_DEFAULTS",
-    "Limit", "ModelConfig", "TrainingConfig", "apply_dict", "validate", "apply_override", "build_config",
+    "Limit", "ModelConfig", "TrainingConfig", "apply_dict", "validate", "apply_override", "build_config", "explain",
     "feature_sections", "load_feature_sections", "model_defaults", "parse_override", "register_model_defaults",
     "register_section", "section_class", "section_from_dict", "section_names",
 ]

@@ -30,9 +30,22 @@ from . import batch, datasets, inspect_run, kgt5, report, serve, shards, train, 
 from .common import Group
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+class KgcGroup(Group):
+    """``kgc``: ``-v``/``--verbose`` is taken anywhere on the line (``kgc train -v`` = ``kgc -v train``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            head, tail = args[: args.index("--")], args[args.index("--"):]
+        else:
+            head, tail = args, []
+        flags = [a for a in head if a in ("-v", "--verbose")]
+        rest = [a for a in head if a not in ("-v", "--verbose")]
+        return super().parse_args(ctx, flags[:1] + rest + tail)
+
+
+@click.group(cls=KgcGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kgcomplete")
-@click.option("-v", "--verbose", is_flag=True, help="Log every epoch.")
+@click.option("-v", "--verbose", is_flag=True, help="Log details (every epoch, tracebacks); also after the command.")
 def cli(verbose: bool) -> None:
     """kgcomplete: knowledge graph completion (KGE models, BESS, KGT5)."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

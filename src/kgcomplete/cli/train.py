@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 import click
 
-from .common import USER_ERRORS, device_option, fail, metrics_table
+from .common import USER_ERRORS, device_option, fail, metrics_table, need
 
 KGE, KGT5 = "KGE", "KGT5"
 #: the values of ``--optimizer`` per family
@@ -38,6 +39,8 @@ TRAIN_FLAGS: dict[str, TrainFlag] = {
     "num_negatives": TrainFlag("training.num_negatives", (KGE,)),
     "reciprocal": TrainFlag("model.reciprocal", (KGE,)),
     "seed": TrainFlag("training.seed", (KGE, KGT5)),
+    "patience": TrainFlag("training.patience", (KGE, KGT5)),
+    "eval_every": TrainFlag("training.eval_every", (KGE, KGT5)),
     "threads": TrainFlag("training.threads", (KGE, KGT5)),
     "hogwild": TrainFlag("training.hogwild", (KGE,)),
     "workers": TrainFlag("distributed.workers", (KGE,)),
@@ -97,13 +100,14 @@ def check_flags(model_name: Optional[str], given: dict) -> None:
                       "(docs/kgt5.md). Unmarked options apply to every model.")
 @click.option("--dataset", "-d", default=None, help="Bundled/registered name or folder (default: umls).")
 @click.option("--model", "-m", default=None, help="Model name (default: complex). See `kgc models`.")
-@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Run folder to create.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
+              help="Run folder to create (default: runs/DATASET-MODEL-TIME).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, help="YAML config.")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None, help="Continue this run folder.")
-@click.option("--dim", type=int, default=None, help=_kge("Embedding size."))
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None, help="Learning rate.")
+@click.option("--dim", type=int, default=None, help=_kge("Embedding size (default: the model's, e.g. 512 for complex)."))
+@click.option("--epochs", type=int, default=None, help="Most epochs to train (default 100; KGT5: its preset's).")
+@click.option("--batch-size", type=int, default=None, help="Training triples per batch (default 256).")
+@click.option("--lr", type=float, default=None, help="Learning rate (default: the model's).")
 @click.option("--optimizer", type=click.Choice([*OPTIMIZERS[KGE], *OPTIMIZERS[KGT5]]), default=None,
               help="KGE: adagrad|rowadagrad|adam|sgd; KGT5: adamw|adafactor (checked against the model).")
 @click.option("--mode", type=click.Choice(["1vsAll", "KvsAll", "negatives"], case_sensitive=False), default=None,
@@ -112,7 +116,10 @@ def check_flags(model_name: Optional[str], given: dict) -> None:
               help=_kge("Loss."))
 @click.option("--num-negatives", type=int, default=None, help=_kge("Shared negatives per batch (mode=negatives)."))
 @click.option("--reciprocal/--no-reciprocal", default=None, help=_kge("Learn inverse relations."))
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=int, default=None, help="Seed of every random choice (default 0): same seed, same run.")
+@click.option("--patience", type=int, default=None,
+              help="Stop after this many validations without a better valid MRR (default 4; 0 = never stop early).")
+@click.option("--eval-every", type=int, default=None, help="Validate every N epochs (default 5; 0 = never).")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads.")
 @click.option("--hogwild", type=int, default=None, metavar="N",
               help=_kge("Train N batches at once in threads sharing the tables without locks (mode negatives, "
@@ -141,11 +148,18 @@ def check_flags(model_name: Optional[str], given: dict) -> None:
 @click.option("--strip-whitespace", is_flag=True,
               help="Strip leading/trailing whitespace from labels (default: an error naming the line).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. training.margin=9.")
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--no-progress", is_flag=True, help="Print nothing while training (bars are drawn only on a terminal).")
+@click.option("--print-config", is_flag=True,
+              help="Print the resolved config (every key, and where its value came from) and exit.")
+@click.option("--dry-run", is_flag=True,
+              help="Resolve the config, load the data, print sizes, memory estimate and placement; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of a table.")
 def train(dataset, model, out, config_file, resume, sets, drop_unknown, columns, keep_duplicates, strip_whitespace,
-          no_progress, as_json, **flags) -> None:
-    """Train a model and print its filtered test metrics."""
+          no_progress, print_config, dry_run, as_json, **flags) -> None:
+    """Train a model and print its filtered test metrics.
+
+    Prints a banner, one line per validation and why training stopped on stderr; the metrics on
+    stdout. Ctrl-C saves a checkpoint at the next batch (`kgc train --resume RUN` continues it)."""
     from ..config import parse_override
 
     given = {k: v for k, v in flags.items() if v is not None}
@@ -156,7 +170,10 @@ def train(dataset, model, out, config_file, resume, sets, drop_unknown, columns,
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--set") from None  # a usage error: exit 2
     set_name = next((v for k, v in reversed(parsed) if k == "model.name"), None)
-    check_flags(_model_name(model, config_file, resume, set_name), given)
+    model_name = _model_name(model, config_file, resume, set_name)
+    check_flags(model_name, given)
+    if family(model_name) == KGT5:
+        need("transformers", "install the KGT5 extra: pip install 'kgcomplete[kgt5]'")
     # flags, then --set (which wins over a flag for the same key), then --workers and the switches
     overrides = {TRAIN_FLAGS[k].key: v for k, v in given.items() if k != "workers"}
     overrides.update(parsed)
@@ -172,12 +189,25 @@ def train(dataset, model, out, config_file, resume, sets, drop_unknown, columns,
         overrides["data.whitespace"] = "strip"
     if no_progress:
         overrides["training.progress"] = False
-    from ..api import train as train_run
+    from ..api import resolve_config, train as train_run
 
     try:
+        if print_config:
+            from ..config import explain
+
+            click.echo(explain(resolve_config(model, resume or out, config_file, bool(resume), **overrides)))
+            return
+        if dry_run:
+            plan = train_run(dataset, model=model, out=resume or out, config=config_file, resume=bool(resume),
+                             dry_run=True, **overrides)
+            click.echo(plan.describe())
+            click.echo("dry run: nothing written")
+            return
         run = train_run(dataset, model=model, out=resume or out, config=config_file, resume=bool(resume), **overrides)
     except USER_ERRORS as e:
         fail(e)
+    except KeyboardInterrupt:  # the run said where it saved and how to continue
+        raise SystemExit(130) from None
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     metrics = json.loads((Path(run.path) / "metrics.json").read_text())
@@ -187,9 +217,15 @@ def train(dataset, model, out, config_file, resume, sets, drop_unknown, columns,
     click.echo(f"run folder: {run.path}")
     speed = metrics.get("train_triples_per_s")
     speed = f" ({speed:,.0f} triples/s)" if isinstance(speed, (int, float)) else ""
-    click.echo(f"trained {metrics.get('epochs', '?')} epochs in {metrics.get('train_time_s', 0):.1f}s{speed}")
+    epochs = metrics.get("epochs", "?")
+    click.echo(f"trained {epochs} epoch{'' if epochs == 1 else 's'} in {metrics.get('train_time_s', 0):.1f}s{speed}"
+               + (f"; stopped: {metrics['stopped']}" if metrics.get("stopped") else ""))
     if "test" in metrics:
         click.echo(metrics_table(metrics["test"], "test"))
+    where = shlex.quote(str(run.path))
+    click.echo(f"files: {where}/ (config.yaml, metrics.json, log.jsonl, checkpoint files)\n"
+               f"next: kgc evaluate {where} | kgc predict {where} --head NAME --relation NAME | "
+               f"kgc serve {where} | kgc report {where}")
 
 
 @click.command()
@@ -201,8 +237,14 @@ def models() -> None:
 
     for name in model_names():
         cls = MODELS.get(name)
-        doc = (inspect.getdoc(cls) or "").splitlines()[0] if cls else f"alias of {ALIASES[name][0]} {ALIASES[name][1]}"
+        if cls:
+            doc = (inspect.getdoc(cls) or "").splitlines()[0].replace("``", "")
+        else:
+            base, fixed = ALIASES[name]
+            doc = f"{base} with " + ", ".join(f"{k}={v}" for k, v in fixed.items()) if fixed else f"same as {base}"
         click.echo(f"{name:<12} {doc}")
+    click.echo(f"{'kgt5':<12} KGT5 (Saxena et al. 2022): a T5 trained from scratch on verbalized triples, "
+               f"decoding entity names (the [kgt5] extra; docs/kgt5.md)")
 
 
 __all__ = ["KGE", "KGT5", "OPTIMIZERS", "TRAIN_FLAGS", "check_flags", "family", "models", "train"]

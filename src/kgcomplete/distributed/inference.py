@@ -24,6 +24,7 @@ from ..models.base import KGEModel
 from .exchange import Comm
 from .section import DEFAULT_WINDOW  # ``distributed.window``
 from .sharding import Sharding
+from ..console import bars_wanted
 
 
 # --------------------------------------------------------------- per shard
@@ -216,7 +217,7 @@ def streamed_rank(
     counts = {h: torch.zeros(2, len(triples), dtype=torch.long) for h in (True, False)}
     targets = {}
     shards = range(n)
-    if progress:
+    if bars_wanted(progress):
         from tqdm.auto import tqdm
 
         shards = tqdm(shards, desc="ranking shards", unit="shard", leave=False)

@@ -39,6 +39,7 @@ from .negative_sampler import ShardedNegativeSampler
 from .section import DistConfig  # the ``distributed`` config section (also imported from here)
 from .sharding import Sharding
 from .step import WorkerView, forward_step, make_plan, restrict_entity_grad, sync_replicated_grads
+from ..console import bars_wanted
 
 log = logging.getLogger(__name__)
 PHASES = ("sampling", "gather", "exchange", "compute", "update")
@@ -129,7 +130,7 @@ class BessTrainer(EpochLoop):
         rng = np.random.default_rng((self.tcfg.seed, self.epoch, 7))
         self.timer.reset()
         total, steps, t0 = 0.0, 0, time.perf_counter()
-        show = self.tcfg.progress and self.comm.rank == 0
+        show = bars_wanted(self.tcfg.progress) and self.comm.rank == 0
         bar = None
         if show:
             from tqdm.auto import tqdm

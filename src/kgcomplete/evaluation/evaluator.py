@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .filter_index import FilterIndex
+from ..console import bars_wanted
 
 HITS_AT = (1, 3, 10)
 #: Below this many queries per chunk (``chunk_elements // E``), rank by streaming entity blocks.
@@ -170,7 +171,7 @@ class Evaluator:
         out = np.empty(n, dtype=np.float64)
         anchor_col, answer_col = (2, 0) if head else (0, 2)
         starts = range(0, n, chunk)
-        if progress:
+        if bars_wanted(progress):
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"ranking {'heads' if head else 'tails'}", unit="chunk", leave=False)
@@ -221,7 +222,7 @@ class Evaluator:
         anchor_col, answer_col = (2, 0) if head else (0, 2)
         dev = self.device
         starts = range(0, n, q_chunk)
-        if progress:
+        if bars_wanted(progress):
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"ranking {'heads' if head else 'tails'} (streaming)", unit="chunk", leave=False)

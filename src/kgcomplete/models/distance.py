@@ -136,6 +136,8 @@ class TripleRE(KGEModel):
 
 
 class TripleREv2(TripleRE):
+    """TripleRE v2 (Yu et al. 2022): TripleRE with the shared offset ``u = 1`` (``triplere`` has ``u = 0``)."""
+
     name = "triplere_v2"
 
     def __init__(self, *args, u: float = 1.0, **kwargs):

@@ -32,7 +32,8 @@ from ..device import describe, resolve_device
 from ..data.dataset import Dataset
 from ..evaluation.evaluator import evaluate as evaluate_scorer
 from ..models.base import KGEModel
-from ..training.memory import check_memory, estimate_for_dataset, parse_memory
+from ..console import Console
+from ..training.memory import check_memory, estimate_for_dataset, fmt_bytes, parse_memory, physical_memory
 from ..training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
 from ..training.placement import choose_placement, device_memory_available, move_to_host
 from ..training.trainer import Trainer
@@ -241,6 +242,28 @@ def _restore(folder: RunFolder, trainer: Trainer) -> None:
     trainer.history = trim_log(folder.path, int(state["epoch"]))
 
 
+def _banner(console: Console, folder: RunFolder, start: str, ds: Dataset, cfg: Config, kge, device,
+            placement, estimate) -> None:
+    """The start of a run on stderr: folder, data, model, schedule, device, memory (the table of
+    parts only when the estimate comes near the machine's RAM or ``max_memory``)."""
+    tc = cfg.training
+    params = sum(p.numel() for p in kge.parameters())
+    splits = ", ".join(f"{k} {len(v):,}" for k, v in ds.splits.items())
+    console.say(f"run folder: {folder.path} ({start})")
+    console.say(f"data: {ds.name}: {ds.num_entities:,} entities, {ds.num_relations:,} relations; {splits}")
+    schedule = (f"up to {tc.epochs} epochs, validation every {tc.eval_every}"
+                + (f", early stop after {tc.patience} without gain" if tc.patience else "")
+                if tc.eval_every and len(ds.valid) else f"{tc.epochs} epochs, no validation")
+    console.say(f"model: {cfg.model.name} dim {cfg.model.dim} ({params:,} parameters); {tc.mode}, {tc.optimizer} "
+                f"lr {tc.lr:g}, batch {tc.batch_size:,}; {schedule}")
+    plain = device.type == "cpu" and not placement.host_table and not tc.max_device_memory
+    console.say(f"device: {describe(device)}" + ("" if plain else f"; {placement.reason}"))
+    limit, ram = parse_memory(tc.max_memory), physical_memory()
+    near = (limit and estimate.total > 0.8 * limit) or (ram and estimate.total > 0.5 * ram)
+    console.say(estimate.table(limit) if near else
+                f"memory: about {fmt_bytes(estimate.total)} (the parts: kgc train --dry-run)")
+
+
 def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False, evaluate_test: bool = True,
               on_epoch: Optional[Callable[[dict], Optional[str]]] = None) -> "KGERun":
     """Train a shallow KGE model of ``cfg`` on ``ds`` into ``folder`` (the KGE run kind; see
@@ -249,25 +272,20 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
     out = folder.path
     if folder.path.is_dir():
         recover_checkpoint(folder.path)
+    estimate = estimate_for_dataset(cfg, ds)
+    log.info("%s", estimate.table())
+    check_memory(estimate, cfg.training.max_memory)  # before anything is written or allocated
     if not resume:
         if (folder / "checkpoint.safetensors").exists():
             raise FileExistsError(f"{out} already holds a trained run; use resume or another --out")
         folder.create(cfg, ds)
         trim_log(folder.path, 0)  # records of an earlier attempt that never saved a checkpoint
-    estimate = estimate_for_dataset(cfg, ds)
-    if cfg.training.progress or cfg.training.max_memory:
-        print(estimate.table(parse_memory(cfg.training.max_memory)), file=sys.stderr, flush=True)
-    log.info("%s", estimate.table())
-    check_memory(estimate, cfg.training.max_memory)  # before any table is allocated
+    console = Console(cfg.training.progress, folder.path)
     device = resolve_device(cfg.training.device)
-    if cfg.training.progress:
-        print(f"device: {describe(device)}", file=sys.stderr, flush=True)
     log.info("training on %s", describe(device))
     placement = choose_placement(cfg, estimate, device)
     if placement.tight:
         log.warning("%s", placement.reason)
-    elif cfg.training.progress:
-        print(placement.reason, file=sys.stderr, flush=True)
     log.info("%s", placement.reason)
     torch.manual_seed(cfg.training.seed)
     kge = make_model(cfg, ds).to(device)
@@ -278,12 +296,17 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
         checkpoint=lambda t, reason: _save_checkpoint(folder, t, reason),
         log_epoch=folder.append_log, host_table=placement.host_table,
     )
+    trainer.console = console
+    start = "new"
     if resume and (folder / "checkpoint.safetensors").exists():
         _restore(folder, trainer)  # every file checked before config.yaml changes
         rows = (trainer.epoch_progress or {}).get("rows", 0)
-        log.info("resumed %s at epoch %d%s", out, trainer.epoch, f" + {rows} rows" if rows else "")
+        start = f"resumed at epoch {trainer.epoch}" + (f" + {rows:,} rows" if rows else "")
+        log.info("%s %s", start, out)
     elif resume:
         trim_log(folder.path, 0)  # killed before the first checkpoint: start over
+        start = "resumed: no checkpoint yet, starting over"
+    _banner(console, folder, start, ds, cfg, kge, device, placement, estimate)
     if resume:
         cfg.save(folder / "config.yaml")  # e.g. raised epochs
     trainer.on_epoch = on_epoch

@@ -33,6 +33,7 @@ from ..runs.files import RunFolder, atomic_write_file, commit_files, recover_che
 from ..training.loop import EpochLoop
 from .section import TRAINING_DEFAULTS, KGT5Config
 from .tokenizer import PAD_ID
+from ..console import bars_wanted
 
 CHECKPOINT = "checkpoint.safetensors"
 STATE = "checkpoint_state.pt"
@@ -207,7 +208,7 @@ class KGT5Trainer(EpochLoop):
         g = torch.Generator().manual_seed(opts.seed * 100_003 + self.epoch)
         perm = torch.randperm(n, generator=g)[rank::world][:per_rank]
         starts = range(0, per_rank, opts.batch_size)
-        if opts.progress and acc.is_local_main_process:
+        if bars_wanted(opts.progress) and acc.is_local_main_process:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"kgt5 epoch {self.epoch + 1}/{opts.epochs}", unit="batch", leave=False)

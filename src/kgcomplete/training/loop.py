@@ -29,6 +29,8 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from ..console import Console
+
 log = logging.getLogger(__name__)
 
 #: the clock of timed checkpoints (a seam for tests)
@@ -88,6 +90,8 @@ class EpochLoop:
         #: called with each epoch's record after it is logged; a returned string stops training there
         #: with that reason (a tuner's pruner: "pruned by the tuner at epoch 10")
         self.on_epoch: Optional[Callable[[dict], Optional[str]]] = None
+        #: lines for the person watching (validations, stop reason, interruption); silent by default
+        self.console = Console(False)
 
     def _set_lr(self) -> float:
         cfg = self.training_cfg
@@ -174,6 +178,7 @@ class EpochLoop:
                 self._checkpointable = True
                 if has_valid and self._stopped_early():  # a resumed run that had stopped early
                     log.info("run stopped early at epoch %d (patience %d); nothing to train", self.epoch, cfg.patience)
+                    self.console.nothing_to_train(self.epoch, cfg.patience, self.bad_validations)
                 budget, told = self.out_of_budget(), None
                 while self.epoch < cfg.epochs and not (has_valid and self._stopped_early()) and not budget:
                     self._check_interrupt()
@@ -185,6 +190,7 @@ class EpochLoop:
                     stop = self._validate_epoch(record) if has_valid and due else False
                     self.history.append(record)
                     self._emit(record)
+                    self.console.validation(record, self.best_mrr, self.best_epoch)
                     self._checkpointable = True
                     log.info("epoch %s", json.dumps(record))
                     told = self.on_epoch(record) if self.on_epoch else None
@@ -196,22 +202,32 @@ class EpochLoop:
                         break
                 self.stop_reason = told or self._why_stopped(budget)
                 log.info("training stopped at epoch %d: %s", self.epoch, self.stop_reason)
+                self.console.stopped(self.stop_reason, self.epoch, self.best_epoch if has_valid else 0, self.best_mrr)
                 self._check_interrupt()
             except KeyboardInterrupt:
                 self.stop_reason = "interrupted"
                 if self.checkpoint_cb and self.checkpoint_on_interrupt:
                     if self._interrupt_forced:
                         log.warning("stopped without saving; the last checkpoint is kept")
+                        self.console.interrupted(self.epoch, saved=False)
                     elif not self._checkpointable:
                         log.warning("interrupted between the end of epoch %d and its log record; the last "
                                     "checkpoint is kept", self.epoch)
+                        self.console.interrupted(self.epoch, saved=False)
                     else:
                         self.checkpoint_cb(self, "interrupted")
+                        self.console.interrupted(self.epoch, self._rows_into_epoch())
                 raise
             if self.checkpoint_cb:
                 self.checkpoint_cb(self, "end")
             self._check_interrupt()  # Ctrl-C during the last checkpoint: it is written, stop now
         return self
+
+    def _rows_into_epoch(self) -> int:
+        """Training rows done of an unfinished epoch (what an interrupted checkpoint holds beyond
+        ``epoch``); 0 where the trainer does not track it."""
+        progress = getattr(self, "epoch_progress", None)
+        return int(progress["rows"]) if progress else 0
 
     def _why_stopped(self, budget: Optional[str]) -> str:
         cfg = self.training_cfg

@@ -208,6 +208,12 @@ def check_memory(est: MemoryEstimate, max_memory=None) -> None:
     Without a limit, an estimate above this machine's RAM only logs a warning.
     """
     limit = parse_memory(max_memory)
+    floor = sum(est.parts.get(k, 0) for k in ("python + libraries", "triples", "vocabularies"))
+    if limit is not None and limit < floor:
+        raise MemoryBudgetError(
+            f"training.max_memory={fmt_bytes(limit)} is below what this run needs whatever the model settings: "
+            f"{fmt_bytes(floor)} for the Python process with torch ({fmt_bytes(est.parts.get('python + libraries', 0))}), "
+            f"the triples and the vocabularies; raise the limit (the whole run needs about {fmt_bytes(est.total)})")
     if limit is not None and est.total > limit:
         raise MemoryBudgetError(
             f"this run needs about {fmt_bytes(est.total)}, more than training.max_memory={fmt_bytes(limit)}:\n"

@@ -29,6 +29,7 @@ from ..evaluation.filter_index import CSRIndex, FilterIndex
 from ..models.base import KGEModel
 from .loss import kvsall_loss, one_vs_all_loss
 from .negative_sampler import NegativeSampler
+from ..console import bars_wanted
 from .loop import EpochLoop
 from .objective import corrupted_sides, negatives_loss
 from .optimizers import build_optimizer
@@ -304,7 +305,7 @@ class Trainer(EpochLoop):
         time0, bs = p["time_s"], self.cfg.batch_size
         n_batches = -(-len(perm) // bs)
         bar = None
-        if self.cfg.progress:
+        if bars_wanted(self.cfg.progress):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=n_batches, initial=-(-p["rows"] // bs), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
@@ -313,11 +314,10 @@ class Trainer(EpochLoop):
         def batch_done(total: float, count: int) -> None:  # after every batch: the position to resume from
             p.update(rows=count, loss_sum=total, generator=self.generator.get_state(), torch=torch.get_rng_state(),
                      time_s=time0 + time.perf_counter() - t0)
-            if bar is not None:
+            if bar is not None:  # the postfix is drawn at the bar's own refresh rate
+                bar.set_postfix(loss=f"{total / max(count, 1):.4f}", best_mrr=f"{max(self.best_mrr, 0):.4f}",
+                                triples_s=f"{count / max(p['time_s'], 1e-9):,.0f}", refresh=False)
                 bar.update(1)
-                if bar.n % 10 == 0 or bar.n == n_batches:
-                    bar.set_postfix(loss=f"{total / max(count, 1):.4f}",
-                                    triples_s=f"{count / max(p['time_s'], 1e-9):,.0f}")
 
         total, count = self.train_batches(self._epoch_batches(perm, p["rows"]), batch_done, (p["loss_sum"], p["rows"]))
         self._checkpointable = False  # trained, but neither counted nor logged yet
