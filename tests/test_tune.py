@@ -188,6 +188,16 @@ def test_the_median_pruner_prunes_a_hopeless_region(tmp_path):
     assert good and min(good) > max(max(t.intermediate_values.values()) for t in pruned)
 
 
+def test_a_grid_ends_when_every_point_was_tried(tmp_path):
+    space = _space(tmp_path, {"training.lr": {"choices": [0.05, 0.1]}, "model.dim": {"low": 8, "high": 16, "step": 8}})
+    out = tmp_path / "study"
+    kgcomplete.tune("nations", model="distmult", trials=10, out=out, space=space, sampler="grid", pruner="none",
+                    **{**BASE, "training.epochs": 1})
+    trials = _trials(out)
+    assert sorted((t.params["training.lr"], t.params["model.dim"]) for t in trials) == [
+        (0.05, 8), (0.05, 16), (0.1, 8), (0.1, 16)]
+
+
 def test_the_trial_budget_stops_a_trial_and_best_yaml_keeps_its_epochs(tmp_path):
     space = _space(tmp_path, {"training.lr": {"choices": [0.1]}})
     out = tmp_path / "study"

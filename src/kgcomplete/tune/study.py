@@ -381,6 +381,9 @@ def work(study_dir: str, trials: Optional[int], deadline: Optional[float], trial
         n = int(study.user_attrs.get("workers_started", 0))
         study.set_user_attr("workers_started", n + 1)
     space = settings.parsed_space()
+    if settings.sampler == "grid":  # a grid ends when every point was tried
+        size = math.prod(len(v) for v in space.grid().values())
+        trials = size if trials is None else min(trials, size)
     study.sampler = make_sampler(settings.sampler, settings.seed + 7919 * n, space, trials)
     study.pruner = make_pruner(settings.pruner, space.pruner)
     objective = Objective(study_dir, settings, lock, deadline, trial_budget)
