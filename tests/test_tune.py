@@ -148,6 +148,27 @@ def test_killed_mid_trial_resumes_with_no_trial_lost_or_duplicated(tmp_path):
     assert "retry of 1" in res.stdout
 
 
+def test_a_worker_on_another_machine_is_dead_when_its_heartbeat_goes_stale(study, tmp_path):
+    import shutil
+
+    from kgcomplete.tune.study import count, open_study, settle, worker_id
+
+    out = tmp_path / "copy"
+    shutil.copytree(study[0], out)
+    (out / "study.json").write_text(json.dumps({"storage": f"sqlite:///{out / 'study.db'}", "study_name": "study"}))
+    s = open_study(out, heartbeat=1)  # grace period 4 s
+    alive, silent = s.ask(), s.ask()
+    for t in (alive, silent):
+        t.set_user_attr("worker", {**worker_id(t.number), "host": "elsewhere"})  # not this machine's PIDs
+        s._storage.record_heartbeat(t._trial_id)
+    time.sleep(4.5)
+    s._storage.record_heartbeat(alive._trial_id)
+    assert settle(s) == [silent.number]  # failed by its stale heartbeat and retried
+    states = {t.number: t.state for t in s.get_trials()}
+    assert states[silent.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
+    assert count(s).waiting == 1 and count(s).died == 1 and count(s).finished == 3
+
+
 def test_two_processes_finish_n_trials_together(tmp_path):
     out = tmp_path / "study"
     args = ["tune", "-d", "nations", "-m", "distmult", "-n", "4", "-o", str(out), "--pruner", "none",

@@ -116,7 +116,7 @@ def write_plots(study_dir: Path, study) -> dict[str, str]:
                 warnings.simplefilter("ignore")
                 ax = getattr(ovm, f"plot_{name}")(study)
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-            fig.set_size_inches(9, 5.5)
+            fig.set_size_inches(13 if name == "parallel_coordinate" else 9, 6)
             fig.tight_layout()
             path = out / f"{name}.png"
             from io import BytesIO
