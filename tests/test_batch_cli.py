@@ -239,3 +239,31 @@ def test_compare_tabulates_metrics_and_the_config_keys_that_differ(umls_run_dir,
     assert "test MRR" in table and "model.dim" in table and "0.1230" in table and "training.epochs" not in table
     res = _invoke("compare", umls_run_dir, tmp_path)
     assert res.exit_code == 1 and "not a run folder" in res.output
+
+
+# ------------------------------------------------------------------ small glitches of the issue
+def test_datasets_list_counts_bundled_entities_and_keeps_the_whole_licence():
+    from kgcomplete.data.registry import _REGISTRY
+
+    out = _invoke("datasets").output
+    rows = {line.split()[0]: line for line in out.splitlines()[2:] if line.strip() and not line.startswith("cache")}
+    assert rows["umls"].split()[3] == "135" and rows["nations"].split()[3] == "14"
+    for name, line in rows.items():
+        assert line.rstrip().endswith(_REGISTRY[name].licence), name
+
+
+def test_evaluate_labels_raw_and_filtered_tables(umls_run_dir):
+    raw = _invoke("evaluate", umls_run_dir, "--raw", "--split", "valid").output.splitlines()[0]
+    filtered = _invoke("evaluate", umls_run_dir, "--split", "valid").output.splitlines()[0]
+    assert raw.startswith("valid (raw)") and filtered.startswith("valid (filtered)")
+    assert raw.split()[2:] == filtered.split()[2:] == ["mrr", "mr", "hits@1", "hits@3", "hits@10"]
+
+
+def test_qa_on_a_kge_run_says_it_is_not_a_kgt5_run(umls_run_dir, tmp_path):
+    res = _invoke("qa", "ask", umls_run_dir, "what causes [virus]")
+    assert res.exit_code == 1
+    assert "is a distmult run, not a KGT5 run" in res.output and "No such file" not in res.output
+    f = tmp_path / "q.jsonl"
+    f.write_text("{}\n")
+    res = _invoke("qa", "evaluate", umls_run_dir, "--data", f)
+    assert res.exit_code == 1 and "not a KGT5 run" in res.output

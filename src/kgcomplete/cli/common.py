@@ -111,10 +111,11 @@ def need(module: str, hint: str = SERVE_EXTRA_HINT) -> None:
 
 def metrics_table(metrics: dict, title: str = "") -> str:
     """Both / head / tail rows of MRR, MR and Hits@k."""
-    rows = [f"{title:<8}" + "".join(f"{k:>10}" for k in METRIC_KEYS)]
+    w = max(8, len(title) + 1)
+    rows = [f"{title:<{w}}" + "".join(f"{k:>10}" for k in METRIC_KEYS)]
     for label, m in (("both", metrics), ("head", metrics.get("head")), ("tail", metrics.get("tail"))):
         if m:
-            rows.append(f"{label:<8}" + "".join(f"{m[k]:>10.4f}" if k != "mr" else f"{m[k]:>10.2f}" for k in METRIC_KEYS))
+            rows.append(f"{label:<{w}}" + "".join(f"{m[k]:>10.4f}" if k != "mr" else f"{m[k]:>10.2f}" for k in METRIC_KEYS))
     return "\n".join(rows)
 
 

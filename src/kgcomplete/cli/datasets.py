@@ -62,10 +62,14 @@ def _list() -> None:
     rows = []
     for e in registered_datasets():
         size = "-" if e.source == "bundled" else _human(download_size(e.files))
-        licence = e.licence if len(e.licence) <= 38 else e.licence[:35] + "..."
-        ents = e.stats.split(" entities")[0] if " entities" in e.stats else ""
-        rows.append([e.name, e.source, size, ents, licence, _cache_status(e)])
-    click.echo(_table(rows, ["NAME", "SOURCE", "DOWNLOAD", "ENTITIES", "LICENCE", "CACHED"]))
+        if " entities" in e.stats:
+            ents = e.stats.split(" entities")[0]
+        elif e.source == "bundled":  # small files in the package: count them
+            ents = f"{e.loader().num_entities:,}"
+        else:
+            ents = "?"
+        rows.append([e.name, e.source, size, ents, _cache_status(e), e.licence])  # the licence last, whole
+    click.echo(_table(rows, ["NAME", "SOURCE", "DOWNLOAD", "ENTITIES", "CACHED", "LICENCE"]))
     click.echo(f"\ncache: {kgc_home()}  (set KGC_HOME to move it; KGC_OFFLINE=1 forbids downloads)")
 
 

@@ -31,7 +31,7 @@ def evaluate(run, split, raw, ensemble, per_relation, as_json, device) -> None:
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
-    click.echo(metrics_table(m, split))
+    click.echo(metrics_table(m, f"{split} ({'raw' if raw else 'filtered'})"))
     if per_relation and "per_relation" in m:
         for name, pm in sorted(m["per_relation"].items(), key=lambda x: -x[1]["mrr"]):
             click.echo(f"  {name:<40} mrr={pm['mrr']:.4f} count={pm['count']}")

@@ -14,6 +14,23 @@ import click
 from .common import fail
 
 
+def require_kgt5(path: str) -> None:
+    """Stop with one line when ``path`` is a run of another model family (its config.yaml names the
+    model), instead of failing later on a KGT5 file the folder does not have."""
+    import yaml
+
+    cfg = Path(path) / "config.yaml"
+    if not cfg.exists():
+        fail(FileNotFoundError(f"{path}: not a run folder (no config.yaml)"))
+    try:
+        model = str(((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("model") or {}).get("name") or "")
+    except (yaml.YAMLError, AttributeError):
+        return  # let the loader report a damaged config
+    if model and model.lower() != "kgt5":
+        fail(ValueError(f"{path} is a {model} run, not a KGT5 run: kgc qa needs a run trained with "
+                        f"kgc train --model kgt5 (ask a {model} run with kgc predict)"))
+
+
 @click.group("qa")
 def qa() -> None:
     """Question answering with a fine-tuned KGT5 run."""
@@ -59,6 +76,7 @@ def train(run, train_file, valid_file, out, epochs, batch_size, lr, no_mix_kg, r
     from ..seq2seq.qa import read_qa, train_qa
     from ..seq2seq.run import KGT5Run
 
+    require_kgt5(run)
     try:
         base = KGT5Run.load(run)
         tr = read_qa(train_file, base.dataset, base.texts)
@@ -86,6 +104,7 @@ def evaluate(qa_run, data, k, as_json) -> None:
     """Hits@1, Hits@k and MRR of the QA run on a QA file."""
     from ..seq2seq.qa import QARun, read_qa
 
+    require_kgt5(qa_run)
     try:
         r = QARun.load(qa_run)
         d = read_qa(data, r.dataset, r.texts)
@@ -109,6 +128,7 @@ def ask(qa_run, question, topic, k, as_json) -> None:
     """Answer QUESTION with the QA run."""
     from ..seq2seq.qa import QARun
 
+    require_kgt5(qa_run)
     try:
         rows = QARun.load(qa_run).ask(question, topic=topic, k=k)
     except (FileNotFoundError, ValueError, KeyError) as e:
