@@ -2,8 +2,9 @@
 
 Needs ``apt-get install chromium`` and ``pip install playwright`` (Playwright's own browser
 download is never used: the system Chromium is launched through ``executable_path``). Skips with a
-message when either is missing. The screenshot goes to ``$KGC_TEST_ARTIFACTS`` (default: the
-pytest temp folder) as ``explorer.png``.
+message when either is missing. Screenshots of every view (query, entity page, batch) at desktop
+and phone width go to ``$KGC_SCREENSHOTS`` when set (docs/screenshots is made this way), else to
+``$KGC_TEST_ARTIFACTS``, else to the pytest temp folder; the test prints where.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def _table(page) -> list[dict]:
     return page.eval_on_selector_all(
         "#results-table tbody tr",
         "rows => rows.map(r => ({entity: r.dataset.entity, rank: +r.cells[0].innerText,"
-        " score: r.cells[2].innerText, known: r.cells[3].innerText.trim()}))")
+        " score: r.cells[2].innerText, known: r.cells[4].innerText.trim()}))")
 
 
 def _pick(page, selector: str, typed: str, expect_label: str) -> None:
@@ -147,11 +148,6 @@ def test_explorer_shows_the_same_top10_as_kgc_predict(cli_predictions, server, p
     page.wait_for_function("document.querySelectorAll('#results-table tbody tr').length === 10")
     _check_table(_table(page), want_tails)
     assert "test MRR" in page.inner_text("#metrics")
-    shots = Path(os.environ.get("KGC_TEST_ARTIFACTS") or tmp_path_factory.mktemp("screenshots"))
-    shots.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(shots / "explorer.png"), full_page=True)
-    assert (shots / "explorer.png").stat().st_size > 10_000
-    print(f"screenshot: {shots / 'explorer.png'}")
 
     # heads of (?, location_of, cell): clear, fill relation + tail, press the button
     page.click("#clear")
@@ -173,3 +169,140 @@ def test_explorer_reports_unknown_names_with_suggestions(server, page):
     page.locator("#message .chip", has_text="virus").first.click()  # accept the suggestion
     page.wait_for_function("document.querySelectorAll('#results-table tbody tr').length === 10")
     assert page.input_value("#head") == "virus" and page.is_hidden("#message")
+
+
+# ------------------------------------------------------------------ views, URL state, phone width
+DESKTOP, PHONE = {"width": 1280, "height": 860}, {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("KGC_SCREENSHOTS") or os.environ.get("KGC_TEST_ARTIFACTS")
+                  or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"screenshots: {folder}")
+    return folder
+
+
+def _shoot(page, shots: Path, name: str) -> None:
+    """Screenshot the view at desktop and phone width; at phone width nothing may scroll sideways."""
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        page.wait_for_timeout(300)
+        if label == "phone":
+            wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert wide <= 0, f"{name}: the page is {wide} px wider than a {size['width']} px phone"
+        path = shots / f"explorer-{name}-{label}.png"
+        page.screenshot(path=str(path), full_page=label == "desktop")
+        assert path.stat().st_size > 5_000
+    page.set_viewport_size(DESKTOP)
+
+
+def _rows(page) -> int:
+    return page.evaluate("document.querySelectorAll('#results-table tbody tr').length")
+
+
+def test_queries_live_in_the_url_and_the_back_button_works(server, page, cli_predictions, shots):
+    want = cli_predictions("tails")
+    page.goto(server + "/?head=virus&relation=causes&k=10")  # a shared link runs its query
+    page.wait_for_function("document.querySelectorAll('#results-table tbody tr').length === 10")
+    _check_table(_table(page), want)
+    assert page.input_value("#head") == "virus" and page.input_value("#relation") == "causes"
+    # probability column: the softmax over all entities, largest first, in (0, 100] %
+    probs = page.eval_on_selector_all("#results-table tbody tr", "rows => rows.map(r => r.cells[3].innerText)")
+    values = [float(p.rstrip("%")) for p in probs if p.endswith("%")]
+    assert values and values == sorted(values, reverse=True) and 0 < values[0] <= 100
+    tip = page.get_attribute("#results-table .score-tip", "data-tip")
+    assert "distmult" in tip.lower() and "⟨h, r, t⟩" in tip
+    assert "Softmax" in page.get_attribute("#results-table .prob-tip", "data-tip")
+    page.hover("#results-table .score-tip")
+    page.wait_for_timeout(100)
+    _shoot(page, shots, "query")
+
+    # a second query through the form is a new history entry
+    page.fill("#head", "")
+    page.fill("#tail", "cell")
+    page.fill("#relation", "location_of")
+    page.click("#predict")
+    page.wait_for_function("location.search.includes('tail=cell')")
+    page.wait_for_function("document.querySelector('#results-title').innerText.includes('heads')")
+    _check_table(_table(page), cli_predictions("heads"))
+    page.go_back()
+    page.wait_for_function("document.querySelector('#results-title').innerText.includes('tails')")
+    assert page.input_value("#head") == "virus" and page.input_value("#tail") == ""
+    _check_table(_table(page), want)
+    page.go_forward()
+    page.wait_for_function("document.querySelector('#results-title').innerText.includes('heads')")
+
+
+def test_an_answer_opens_its_entity_page(server, page, run, shots):
+    page.goto(server + "/?head=virus&relation=causes&k=10")
+    page.wait_for_function("document.querySelectorAll('#results-table tbody tr').length === 10")
+    first = page.get_attribute("#results-table tbody tr", "data-entity")
+    page.click("#results-table tbody tr:first-child td.num.rank")  # the row, not only the link
+    page.wait_for_function(f"location.search === '?entity={first}'")
+    page.wait_for_selector("#view-entity:not([hidden])")
+    page.wait_for_function("document.querySelector('#entity-sub').innerText.includes('facts out')")
+    ds = run.dataset
+    e = ds.entities.id(first)
+    triples = ds.all_triples()
+    n_out, n_in = int((triples[:, 0] == e).sum()), int((triples[:, 2] == e).sum())
+    assert f"{n_out} facts out" in page.inner_text("#entity-sub") and f"{n_in} facts in" in page.inner_text("#entity-sub")
+    counts = page.eval_on_selector_all("#facts-out .count", "els => els.map(e => +e.innerText)")
+    assert sum(counts) == n_out
+    assert page.locator("#entity-predicted .pred-group").count() > 0
+    # the neighbourhood graph: drawn by the vendored library (no network), the entity in the middle
+    page.wait_for_function("window.kgcGraph && window.kgcGraph.nodes().length > 1")
+    assert page.evaluate("window.kgcGraph.nodes('[center = 1]').data('entity')") == first
+    assert page.evaluate("window.kgcGraph.edges('[kind = \"predicted\"]').length") == 5
+    assert page.locator("#graph canvas").count() > 0
+    _shoot(page, shots, "entity")
+    # a fact opens the next entity; back returns to the first one's page, then to the query
+    nxt = page.locator("#facts-out a.elink").first
+    label = nxt.get_attribute("href").split("=", 1)[1]
+    nxt.click()
+    page.wait_for_function(f"location.search === '?entity={label}'")
+    page.go_back()
+    page.wait_for_function(f"location.search === '?entity={first}'")
+    page.go_back()
+    page.wait_for_function("document.querySelectorAll('#results-table tbody tr').length === 10")
+    assert page.is_visible("#view-query") and not page.is_visible("#view-entity")
+
+
+def test_batch_view_runs_pasted_queries_and_downloads_csv(server, page, cli_predictions, shots):
+    page.goto(server + "/")
+    page.click(".tabs a[data-tab=batch]")
+    page.wait_for_function("location.search === '?view=batch'")
+    page.fill("#batch-text", "virus\tcauses\t?\n?, location_of, cell\n")  # tabs, or commas when typed
+    page.select_option("#batch-k", "3")
+    page.click("#batch-run")
+    page.wait_for_selector("#batch-results:not([hidden])")
+    assert page.locator("#batch-table tbody tr").count() == 6
+    answers = page.eval_on_selector_all("#batch-table tbody tr",
+                                        "rows => rows.map(r => r.cells[3].querySelector('.ename').innerText)")
+    assert answers[:3] == [w["name"] for w in cli_predictions("tails")[:3]]
+    _shoot(page, shots, "batch")
+    with page.expect_download() as dl:
+        page.click("#batch-download")
+    csv_text = Path(dl.value.path()).read_text()
+    lines = csv_text.splitlines()
+    assert lines[0] == "line,head,relation,tail,predict,rank,entity,name,score,probability,known" and len(lines) == 7
+    assert [ln.split(",")[6] for ln in lines[1:4]] == [w["entity"] for w in cli_predictions("tails")[:3]]
+    assert lines[4].startswith("2,?,location_of,cell,head,1,")
+    page.fill("#batch-text", "virus\tcauzes\t?\n")
+    page.click("#batch-run")
+    page.wait_for_selector("#batch-message:not([hidden])")
+    assert "input, line 1: unknown relation 'cauzes'" in page.inner_text("#batch-message")
+
+
+def test_api_docs_render_offline(server, page):
+    blocked = []
+    page.route("**/*", lambda route: (blocked.append(route.request.url), route.abort())
+               if not route.request.url.startswith(server) else route.continue_())
+    try:
+        page.goto(server + "/docs")
+        page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)
+        assert page.locator(".opblock-summary-path", has_text="/api/entity").count() >= 1
+        assert not blocked, f"/docs asked the network for {blocked}"
+    finally:
+        page.unroute("**/*")

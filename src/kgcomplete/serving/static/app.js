@@ -226,7 +226,7 @@ async function loadEntity(text) {
   try {
     const [data, graph] = await Promise.all([
       getJSON(`api/entity?k=3&entity=${encodeURIComponent(text)}`),
-      getJSON(`api/neighbourhood?limit=20&predicted=5&entity=${encodeURIComponent(text)}`)]);
+      getJSON(`api/neighbourhood?limit=12&predicted=5&entity=${encodeURIComponent(text)}`)]);
     if (my !== entitySeq) return;
     renderEntity(data);
     drawGraph(graph);
@@ -336,12 +336,12 @@ let batchUrl = null;
 function renderBatch(data) {
   const head = $("#batch-table thead"), body = $("#batch-table tbody");
   if (data.kind === "predict") {
-    head.innerHTML = `<tr><th class="num rank">Line</th><th>Query</th><th class="num rank">#</th><th>Answer</th>` +
+    head.innerHTML = `<tr><th class="num rank hide-phone">Line</th><th>Query</th><th class="num rank">#</th><th>Answer</th>` +
       `<th class="num">Score <span class="tip score-tip" tabindex="0">?</span></th><th class="num">Prob.</th><th>Known</th></tr>`;
     body.innerHTML = data.results.map((r) => r.predictions.map((p, i) => {
       const q = r.query;
       const query = i ? "" : `${esc(q.head || "?")} <b>${esc(q.relation)}</b> ${esc(q.tail || "?")}`;
-      return `<tr class="${i ? "" : "first"}"><td class="num rank">${i ? "" : r.line}</td><td>${query}</td><td class="num rank">${p.rank}</td>` +
+      return `<tr class="${i ? "" : "first"}"><td class="num rank hide-phone">${i ? "" : r.line}</td><td>${query}</td><td class="num rank">${p.rank}</td>` +
         `<td>${entityLink(p.entity, p.name)}</td><td class="num">${fmt(p.score)}</td><td class="num">${pct(p.probability)}</td>` +
         `<td>${knownBadge(p.known)}</td></tr>`;
     }).join("")).join("");
@@ -435,6 +435,9 @@ document.addEventListener("DOMContentLoaded", () => {
     if (f) $("#batch-text").value = await f.text();
   });
   window.addEventListener("popstate", route);
+  window.addEventListener("resize", debounce(() => {  // keep the graph inside its box (phone rotated, window resized)
+    if (window.kgcGraph && !$("#view-entity").hidden) { window.kgcGraph.resize(); window.kgcGraph.fit(undefined, 24); }
+  }, 100));
   loadRun();
   route();
 });
