@@ -8,7 +8,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "kgcomplete"
 #: packages that build on the core; the core finds them by their folders (kgcomplete.features), never by name
-FEATURES = ("distributed", "seq2seq", "serving", "tune", "cli")
+FEATURES = ("distributed", "seq2seq", "serving", "tune", "tracking", "cli")
 #: entry points above everything (``python -m kgcomplete`` runs the CLI)
 ENTRY = ("__main__",)
 

@@ -140,6 +140,9 @@ def check_flags(model_name: Optional[str], given: dict) -> None:
               help=_kge("bf16: score batches under bfloat16 autocast (loss in float32)."))
 @click.option("--deterministic/--no-deterministic", default=None,
               help=_kge("Deterministic GPU kernels for seeded runs (ops without one warn)."))
+@click.option("--tracker", "trackers", multiple=True, type=click.Choice(["tensorboard", "mlflow", "wandb"]),
+              help="Follow the run in an experiment tracker (repeat for several; each is an extra: "
+                   "pip install 'kgcomplete[tensorboard]'). See docs/tracking.md.")
 @click.option("--drop-unknown", is_flag=True, help="Drop valid/test triples with entities/relations unseen in train.")
 @click.option("--columns", default=None, metavar="NAMES",
               help="The data files' columns in order, e.g. head,relation,tail,weight (others are ignored; "
@@ -154,8 +157,8 @@ def check_flags(model_name: Optional[str], given: dict) -> None:
 @click.option("--dry-run", is_flag=True,
               help="Resolve the config, load the data, print sizes, memory estimate and placement; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of a table.")
-def train(dataset, model, out, config_file, resume, sets, drop_unknown, columns, keep_duplicates, strip_whitespace,
-          no_progress, print_config, dry_run, as_json, **flags) -> None:
+def train(dataset, model, out, config_file, resume, sets, trackers, drop_unknown, columns, keep_duplicates,
+          strip_whitespace, no_progress, print_config, dry_run, as_json, **flags) -> None:
     """Train a model and print its filtered test metrics.
 
     Prints a banner, one line per validation and why training stopped on stderr; the metrics on
@@ -189,6 +192,8 @@ def train(dataset, model, out, config_file, resume, sets, drop_unknown, columns,
         overrides["data.whitespace"] = "strip"
     if no_progress:
         overrides["training.progress"] = False
+    if trackers:
+        overrides["tracking.kind"] = ",".join(trackers)
     from ..api import resolve_config, train as train_run
 
     try:

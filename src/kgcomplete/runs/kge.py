@@ -33,6 +33,7 @@ from ..data.dataset import Dataset
 from ..evaluation.evaluator import evaluate as evaluate_scorer
 from ..models.base import KGEModel
 from ..console import Console
+from .observers import observers_for
 from ..training.memory import check_memory, estimate_for_dataset, fmt_bytes, parse_memory, physical_memory
 from ..training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
 from ..training.placement import choose_placement, device_memory_available, move_to_host
@@ -275,6 +276,7 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
     estimate = estimate_for_dataset(cfg, ds)
     log.info("%s", estimate.table())
     check_memory(estimate, cfg.training.max_memory)  # before anything is written or allocated
+    observers = observers_for(cfg)  # an unknown tracker or a missing library: refused before writing
     if not resume:
         if (folder / "checkpoint.safetensors").exists():
             raise FileExistsError(f"{out} already holds a trained run; use resume or another --out")
@@ -294,7 +296,8 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
     trainer = Trainer(
         kge, ds, cfg.training, cfg.evaluation.batch_elements,
         checkpoint=lambda t, reason: _save_checkpoint(folder, t, reason),
-        log_epoch=folder.append_log, host_table=placement.host_table,
+        log_epoch=lambda record: (folder.append_log(record), observers.epoch(record)),
+        host_table=placement.host_table,
     )
     trainer.console = console
     start = "new"
@@ -309,35 +312,40 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
     _banner(console, folder, start, ds, cfg, kge, device, placement, estimate)
     if resume:
         cfg.save(folder / "config.yaml")  # e.g. raised epochs
-    trainer.on_epoch = on_epoch
-    trainer.fit()
-    trainer.load_best()
-    run = KGERun(folder.path, cfg, kge, ds)
-    info = {
-        "dataset": ds.summary(),
-        "model": cfg.model.name,
-        "epochs": trainer.epoch,
-        "best_epoch": trainer.best_epoch,
-        "stopped": trainer.stop_reason,
-        "train_time_s": trainer.train_time_s,
-        "train_triples_per_s": trainer.train_triples / max(trainer.train_time_s, 1e-9),
-        "num_parameters": int(sum(p.numel() for p in kge.parameters())),
-        "memory_estimate": estimate.as_dict(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "device": str(device),
-        "entity_table": placement.entity_table,
-    }
-    if evaluate_test:
-        if len(ds.valid):
-            info["valid"] = run.evaluate("valid")
-        if len(ds.test):
-            t0 = time.perf_counter()
-            info["test"] = run.evaluate("test")
-            info["test_eval_time_s"] = time.perf_counter() - t0
-    folder.update_metrics(**info)
-    return run
+    try:
+        observers.start(cfg, folder.path)
+        trainer.on_epoch = on_epoch
+        trainer.fit()
+        trainer.load_best()
+        run = KGERun(folder.path, cfg, kge, ds)
+        info = {
+            "dataset": ds.summary(),
+            "model": cfg.model.name,
+            "epochs": trainer.epoch,
+            "best_epoch": trainer.best_epoch,
+            "stopped": trainer.stop_reason,
+            "train_time_s": trainer.train_time_s,
+            "train_triples_per_s": trainer.train_triples / max(trainer.train_time_s, 1e-9),
+            "num_parameters": int(sum(p.numel() for p in kge.parameters())),
+            "memory_estimate": estimate.as_dict(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "device": str(device),
+            "entity_table": placement.entity_table,
+        }
+        if evaluate_test:
+            if len(ds.valid):
+                info["valid"] = run.evaluate("valid")
+            if len(ds.test):
+                t0 = time.perf_counter()
+                info["test"] = run.evaluate("test")
+                info["test_eval_time_s"] = time.perf_counter() - t0
+        folder.update_metrics(**info)
+        observers.end(info, folder.path)
+        return run
+    finally:
+        observers.close()
 
 
 KGE_RUN = RunKind("kge", trains=lambda cfg: True, train=train_kge, opens=lambda path: True,
