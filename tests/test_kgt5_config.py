@@ -139,3 +139,8 @@ def test_training_lr_and_optimizer_reach_kgt5():
     assert (r["training"]["optimizer"], r["training"]["lr"]) == ("adafactor", None)
     cfg = kgc.build_config("kgt5", None, {"training.lr": 0.01, "kgt5.lr": 0.05})  # the kgt5 key wins
     assert resolve_config(cfg)["kgt5"]["lr"] == 0.05
+
+
+def test_a_kge_optimizer_is_refused_for_kgt5_through_set_too():
+    with pytest.raises(ValueError, match="training.optimizer='adagrad' is a KGE optimizer; a KGT5 model takes"):
+        resolve_config({"training": {"optimizer": "adagrad"}})
