@@ -215,3 +215,25 @@ def test_serving_uses_the_protocol_only():
     for name in ("engine.py", "report.py", "projection.py"):
         src = (serving / name).read_text()
         assert not re.search(r"\b(getattr|hasattr)\(", src), name
+
+
+def test_top_k_probabilities_come_from_the_same_scoring_pass():
+    from kgcomplete.runs.protocol import top_k_predictions
+
+    ds = kgc.load_dataset("nations")
+    table = torch.randn(ds.num_entities, ds.num_entities)
+
+    class Counting:
+        calls = 0
+
+        def score_queries(self, anchor, r, candidates=None, head=False):
+            Counting.calls += 1
+            return table[anchor]
+
+    anchor, r = np.array([0, 3]), np.array([1, 2])
+    rows = top_k_predictions(Counting(), ds, KnownTriples(ds), anchor, r, head=False, k=4, exclude_known=True)
+    assert Counting.calls == 1
+    expected = torch.softmax(table[torch.as_tensor(anchor)].double(), dim=1)
+    for a, qrows in zip(range(2), rows):
+        for row in qrows:
+            assert row["probability"] == pytest.approx(float(expected[a, row["id"]]), rel=1e-6)

@@ -138,7 +138,7 @@ def answer_queries(run, q: dict, k: int, exclude_known: bool, probabilities: boo
         for lo in range(0, len(idx), step):
             part = idx[lo:lo + step]
             rows = run.predict_ids(q["anchor"][part], q["r"][part], head, k, exclude_known)
-            if probabilities:
+            if probabilities and any("probability" not in row for qrows in rows for row in qrows):
                 softmax_probabilities(run, q["anchor"][part], q["r"][part], head, rows)
             for i, res in zip(part, rows):
                 out[i] = res

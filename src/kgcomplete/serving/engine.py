@@ -152,6 +152,7 @@ class QueryEngine:
         self.entity_index = PrefixIndex(self.entity_labels, self.entity_names)
         self.relation_index = PrefixIndex(self.relation_labels, self.relation_names)
         self._lock = threading.Lock()
+        self._facts: Optional["FactIndex"] = None  # built on first use (facts())
 
     # ---------------------------------------------------------------- run info
     @property
@@ -239,14 +240,15 @@ class QueryEngine:
             for qrows in rows:  # JSON has no infinities (KGT5: entities it did not generate)
                 for row in qrows:
                     row["score"] = float(row["score"]) if np.isfinite(row["score"]) else None
-            softmax_probabilities(self.runner, anchor, r, head, rows)
+            if any("probability" not in row for qrows in rows for row in qrows):  # a run that gives none
+                softmax_probabilities(self.runner, anchor, r, head, rows)
         return rows
 
     # ---------------------------------------------------------------- entity pages
     def facts(self) -> "FactIndex":
         """The known triples of every split, indexed by head and by tail (built on first use)."""
         with self._lock:
-            if getattr(self, "_facts", None) is None:
+            if self._facts is None:
                 self._facts = FactIndex(self.dataset)
             return self._facts
 
