@@ -26,7 +26,7 @@ def require_kgt5(path: str) -> None:
         model = str(((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("model") or {}).get("name") or "")
     except (yaml.YAMLError, AttributeError):
         return  # let the loader report a damaged config
-    if model and model.lower() != "kgt5":
+    if model and model.lower() not in ("kgt5", "kgt5-qa"):  # a QA run is a fine-tuned KGT5 run
         fail(ValueError(f"{path} is a {model} run, not a KGT5 run: kgc qa needs a run trained with "
                         f"kgc train --model kgt5 (ask a {model} run with kgc predict)"))
 
