@@ -39,7 +39,7 @@ def test_unknown_keys_are_rejected_with_close_matches(tmp_path):
     assert _error(lambda: build_config("complex", None, {"training.lrr": 1})) == (
         "unknown key 'lrr' in config section 'training' (training.lrr); did you mean lr?")
     assert _error(lambda: build_config("complex", None, {"trainig.lr": 1})) == (
-        "unknown config section 'trainig'; did you mean training?")
+        "unknown config section 'trainig'; did you mean training, tracking?")
     msg = _error(lambda: build_config("complex", None, {"distributed.worker": 2}))
     assert "'worker'" in msg and "'distributed'" in msg and "workers" in msg
     msg = _error(lambda: build_config("complex", None, {"kgt5.decoding.beam": 2}))
@@ -48,7 +48,7 @@ def test_unknown_keys_are_rejected_with_close_matches(tmp_path):
     assert "known sections: data, model, training, evaluation" in msg
     f = tmp_path / "my.yaml"
     f.write_text("trainig:\n  lr: 0.1\n")
-    assert _error(lambda: build_config(None, f)) == f"{f}: unknown config section 'trainig'; did you mean training?"
+    assert _error(lambda: build_config(None, f)) == f"{f}: unknown config section 'trainig'; did you mean training, tracking?"
     f.write_text("model:\n  name: distmult\n  dimm: 8\n")
     assert "unknown key 'dimm' in config section 'model'" in _error(lambda: Config.load(f))
     f.write_text("distributed:\n  exchnage: scores\n")
@@ -76,7 +76,7 @@ def test_cli_set_unknown_key_is_one_line(tmp_path):
     res = CliRunner().invoke(main.cli, ["train", "-m", "distmult", "-d", "nations", "--out", str(tmp_path / "r"),
                                         "--set", "trainig.lr=0.1"])
     assert res.exit_code == 1
-    assert res.output.strip() == "Error: unknown config section 'trainig'; did you mean training?"
+    assert res.output.strip() == "Error: unknown config section 'trainig'; did you mean training, tracking?"
     assert not (tmp_path / "r").exists()
 
 

@@ -141,6 +141,15 @@ def test_training_lr_and_optimizer_reach_kgt5():
     assert resolve_config(cfg)["kgt5"]["lr"] == 0.05
 
 
-def test_a_kge_optimizer_is_refused_for_kgt5_through_set_too():
-    with pytest.raises(ValueError, match="training.optimizer='adagrad' is a KGE optimizer; a KGT5 model takes"):
-        resolve_config({"training": {"optimizer": "adagrad"}})
+
+def test_a_kge_optimizer_is_refused_for_kgt5_through_set_too(tmp_path):
+    """The API keeps ignoring a KGE optimizer in a KGT5 config (a full Config carries training's
+    default, adagrad); on the command line, --set training.optimizer=adagrad is refused like --optimizer."""
+    from click.testing import CliRunner
+
+    from kgcomplete.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["train", "-m", "kgt5", "--set", "training.optimizer=adagrad", "--out",
+                                   str(tmp_path / "r")])
+    assert res.exit_code != 0 and "--optimizer adagrad is a KGE optimizer" in res.output
+    assert not (tmp_path / "r").exists()

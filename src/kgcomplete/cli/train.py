@@ -175,6 +175,9 @@ def train(dataset, model, out, config_file, resume, sets, trackers, drop_unknown
     set_name = next((v for k, v in reversed(parsed) if k == "model.name"), None)
     model_name = _model_name(model, config_file, resume, set_name)
     check_flags(model_name, given)
+    set_optimizer = next((v for k, v in reversed(parsed) if k == "training.optimizer"), None)
+    if set_optimizer not in (None, "", "auto"):  # --set training.optimizer=X is checked like --optimizer X
+        check_flags(model_name, {"optimizer": str(set_optimizer).lower()})
     if family(model_name) == KGT5:
         need("transformers", "install the KGT5 extra: pip install 'kgcomplete[kgt5]'")
     # flags, then --set (which wins over a flag for the same key), then --workers and the switches

@@ -34,7 +34,7 @@ from ..evaluation.evaluator import evaluate as evaluate_scorer
 from ..models.base import KGEModel
 from ..console import Console
 from .observers import observers_for
-from ..training.memory import check_memory, estimate_for_dataset, fmt_bytes, parse_memory, physical_memory
+from ..training.memory import MemoryBudgetError, check_memory, estimate_for_dataset, fmt_bytes, parse_memory, physical_memory
 from ..training.optimizers import optimizer_state_from_tensors, optimizer_state_tensors
 from ..training.placement import choose_placement, device_memory_available, move_to_host
 from ..training.trainer import Trainer
@@ -275,7 +275,11 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
         recover_checkpoint(folder.path)
     estimate = estimate_for_dataset(cfg, ds)
     log.info("%s", estimate.table())
-    check_memory(estimate, cfg.training.max_memory)  # before anything is written or allocated
+    try:
+        check_memory(estimate, cfg.training.max_memory)  # before anything is written or allocated
+    except MemoryBudgetError:  # the parts, above the one-line error
+        print(estimate.table(parse_memory(cfg.training.max_memory)), file=sys.stderr, flush=True)
+        raise
     observers = observers_for(cfg)  # an unknown tracker or a missing library: refused before writing
     if not resume:
         if (folder / "checkpoint.safetensors").exists():

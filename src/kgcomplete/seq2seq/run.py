@@ -93,9 +93,6 @@ def resolve_config(config) -> dict:
     kgt5 = dataclasses.asdict(section_from_dict("kgt5", _without_none(cfg.get("kgt5") or {})))
     section_from_dict("data", cfg.get("data"))
     tr_opt = str(tr_in.get("optimizer") or "").lower()
-    if tr_opt not in (*AUTO_OPTIMIZERS, *KGT5_OPTIMIZERS):
-        raise ValueError(f"training.optimizer={tr_opt!r} is a KGE optimizer; a KGT5 model takes "
-                         f"{' | '.join(KGT5_OPTIMIZERS)} | auto")
     kgt5["optimizer"] = str(kgt5["optimizer"]).lower()
     if kgt5["optimizer"] == "auto" and tr_opt in KGT5_OPTIMIZERS:
         kgt5["optimizer"] = tr_opt

@@ -16,6 +16,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
@@ -237,7 +238,9 @@ class Trainer(EpochLoop):
                 loss, n = self.batch_loss(idx)
             value = self._finite(loss)
             loss.backward()
-            self.optimizer.step()
+            with warnings.catch_warnings():  # torch's sparse Adagrad warns once per process about a debug check
+                warnings.filterwarnings("ignore", message="Sparse invariant checks")
+                self.optimizer.step()
             return value, n
         model = self.model
         batch = self.train[self._to_device(idx)]
