@@ -116,3 +116,26 @@ def test_models_lists_every_family_plainly():
     assert any(l.startswith("kgt5 ") for l in lines)
     texts = [l.split(None, 1)[1] for l in lines]
     assert len(texts) == len(set(texts)), "two models share a description"
+
+
+def test_time_budget_stops_after_the_crossing_epoch_and_keeps_the_best(tmp_path):
+    """--time-budget: the epoch that crosses it is validated, the best weights are kept and
+    evaluated, metrics.json says why it stopped; the clock survives a resume."""
+    out = tmp_path / "run"
+    res = _train("--out", str(out), "--epochs", "500", "--eval-every", "3", "--patience", "0", "--time-budget", "2s")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert metrics["stopped"].startswith("time budget of 2s") and metrics["epochs"] < 500
+    assert "valid_mrr" in log[-1]  # the crossing epoch was validated
+    assert sum(r["time_s"] + r.get("valid_time_s", 0) for r in log[:-1]) < 2 <= sum(
+        r["time_s"] + r.get("valid_time_s", 0) for r in log)
+    assert metrics["best_epoch"] == max(log, key=lambda r: r.get("valid_mrr", -1))["epoch"]
+    assert "test" in metrics
+    res = CliRunner().invoke(cli, ["train", "--resume", str(out), "--epochs", "600"])  # the budget is spent
+    assert res.exit_code == 0 and "time budget of 2s" in res.stderr
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == metrics["epochs"]
+    res = CliRunner().invoke(cli, ["train", "--resume", str(out), "--time-budget", "3s"])  # one more second
+    assert res.exit_code == 0 and json.loads((out / "metrics.json").read_text())["epochs"] > metrics["epochs"]
+    with pytest.raises(ValueError, match="training.time_budget '3 weeks': expected a duration"):
+        kgc.train("nations", out=tmp_path / "bad", **{"training.time_budget": "3 weeks"})

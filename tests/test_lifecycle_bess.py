@@ -47,7 +47,7 @@ VARIANTS = {
     "conve-adagrad": {"model": "conve", "optimizer": "adagrad",
                       "model.options": {"embedding_height": 2, "channels": 2}},
 }
-TIMING = {"time_s", "triples_per_s", "ms_per_step", "valid_time_s", "train_time_s", "train_triples_per_s",
+TIMING = {"elapsed_s", "time_s", "triples_per_s", "ms_per_step", "valid_time_s", "train_time_s", "train_triples_per_s",
           "saved_at", "valid_eval_time_s", "test_eval_time_s", "eval_time_s"}
 
 

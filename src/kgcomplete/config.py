@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -124,6 +125,9 @@ class TrainingConfig:
     #: deterministic kernels (torch.use_deterministic_algorithms) for seeded runs on a GPU; ops
     #: without one warn. The CPU is deterministic either way.
     deterministic: bool = False
+    #: wall-clock budget ("30m", "2h", "1h30m", "90s", seconds): training stops after the epoch that
+    #: crosses it (validating that epoch) and keeps the best validated weights; "" = none
+    time_budget: str = ""
 
     LIMITS: ClassVar[dict[str, Limit]] = {
         "epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE, "lr_decay": Limit(0, 1, low_open=True),
@@ -434,6 +438,24 @@ def _set_field(obj, path: str, key: str, value, where: str = "") -> None:
     setattr(obj, key, value)
 
 
+def parse_duration(text, what: str = "budget") -> Optional[float]:
+    """``"2h"``, ``"40m"``, ``"1h30m"``, ``"90s"`` or a number of seconds -> seconds ("" / None -> None)."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        s = str(text).strip().lower()
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", s)
+        if not s or not parts or not any(parts.groups()):
+            raise ValueError(f"{what} {text!r}: expected a duration like 2h, 40m, 1h30m, 90s or a number of seconds")
+        h, m, sec = (float(g) if g else 0.0 for g in parts.groups())
+        seconds = h * 3600 + m * 60 + sec
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{what} {text!r} must be a positive duration")
+    return seconds
+
+
 def _check_value(cls: type, key: str, value, where: str) -> None:
     """A float must be finite; a number must lie in the section's ``LIMITS[key]``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -454,6 +476,7 @@ def validate(cfg: "Config") -> None:
     values assigned directly in Python, which skip the checks of ``--set`` / YAML / overrides."""
     for name in [*CORE_SECTIONS, *cfg.features]:
         _validate_section(cfg.section(name), name)
+    parse_duration(cfg.training.time_budget, "training.time_budget")
 
 
 def _validate_section(obj, path: str) -> None:
@@ -623,7 +646,7 @@ def explain(cfg: "Config") -> str:
 
 __all__ = [
     "CORE_SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "MODEL_DEFAULTS",
-    "Limit", "ModelConfig", "TrainingConfig", "apply_dict", "validate", "apply_override", "build_config", "explain",
+    "Limit", "ModelConfig", "TrainingConfig", "apply_dict", "validate", "apply_override", "build_config", "explain", "parse_duration",
     "feature_sections", "load_feature_sections", "model_defaults", "parse_override", "register_model_defaults",
     "register_section", "section_class", "section_from_dict", "section_names",
 ]

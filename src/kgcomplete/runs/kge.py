@@ -313,6 +313,8 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
     elif resume:
         trim_log(folder.path, 0)  # killed before the first checkpoint: start over
         start = "resumed: no checkpoint yet, starting over"
+    if cfg.training.threads:
+        torch.set_num_threads(cfg.training.threads)  # (fit sets it too) so that the banner says it
     _banner(console, folder, start, ds, cfg, kge, device, placement, estimate)
     if resume:
         cfg.save(folder / "config.yaml")  # e.g. raised epochs

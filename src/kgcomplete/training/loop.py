@@ -29,6 +29,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from ..config import parse_duration
 from ..console import Console
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ def deterministic_kernels(on: bool) -> Iterator[None]:
 
 class EpochLoop:
     #: counters saved in ``trainer_state.json`` and restored on resume
-    state_keys: tuple[str, ...] = ("epoch", "best_mrr", "best_epoch", "bad_validations", "train_time_s", "train_triples")
+    state_keys: tuple[str, ...] = ("epoch", "best_mrr", "best_epoch", "bad_validations", "train_time_s", "train_triples",
+                                   "elapsed_s")
     #: save a checkpoint when training is interrupted (off where saving needs every worker)
     checkpoint_on_interrupt = True
     #: Ctrl-C sets a flag that ``run_epoch`` checks at batch boundaries (:meth:`_check_interrupt`)
@@ -81,6 +83,7 @@ class EpochLoop:
         self.best_state: Optional[dict] = None
         self.history: list[dict] = []
         self.train_time_s, self.train_triples = 0.0, 0
+        self.elapsed_s = 0.0  #: seconds of training and validation so far (all sessions): the time budget's clock
         #: False from the end of an epoch's training until its log record is written: a checkpoint
         #: then would hold a trained epoch whose validation/record resume would never redo
         self._checkpointable = True
@@ -133,8 +136,13 @@ class EpochLoop:
         return cfg.patience > 0 and self.bad_validations >= cfg.patience
 
     def out_of_budget(self) -> Optional[str]:
-        """A budget the run has used up (e.g. "time budget of 900 s"), or None: training stops after
-        the epoch that crosses it, validating that epoch."""
+        """A budget the run has used up (e.g. "time budget of 30m"), or None: training stops after
+        the epoch that crosses it, validating that epoch. Here: ``training.time_budget`` against
+        :attr:`elapsed_s` (training and validation, summed over resumed sessions)."""
+        text = getattr(self.training_cfg, "time_budget", "")
+        limit = parse_duration(text, "training.time_budget")
+        if limit is not None and self.elapsed_s >= limit:
+            return f"time budget of {text} ({self.elapsed_s:,.0f} s trained and validated)"
         return None
 
     def _check_interrupt(self) -> None:
@@ -184,10 +192,12 @@ class EpochLoop:
                     self._check_interrupt()
                     record = self.run_epoch()
                     self._checkpointable = False  # until the epoch's record is written
+                    self.elapsed_s += float(record.get("time_s", 0.0))
                     budget = self.out_of_budget()
                     last = self.epoch == cfg.epochs or budget is not None
                     due = cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or last)
                     stop = self._validate_epoch(record) if has_valid and due else False
+                    self.elapsed_s += float(record.get("valid_time_s", 0.0))
                     self.history.append(record)
                     self._emit(record)
                     self.console.validation(record, self.best_mrr, self.best_epoch)
