@@ -125,6 +125,9 @@ class TrainingConfig:
     #: deterministic kernels (torch.use_deterministic_algorithms) for seeded runs on a GPU; ops
     #: without one warn. The CPU is deterministic either way.
     deterministic: bool = False
+    #: weight of the relation-prediction objective (Chen et al., AKBC 2021): also predict r of
+    #: (h, ?, t) with cross-entropy over all relations (modes 1vsAll and negatives); 0 = off
+    relation_prediction: float = 0.0
     #: wall-clock budget ("30m", "2h", "1h30m", "90s", seconds): training stops after the epoch that
     #: crosses it (validating that epoch) and keeps the best validated weights; "" = none
     time_budget: str = ""
@@ -134,6 +137,7 @@ class TrainingConfig:
         "num_negatives": POSITIVE_INT, "margin": NON_NEGATIVE, "adversarial_temperature": NON_NEGATIVE,
         "label_smoothing": Limit(0, 1, high_open=True), "reg_weight": NON_NEGATIVE, "seed": NON_NEGATIVE,
         "eval_every": NON_NEGATIVE, "patience": NON_NEGATIVE, "threads": NON_NEGATIVE, "hogwild": POSITIVE_INT,
+        "relation_prediction": NON_NEGATIVE,
     }
 
 

@@ -42,6 +42,7 @@ TRAIN_FLAGS: dict[str, TrainFlag] = {
     "patience": TrainFlag("training.patience", (KGE, KGT5)),
     "eval_every": TrainFlag("training.eval_every", (KGE, KGT5)),
     "time_budget": TrainFlag("training.time_budget", (KGE,)),
+    "relation_prediction": TrainFlag("training.relation_prediction", (KGE,)),
     "threads": TrainFlag("training.threads", (KGE, KGT5)),
     "hogwild": TrainFlag("training.hogwild", (KGE,)),
     "workers": TrainFlag("distributed.workers", (KGE,)),
@@ -121,6 +122,9 @@ def check_flags(model_name: Optional[str], given: dict) -> None:
 @click.option("--patience", type=int, default=None,
               help="Stop after this many validations without a better valid MRR (default 4; 0 = never stop early).")
 @click.option("--eval-every", type=int, default=None, help="Validate every N epochs (default 5; 0 = never).")
+@click.option("--relation-prediction", type=float, default=None, metavar="WEIGHT",
+              help=_kge("Also predict the relation of (h, ?, t), with this weight (Chen et al. 2021; "
+                        "modes 1vsAll and negatives; default 0)."))
 @click.option("--time-budget", default=None, metavar="DURATION",
               help=_kge("Stop after the epoch that crosses this wall-clock budget (30m, 2h, 1h30m, 90s), keeping "
                         "the best validated weights (KGT5: --set kgt5.time_budget_s=SECONDS)."))

@@ -192,6 +192,16 @@ class KGEModel(nn.Module):
         inverse, tails = self.query_direction(head)
         return self.entities(anchor), self.relations(self.inverse(r) if inverse else r), tails
 
+    def score_relations(self, h: Tensor, t: Tensor) -> Tensor:
+        """Score ``(h, ?, t)``: every base relation for each pair, ``(B,)`` ids -> ``(B, R)`` (the
+        relation-prediction objective, ``training.relation_prediction``). Broadcasts ``score_emb``
+        over blocks of relations of at most ``CHUNK_ELEMENTS`` elements."""
+        he, te = self.entities(h).unsqueeze(1), self.entities(t).unsqueeze(1)  # (B, 1, We)
+        rels = self.relations(torch.arange(self.num_base_relations, device=h.device))  # (R, Wr)
+        chunk = max(1, CHUNK_ELEMENTS // max(1, len(h) * rels.shape[1]))
+        return torch.cat([self.score_emb(he, rels[s : s + chunk].unsqueeze(0), te)
+                          for s in range(0, len(rels), chunk)], dim=1)
+
     def score_queries(self, anchor: Tensor, r: Tensor, candidates: Optional[Tensor] = None, head: bool = False) -> Tensor:
         """Tail queries ``(anchor, r, ?)`` or, with ``head=True``, head queries ``(?, r, anchor)``."""
         return self.score_heads(r, anchor, candidates) if head else self.score_tails(anchor, r, candidates)

@@ -91,7 +91,11 @@ class Trainer(EpochLoop):
             )
         if self.mode == "kvsall":
             self._build_kvsall_queries()
-        self.row_updates = supports_row_updates(model, cfg.optimizer, self.mode)
+        if cfg.relation_prediction > 0 and self.mode == "kvsall":
+            raise ValueError("training.relation_prediction needs the batch's (h, r, t) triples: mode 1vsAll or "
+                             "negatives, not KvsAll")
+        # relation prediction scores every relation row: the autograd path (the row step gathers rows per batch)
+        self.row_updates = supports_row_updates(model, cfg.optimizer, self.mode) and cfg.relation_prediction == 0
         self.hogwild = max(1, int(cfg.hogwild))
         if self.hogwild > 1 and self.device.type != "cpu":
             raise ValueError(f"training.hogwild={cfg.hogwild} is a CPU feature (threads sharing tables in host "
@@ -195,7 +199,8 @@ class Trainer(EpochLoop):
                         losses.append(one_vs_all_loss(model.score_heads(r, t), h, loss_kind, cfg.label_smoothing))
                 loss = sum(losses) / len(losses)
             else:
-                return self._negatives_loss(h, r, t, self.sampler), n
+                return self._with_relation_prediction(self._negatives_loss(h, r, t, self.sampler), h, r, t), n
+            loss = self._with_relation_prediction(loss, h, r, t)
         if cfg.regularizer != "none" and cfg.reg_weight > 0:
             if batch is None:  # KvsAll: regularise each query's anchor and relation once
                 rel_ids = torch.where(rel >= 2 * self.dataset.num_relations, rel - 2 * self.dataset.num_relations, rel)
@@ -205,6 +210,14 @@ class Trainer(EpochLoop):
                 reg = model.regularizer(batch, cfg.regularizer)
             loss = loss + cfg.reg_weight * reg
         return loss, n
+
+    def _with_relation_prediction(self, loss: Tensor, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        """``loss + training.relation_prediction x CE(score_relations(h, t), r)`` (Chen et al. 2021),
+        or ``loss`` when the weight is 0. ``h, r, t (B,)``."""
+        w = self.cfg.relation_prediction
+        if w <= 0:
+            return loss
+        return loss + w * one_vs_all_loss(self.model.score_relations(h, t), r, "ce", self.cfg.label_smoothing)
 
     def _negatives_loss(
         self,
