@@ -51,7 +51,8 @@ def train(
             training defaults, see :mod:`kgcomplete.seq2seq.section`).
         out: run folder; None -> ``runs/<dataset>-<model>-<time>``.
         config: a :class:`Config` (complete: no per-model defaults are added; build one with
-            :func:`~kgcomplete.config.build_config`) or a YAML file. Unknown sections and keys
+            :func:`~kgcomplete.config.build_config`), a YAML file, or ``"published"``: the shipped
+            published configuration for the dataset (and model), which cites its source. Unknown sections and keys
             (there, in ``overrides`` or in ``--set``) raise :class:`~kgcomplete.config.ConfigError`.
         resume: continue the run in ``out`` from its last checkpoint (its config.yaml wins;
             ``training.epochs`` may be raised through overrides).
@@ -69,6 +70,11 @@ def train(
         run = kgcomplete.train("umls", model="complex", out="runs/umls")
         run.evaluate("test")["mrr"]
     """
+    if isinstance(config, str) and config == "published":  # the shipped file for this dataset and model
+        from .configs import published_config
+
+        name = dataset.name if isinstance(dataset, Dataset) else (dataset or Config().data.source)
+        config = published_config(name, model)
     cfg = resolve_config(model, out, config, resume, **overrides)
     if isinstance(dataset, Dataset):
         ds = dataset

@@ -104,7 +104,9 @@ def check_flags(model_name: Optional[str], given: dict) -> None:
 @click.option("--model", "-m", default=None, help="Model name (default: complex). See `kgc models`.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
               help="Run folder to create (default: runs/DATASET-MODEL-TIME).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, help="YAML config.")
+@click.option("--config", "config_file", default=None, metavar="FILE|published",
+              help="YAML config; 'published': the shipped published configuration of the dataset "
+                   "(wn18rr, fb15k-237, codex-s/m/l, yago3-10, ogbl-biokg, ogbl-wikikg2), its source cited in it.")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None, help="Continue this run folder.")
 @click.option("--dim", type=int, default=None, help=_kge("Embedding size (default: the model's, e.g. 512 for complex)."))
 @click.option("--epochs", type=int, default=None, help="Most epochs to train (default 100; KGT5: its preset's).")
@@ -208,6 +210,10 @@ def train(dataset, model, out, config_file, resume, sets, trackers, drop_unknown
     from ..api import resolve_config, train as train_run
 
     try:
+        if config_file == "published":
+            from ..configs import published_config
+
+            config_file = str(published_config(dataset or "umls", model))
         if print_config:
             from ..config import explain
 
