@@ -45,7 +45,8 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         return f"{device} ({p.name}, {p.total_memory / 2**30:.1f} GiB)"
-    return f"{device} ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"{device} ({n} thread{'' if n == 1 else 's'})"
 
 
 __all__ = ["CHOICES", "describe", "resolve_device"]
