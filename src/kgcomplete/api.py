@@ -156,9 +156,15 @@ class TrainingPlan:
                  + ", ".join(f"{k} {len(v):,}" for k, v in ds.splits.items()),
                  f"model: {cfg.model.name} ({self.kind} run), device {describe(device)}"]
         if self.kind == KGE_RUN.name:
+            import copy
+
+            from .runs.kge import fit_to_graph
             from .training.memory import estimate_for_dataset
             from .training.placement import choose_placement
 
+            if not self.resume and cfg.sources is not None:
+                cfg = copy.deepcopy(cfg)
+                lines += [f"fitted to this graph: {line}" for line in fit_to_graph(cfg, ds)]
             est = estimate_for_dataset(cfg, ds)
             lines += [est.table(), choose_placement(cfg, est, device).reason]
         return "\n".join(lines)

@@ -220,8 +220,8 @@ class Config:
     #: use :meth:`section` or attribute access (``cfg.distributed.workers``)
     features: dict = field(default_factory=dict, repr=False)
     #: where non-default values came from (dotted key -> "model default (NAME)" | "file PATH" |
-    #: "flag"), filled by :func:`build_config`; not saved
-    sources: dict = field(default_factory=dict, repr=False, compare=False)
+    #: "flag"), filled by :func:`build_config` (None: a config made otherwise); not saved
+    sources: Optional[dict] = field(default=None, repr=False, compare=False)
 
     def section(self, name: str):
         """The section object ``name`` (a registered feature section is created with its defaults

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, parse_duration
 from ..device import describe, resolve_device
 from ..data.dataset import Dataset
 from ..evaluation.evaluator import evaluate as evaluate_scorer
@@ -243,6 +243,29 @@ def _restore(folder: RunFolder, trainer: Trainer) -> None:
     trainer.history = trim_log(folder.path, int(state["epoch"]))
 
 
+def fit_to_graph(cfg: Config, ds: Dataset) -> list[str]:
+    """The defaults the user did not set, fitted to the graph and the device
+    (:func:`~kgcomplete.training.autoconfig.fit_defaults`); the changes, one line each."""
+    from ..training.autoconfig import SLOW_GFLOPS, fit_defaults, measured_gflops
+    from ..training.memory import entity_width
+
+    import copy
+
+    if cfg.training.mode.lower() not in ("1vsall", "kvsall"):
+        return []
+    args = (ds.num_entities, len(ds.train))
+    kw = dict(time_budget_s=parse_duration(cfg.training.time_budget, "training.time_budget"),
+              entity_width=entity_width(cfg))
+    if not fit_defaults(copy.deepcopy(cfg), *args, gflops=SLOW_GFLOPS, **kw):
+        return []  # the defaults fit even a slow device: no need to measure this one
+    if cfg.training.threads:
+        torch.set_num_threads(cfg.training.threads)
+    changes = fit_defaults(cfg, *args, gflops=measured_gflops(resolve_device(cfg.training.device)), **kw)
+    for line in changes:
+        log.info("defaults fitted to this graph: %s", line)
+    return changes
+
+
 def _banner(console: Console, folder: RunFolder, start: str, ds: Dataset, cfg: Config, kge, device,
             placement, estimate) -> None:
     """The start of a run on stderr: folder, data, model, schedule, device, memory (the table of
@@ -273,6 +296,7 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
     out = folder.path
     if folder.path.is_dir():
         recover_checkpoint(folder.path)
+    fitted = fit_to_graph(cfg, ds) if not resume and cfg.sources is not None else []
     estimate = estimate_for_dataset(cfg, ds)
     log.info("%s", estimate.table())
     try:
@@ -316,6 +340,8 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)  # (fit sets it too) so that the banner says it
     _banner(console, folder, start, ds, cfg, kge, device, placement, estimate)
+    for line in fitted:
+        console.say(f"fitted to this graph: {line} (set the key to keep your value)")
     if resume:
         cfg.save(folder / "config.yaml")  # e.g. raised epochs
     try:
@@ -339,6 +365,7 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
             "machine": platform.machine(),
             "device": str(device),
             "entity_table": placement.entity_table,
+            "auto_defaults": fitted,
         }
         if evaluate_test:
             if len(ds.valid):

@@ -108,6 +108,11 @@ def _model_shape(cfg) -> tuple[int, int, int, int]:
     return we, wr, rel_rows, dense
 
 
+def entity_width(cfg) -> int:
+    """The width of the model's entity rows at ``cfg.model.dim`` (e.g. 2 x dim for ComplEx)."""
+    return _model_shape(cfg)[0]
+
+
 def estimate_training_memory(
     cfg,
     num_entities: int,
@@ -225,5 +230,5 @@ def check_memory(est: MemoryEstimate, max_memory=None) -> None:
                     est.table())
 
 
-__all__ = ["MemoryBudgetError", "MemoryEstimate", "check_memory", "estimate_for_dataset",
+__all__ = ["MemoryBudgetError", "MemoryEstimate", "check_memory", "entity_width", "estimate_for_dataset",
            "estimate_training_memory", "fmt_bytes", "parse_memory", "physical_memory"]

@@ -1,0 +1,59 @@
+"""Defaults fitted to the graph and the device: what changes, what does not, and why it says so."""
+
+from __future__ import annotations
+
+import json
+
+from kgcomplete.config import build_config
+from kgcomplete.training.autoconfig import epoch_flops, fit_defaults, measured_gflops
+
+import kgcomplete as kgc
+import torch
+
+
+def test_small_graphs_keep_the_tuned_defaults():
+    cfg = build_config("complex", None, {})
+    assert fit_defaults(cfg, 135, 5_216, gflops=20.0) == []  # umls: an epoch takes well under a second
+    assert (cfg.model.dim, cfg.training.batch_size, cfg.training.eval_every) == (512, 256, 5)
+
+
+def test_a_mid_size_graph_gets_a_smaller_dim_larger_batches_and_a_cadence():
+    cfg = build_config("complex", None, {})
+    lines = fit_defaults(cfg, 14_541, 272_115, gflops=100.0)  # FB15k-237 size, 2 CPU cores (~100 GFLOP/s)
+    assert cfg.model.dim == 128 and cfg.training.batch_size == 1000
+    seconds = epoch_flops(272_115, 14_541, 2 * 128) / 100e9
+    assert seconds <= 180 < epoch_flops(272_115, 14_541, 2 * 256) / 100e9
+    assert cfg.training.eval_every == max(1, min(5, round(600 / seconds)))
+    assert lines[0].startswith("model.dim 512 -> 128: one epoch would take about") and "100 GFLOP/s" in lines[0]
+    assert any(l.startswith("training.batch_size 256 -> 1000") for l in lines)
+
+
+def test_values_the_user_set_are_kept_and_a_budget_tightens_the_aim():
+    cfg = build_config("complex", None, {"model.dim": 512, "training.batch_size": 256})
+    fit_defaults(cfg, 14_541, 272_115, gflops=40.0)
+    assert cfg.model.dim == 512 and cfg.training.batch_size == 256  # flags win
+    cfg = build_config("complex", None, {})
+    fit_defaults(cfg, 2_034, 32_888, gflops=40.0)
+    loose = cfg.model.dim
+    cfg = build_config("complex", None, {})
+    fit_defaults(cfg, 2_034, 32_888, gflops=40.0, time_budget_s=300)  # 10 s epochs
+    assert cfg.model.dim < loose
+    cfg = build_config("complex", None, {"training.mode": "negatives"})
+    assert fit_defaults(cfg, 14_541, 272_115, gflops=1.0) == []  # cost does not grow with E x N there
+
+
+def test_measured_speed_is_positive():
+    assert measured_gflops(torch.device("cpu"), seconds=0.02) > 0.1
+
+
+def test_a_run_records_and_prints_what_was_fitted(tmp_path, capsys, monkeypatch):
+    import kgcomplete.training.autoconfig as auto
+
+    monkeypatch.setattr(auto, "measured_gflops", lambda device, seconds=0.15: 1e-4)  # a very slow device
+    monkeypatch.setattr(auto, "SLOW_GFLOPS", 1e-4)
+    kgc.train("nations", out=tmp_path / "r", epochs=1, threads=1)
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["auto_defaults"] and metrics["auto_defaults"][0].startswith("model.dim 512 -> 32")
+    assert "fitted to this graph: model.dim 512 -> 32" in capsys.readouterr().err
+    kgc.train("nations", out=tmp_path / "s", epochs=1, threads=1, dim=64)  # set: kept
+    assert "dim: 64" in (tmp_path / "s" / "config.yaml").read_text()
