@@ -107,6 +107,9 @@ class Trainer(EpochLoop):
                 f"{cfg.optimizer} is not)")
         self.host_rows: Optional[HostRows] = None
         if host_table:
+            if self.hogwild > 1:
+                raise ValueError(f"training.entity_table=host trains one batch at a time; training.hogwild="
+                                 f"{cfg.hogwild} needs the table on the device")
             if not self.row_updates:
                 raise ValueError(f"training.entity_table=host needs the row-gradient step: mode negatives, optimizer "
                                  f"rowadagrad and a model whose only parameters are its tables ({model.name} in mode "
