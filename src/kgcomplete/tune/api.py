@@ -76,6 +76,8 @@ def tune(
         raise ValueError(f"trials must be >= 1, got {trials}")
     seconds, per_trial = parse_duration(budget), parse_duration(trial_budget)
     study_dir = Path(out)
+    if trials is None and seconds is None and read_study_file(study_dir) is None:
+        raise ValueError("give a number of trials (--trials) or a time budget (--budget), or both")
     study, settings = _open_or_create(study_dir, dataset, model, space, storage, study_name, sampler, pruner, seed,
                                       config, overrides, jobs, trials, heartbeat)
     trials = trials if trials is not None else settings.trials
