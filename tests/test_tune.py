@@ -225,8 +225,11 @@ def test_the_trial_budget_stops_a_trial_and_best_yaml_keeps_its_epochs(tmp_path)
     r = kgcomplete.tune("nations", model="distmult", trials=1, out=out, space=space, trial_budget="1.5s",
                         **{**BASE, "training.epochs": 100000, "training.patience": 0})
     epochs = r.best.user_attrs["epochs"]
-    assert r.best.user_attrs["stopped"].startswith("trial budget used up") and 1 <= epochs < 100000
-    assert yaml.safe_load((out / "best.yaml").read_text())["training"]["epochs"] == epochs
+    assert r.best.user_attrs["stopped"].startswith("time budget of 1.5s") and 1 <= epochs < 100000
+    log = [json.loads(line) for line in (out / "trials" / "000" / "log.jsonl").read_text().splitlines()]
+    assert "valid_mrr" in log[-1]  # the epoch that crossed the budget was validated
+    best = yaml.safe_load((out / "best.yaml").read_text())["training"]
+    assert best["epochs"] == epochs and best["time_budget"] == ""  # the final run trains what was measured
 
 
 def test_a_study_budget_ends_the_call(tmp_path):
@@ -259,7 +262,7 @@ def test_default_spaces_fit_every_model_and_the_config():
     from kgcomplete.config import build_config
     from kgcomplete.models import model_names
     from kgcomplete.tune.space import load_space
-    from kgcomplete.tune.study import parse_duration
+    from kgcomplete.config import parse_duration
 
     for name in model_names():
         load_space(None, name).check(build_config(name))  # every key and extreme value is accepted

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..config import Config, build_config, validate
+from ..config import Config, build_config, parse_duration, validate
 from .report import BEST_FILE, final_metrics, write_report
 from .space import base_config, load_space
 from .study import (LOCK_FILE, SETTINGS_ATTR, Settings, StudyLock, make_pruner, make_sampler, make_storage, open_study,
-                    parse_duration, read_study_file, storage_url, work, write_study_file)
+                    read_study_file, storage_url, work, write_study_file)
 
 FINAL_DIR = "final"
 
@@ -74,7 +74,7 @@ def tune(
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if trials is not None and trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
-    seconds, per_trial = parse_duration(budget), parse_duration(trial_budget)
+    seconds, per_trial = parse_duration(budget, "budget"), parse_duration(trial_budget, "trial budget")
     study_dir = Path(out)
     if trials is None and seconds is None and read_study_file(study_dir) is None:
         raise ValueError("give a number of trials (--trials) or a time budget (--budget), or both")

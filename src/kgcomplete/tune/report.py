@@ -24,8 +24,9 @@ from .study import Settings, load_settings
 BEST_FILE = "best.yaml"
 REPORT_FILE = "report.html"
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
-#: a stop reason of the tuner's per-trial budget (best.yaml then keeps the trial's epoch count)
-BUDGET_STOP = "trial budget used up"
+#: stop reasons of a time budget (the run's training.time_budget, which --trial-budget sets; "trial budget
+#: used up": studies of the first version): best.yaml then keeps the trial's epoch count, not the budget
+BUDGET_STOPS = ("time budget of", "trial budget used up")
 
 
 def best_trial(study):
@@ -72,14 +73,15 @@ def _fmt(v) -> str:
 
 
 def best_config(settings: Settings, trial) -> Config:
-    """The config trial ``trial`` trained (its parameters through the study's space); a trial that the
-    per-trial budget stopped keeps its epoch count."""
+    """The config trial ``trial`` trained (its parameters through the study's space); a trial that a
+    time budget stopped keeps its epoch count instead of the budget."""
     from optuna.trial import FixedTrial
 
     cfg = settings.parsed_space().config(settings.base_config(), FixedTrial(dict(trial.params)))
     stopped = str(trial.user_attrs.get("stopped") or "")
-    if stopped.startswith(BUDGET_STOP) and trial.user_attrs.get("epochs"):
+    if stopped.startswith(BUDGET_STOPS) and trial.user_attrs.get("epochs"):
         cfg.training.epochs = int(trial.user_attrs["epochs"])
+        cfg.training.time_budget = ""  # the final run trains those epochs, whatever the machine's speed
     return cfg
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..atomic import atomic_write_text
-from ..config import Config
+from ..config import Config, parse_duration
 from .space import Space, parse_space
 
 log = logging.getLogger(__name__)
@@ -64,26 +64,6 @@ class Settings:
 
     def base_config(self) -> Config:
         return Config.from_dict(self.base)
-
-
-def parse_duration(text) -> Optional[float]:
-    """``"2h"``, ``"40m"``, ``"1h30m"``, ``"90s"`` or a number of seconds -> seconds (None stays None)."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        import re
-
-        s = str(text).strip().lower()
-        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", s)
-        if not s or not parts or not any(parts.groups()):
-            raise ValueError(f"budget {text!r}: expected a duration like 2h, 40m, 1h30m, 90s or a number of seconds")
-        h, m, sec = (float(g) if g else 0.0 for g in parts.groups())
-        seconds = h * 3600 + m * 60 + sec
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"budget {text!r} must be a positive duration")
-    return seconds
 
 
 # ------------------------------------------------------------------ storage and study
@@ -283,8 +263,8 @@ def trial_dir(study_dir: Path, number: int) -> Path:
 class Objective:
     """Trains one trial's config into ``STUDY/trials/NNN`` (validation only, never the test split),
     reports each validation MRR to Optuna and prunes when its pruner says so; returns the best
-    validation MRR. Budgets: the study's deadline and the per-trial budget stop a trial after an
-    epoch (after a validation, when the next one would not fit in the trial budget)."""
+    validation MRR. Budgets: the per-trial budget is the run's ``training.time_budget`` (the epoch
+    that crosses it is validated); the study's deadline stops a trial after an epoch (PRUNED)."""
 
     def __init__(self, study_dir: Path, settings: Settings, lock: StudyLock, deadline: Optional[float],
                  trial_budget: Optional[float]):
@@ -308,14 +288,16 @@ class Objective:
         try:
             cfg = self.space.config(self.base, trial)
             cfg.training.progress = False
+            if self.trial_budget is not None:  # the core's budget: the crossing epoch is validated
+                own = parse_duration(cfg.training.time_budget, "training.time_budget")
+                if own is None or self.trial_budget < own:
+                    cfg.training.time_budget = f"{self.trial_budget:g}s"
         except (ValueError, TypeError, KeyError) as e:
             trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             raise
-        state = {"best": None, "pruned": False, "cut": None, "t0": time.monotonic(), "epochs": 0}
+        state = {"best": None, "pruned": False, "cut": None}
 
         def on_epoch(record: dict) -> Optional[str]:
-            state["epochs"] += 1
-            elapsed = time.monotonic() - state["t0"]
             if "valid_mrr" in record:
                 v, epoch = float(record["valid_mrr"]), int(record["epoch"])
                 state["best"] = v if state["best"] is None else max(state["best"], v)
@@ -326,14 +308,6 @@ class Objective:
             if self.deadline is not None and time.time() >= self.deadline:
                 state["cut"] = "the study's time budget is used up"
                 return state["cut"]
-            if self.trial_budget is not None:
-                if elapsed >= self.trial_budget:
-                    return "trial budget used up"
-                every = cfg.training.eval_every
-                if "valid_mrr" in record and every > 0:
-                    per_epoch = elapsed / state["epochs"]
-                    if elapsed + every * per_epoch > self.trial_budget:
-                        return "trial budget used up (the next validation would not fit)"
             return None
 
         folder = trial_dir(self.study_dir, trial.number)
@@ -416,5 +390,5 @@ def _work_process(args: tuple) -> int:  # a --jobs worker process (spawned: a fr
 
 
 __all__ = ["Counts", "MAX_RETRY", "Objective", "STUDY_FILE", "Settings", "StudyLock", "count", "make_pruner",
-           "make_sampler", "make_storage", "open_study", "parse_duration", "settle", "storage_url", "trial_dir",
+           "make_sampler", "make_storage", "open_study", "settle", "storage_url", "trial_dir",
            "work"]
