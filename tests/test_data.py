@@ -114,10 +114,10 @@ def test_vocabulary_encode_and_close_matches(tmp_path):
 
 @pytest.mark.parametrize("sizes", [(50, 7), (2**40, 2**10)], ids=["int64 key", "row view (key would overflow)"])
 def test_duplicate_rows_found_by_key_like_unique_rows(sizes):
-    from kgcomplete.data.dataset import _row_keys
+    from kgcomplete.data.dataset import row_keys
 
     rng = np.random.default_rng(0)
     ids = np.stack([rng.integers(0, 50, 2000), rng.integers(0, 7, 2000), rng.integers(0, 50, 2000)], axis=1)
     _, want = np.unique(ids, axis=0, return_index=True)
-    _, got = np.unique(_row_keys(ids, *sizes), return_index=True)
+    _, got = np.unique(row_keys(ids, *sizes), return_index=True)
     assert np.array_equal(np.sort(got), np.sort(want)) and len(got) < len(ids)

@@ -70,12 +70,7 @@ def train(
         run = kgcomplete.train("umls", model="complex", out="runs/umls")
         run.evaluate("test")["mrr"]
     """
-    if isinstance(config, str) and config == "published":  # the shipped file for this dataset and model
-        from .configs import published_config
-
-        name = dataset.name if isinstance(dataset, Dataset) else (dataset or Config().data.source)
-        config = published_config(name, model)
-    cfg = resolve_config(model, out, config, resume, **overrides)
+    cfg = resolve_config(model, out, config, resume, dataset=dataset, **overrides)
     if isinstance(dataset, Dataset):
         ds = dataset
         if not resume:
@@ -108,9 +103,16 @@ def train(
 
 
 def resolve_config(model: Optional[str] = None, out: Optional[str | Path] = None,
-                   config: Optional[Config | str | Path] = None, resume: bool = False, **overrides) -> Config:
+                   config: Optional[Config | str | Path] = None, resume: bool = False,
+                   dataset: Dataset | str | None = None, **overrides) -> Config:
     """The configuration :func:`train` would use (checked: values, device), without loading data or
-    writing anything; ``cfg.sources`` says where non-default values came from."""
+    writing anything; ``cfg.sources`` says where non-default values came from. ``config="published"``
+    is the shipped file for ``dataset`` (its name) and ``model``."""
+    if isinstance(config, str) and config == "published":
+        from .configs import published_config
+
+        name = dataset.name if isinstance(dataset, Dataset) else (dataset or Config().data.source)
+        config = published_config(name, model)
     ov = _expand_overrides(overrides)
     if resume:
         if out is None:

@@ -609,7 +609,7 @@ def build_config(
         apply_override(cfg, k, v)
         sources[k] = f"model default ({name})"
     apply_dict(cfg, file_dict, f"{file}: " if file else "")
-    sources.update({k: f"file {file}" for k in _dotted_keys(file_dict)})
+    sources.update({k: f"file {file}" for k in flatten(file_dict)})
     cfg.model.name = name
     for k, v in overrides.items():
         if v is not None:
@@ -621,15 +621,13 @@ def build_config(
     return cfg
 
 
-def _dotted_keys(d: Mapping, prefix: str = "") -> list[str]:
-    """``{"training": {"lr": 1}}`` -> ``["training.lr"]`` (free-form dicts end at their first level below a section)."""
-    out = []
-    for k, v in (d or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v and prefix.count(".") < 1:
-            out += _dotted_keys(v, key + ".")
-        else:
-            out.append(key)
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> ``{"a.b.c": value}`` (lists, scalars and empty mappings are leaves)."""
+    if not isinstance(d, Mapping) or not d:
+        return {prefix: d} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
 
 
@@ -650,7 +648,7 @@ def explain(cfg: "Config") -> str:
 
 __all__ = [
     "CORE_SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "MODEL_DEFAULTS",
-    "Limit", "ModelConfig", "TrainingConfig", "apply_dict", "validate", "apply_override", "build_config", "explain", "parse_duration",
+    "Limit", "ModelConfig", "TrainingConfig", "apply_dict", "validate", "apply_override", "build_config", "explain", "flatten", "parse_duration",
     "feature_sections", "load_feature_sections", "model_defaults", "parse_override", "register_model_defaults",
     "register_section", "section_class", "section_from_dict", "section_names",
 ]

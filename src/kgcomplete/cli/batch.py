@@ -165,16 +165,6 @@ COMPARE_METRICS = (
 )
 
 
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings -> ``{"a.b.c": value}`` (lists and scalars are leaves)."""
-    if not isinstance(d, dict) or not d:
-        return {prefix: d} if prefix else {}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def _dig(d: Any, keys: tuple[str, ...]) -> Any:
     for k in keys:
         if not isinstance(d, dict) or k not in d:
@@ -197,6 +187,7 @@ def read_run_summary(path: Path) -> tuple[dict, dict]:
     """``(metrics, flat config)`` of a run folder, read from metrics.json / config.yaml (no model)."""
     import yaml
 
+    from ..config import flatten
     from ..runs.files import read_json
 
     if not (path / "config.yaml").exists():
@@ -253,5 +244,5 @@ def compare(runs, as_json) -> None:
         click.echo("config: the same in every run")
 
 
-__all__ = ["compare", "compare_runs", "flatten", "predict_file", "score", "split", "stream_results"]
+__all__ = ["compare", "compare_runs", "predict_file", "score", "split", "stream_results"]
 

@@ -210,14 +210,11 @@ def train(dataset, model, out, config_file, resume, sets, trackers, drop_unknown
     from ..api import resolve_config, train as train_run
 
     try:
-        if config_file == "published":
-            from ..configs import published_config
-
-            config_file = str(published_config(dataset or "umls", model))
         if print_config:
             from ..config import explain
 
-            click.echo(explain(resolve_config(model, resume or out, config_file, bool(resume), **overrides)))
+            click.echo(explain(resolve_config(model, resume or out, config_file, bool(resume), dataset=dataset,
+                                              **overrides)))
             return
         if dry_run:
             plan = train_run(dataset, model=model, out=resume or out, config=config_file, resume=bool(resume),

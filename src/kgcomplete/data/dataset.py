@@ -28,7 +28,7 @@ METADATA_FILES = {
 }
 
 
-def _row_keys(ids: np.ndarray, n_entities: int, n_relations: int) -> np.ndarray:
+def row_keys(ids: np.ndarray, n_entities: int, n_relations: int) -> np.ndarray:
     """One int64 per ``(h, r, t)`` row (``(h * R + r) * E + t``) when it fits, else a row view:
     ``np.unique`` on one integer is an order of magnitude faster than on rows (``axis=0``)."""
     if n_entities * n_entities * max(n_relations, 1) < 2**62:
@@ -186,7 +186,7 @@ class Dataset:
                             name, dropped[k], len(v), k)
                 ids = ids[~bad]
             if duplicates == "drop" and len(ids):
-                _, first = np.unique(_row_keys(ids, len(entities), len(relations)), return_index=True)
+                _, first = np.unique(row_keys(ids, len(entities), len(relations)), return_index=True)
                 if len(first) < len(ids):
                     repeated[k] = len(ids) - len(first)
                     log.warning("%s: dropped %d repeated %s triples (of %d); keep them with data.duplicates=keep "
@@ -333,4 +333,4 @@ class Dataset:
         return out
 
 
-__all__ = ["Dataset", "DataFormatError", "UnknownLabelError", "Vocabulary"]
+__all__ = ["Dataset", "DataFormatError", "UnknownLabelError", "Vocabulary", "row_keys"]

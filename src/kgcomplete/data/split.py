@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .dataset import row_keys
+
 
 def split_triples(labels: np.ndarray, valid: float = 0.05, test: float = 0.05,
                   seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
@@ -25,13 +27,9 @@ def split_triples(labels: np.ndarray, valid: float = 0.05, test: float = 0.05,
     rel_codes, _ = pd.factorize(labels[:, 1])
     n0 = len(labels)
     h, t, r = ent_codes[:n0].astype(np.int64), ent_codes[n0:].astype(np.int64), rel_codes.astype(np.int64)
-    # repeated lines: keep the first (one int64 key per row where it fits, else unique rows)
+    # repeated lines: keep the first
     ne, nr = max(1, int(ent_codes.max(initial=0)) + 1), max(1, int(rel_codes.max(initial=0)) + 1)
-    if ne * ne * nr < 2 ** 62:
-        keys = (h * nr + r) * ne + t
-        _, first = np.unique(keys, return_index=True)
-    else:
-        _, first = np.unique(np.stack([h, r, t], 1), axis=0, return_index=True)
+    _, first = np.unique(row_keys(np.stack([h, r, t], 1), ne, nr), return_index=True)
     first = np.sort(first)
     duplicates = n0 - len(first)
     labels, h, r, t = labels[first], h[first], r[first], t[first]

@@ -8,11 +8,13 @@ images. A missing library is a one-line error naming the extra to install.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from ..config import flatten
 from ..runs.observers import RunObserver
 
 log = logging.getLogger(__name__)
@@ -39,18 +41,6 @@ def _need(module: str, kind: str):
                           f"pip install 'kgcomplete[{EXTRAS[kind]}]'") from None
 
 
-def flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"training": {"lr": 0.1}}`` -> ``{"training.lr": 0.1}``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def epoch_scalars(record: dict) -> dict[str, float]:
     """An epoch's log record as named scalars (``train/loss``, ``valid/mrr``, ...)."""
     names = {"loss": "train/loss", "lr": "train/lr", "time_s": "train/epoch_seconds",
@@ -71,34 +61,34 @@ def final_scalars(metrics: dict) -> dict[str, float]:
     return out
 
 
-def report_figures(metrics: dict, folder: Path) -> dict[str, Any]:
-    """The report's plots that need no new evaluation, as matplotlib figures (none without matplotlib)."""
+@contextlib.contextmanager
+def report_figures(metrics: dict, folder: Path) -> Iterator[dict[str, Any]]:
+    """The report's plots that need no new evaluation, as matplotlib figures (none without
+    matplotlib), closed when the ``with`` block ends."""
     try:
         from ..serving import report
     except ImportError as e:
         log.warning("tracker: no plots (%s)", e)
-        return {}
-    import json
+        yield {}
+        return
+    from ..runs.files import read_log
 
     figs = {}
-    log_path = folder / "log.jsonl"
-    if log_path.exists():
-        records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-        if records:
-            figs["training"] = report.plot_training(records)
+    records = read_log(folder)
+    if records:
+        figs["training"] = report.plot_training(records)
     test = metrics.get("test") or {}
     if test.get("head") and test.get("tail"):
         figs["head_vs_tail"] = report.plot_head_vs_tail(test["head"], test["tail"], test.get("per_relation"))
     if test.get("per_relation"):
         figs["per_relation"] = report.plot_per_relation(test["per_relation"])
-    return figs
+    try:
+        yield figs
+    finally:
+        import matplotlib.pyplot as plt
 
-
-def _close_figures(figs: dict) -> None:
-    import matplotlib.pyplot as plt
-
-    for fig in figs.values():
-        plt.close(fig)
+        for fig in figs.values():
+            plt.close(fig)
 
 
 class TensorBoardTracker(RunObserver):
@@ -123,11 +113,9 @@ class TensorBoardTracker(RunObserver):
         step = int(metrics.get("epochs", 0) or 0)
         for k, v in final_scalars(metrics).items():
             self.writer.add_scalar(f"final/{k}", v, step)
-        figs = report_figures(metrics, folder)
-        for name, fig in figs.items():
-            self.writer.add_figure(f"report/{name}", fig, step, close=False)
-        if figs:
-            _close_figures(figs)
+        with report_figures(metrics, folder) as figs:
+            for name, fig in figs.items():
+                self.writer.add_figure(f"report/{name}", fig, step, close=False)
         self.writer.flush()
 
     def close(self) -> None:
@@ -151,7 +139,7 @@ class MLflowTracker(RunObserver):
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(self.opts.project)
         self.run = mlflow.start_run(run_name=self.opts.run_name or folder.name)
-        params = {k: ("" if v is None else str(v))[:500] for k, v in flat(cfg.to_dict()).items()}
+        params = {k: ("" if v is None else str(v))[:500] for k, v in flatten(cfg.to_dict()).items()}
         mlflow.log_params(params)
         mlflow.set_tag("kgcomplete.run_folder", str(folder.resolve()))
 
@@ -161,11 +149,9 @@ class MLflowTracker(RunObserver):
 
     def end(self, metrics: dict, folder: Path) -> None:
         self.mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in final_scalars(metrics).items()})
-        figs = report_figures(metrics, folder)
-        for name, fig in figs.items():
-            self.mlflow.log_figure(fig, f"report/{name}.png")
-        if figs:
-            _close_figures(figs)
+        with report_figures(metrics, folder) as figs:
+            for name, fig in figs.items():
+                self.mlflow.log_figure(fig, f"report/{name}.png")
         self.mlflow.log_artifact(str(folder / "metrics.json"))
 
     def close(self) -> None:
@@ -192,10 +178,9 @@ class WandbTracker(RunObserver):
     def end(self, metrics: dict, folder: Path) -> None:
         for k, v in final_scalars(metrics).items():
             self.run.summary[k] = v
-        figs = report_figures(metrics, folder)
-        if figs:
-            self.run.log({f"report/{name}": self.wandb.Image(fig) for name, fig in figs.items()})
-            _close_figures(figs)
+        with report_figures(metrics, folder) as figs:
+            if figs:
+                self.run.log({f"report/{name}": self.wandb.Image(fig) for name, fig in figs.items()})
 
     def close(self) -> None:
         if self.run is not None:
