@@ -9,7 +9,8 @@ in its own process, one after the other (budgets: wn18rr 60 min, codex-s 30 min,
 times ``--budget-scale``), and reports the filtered test MRR / Hits@1 / Hits@10 of the weights it
 kept, the training time, the epochs, why it stopped and the torch threads. The published figures
 come from ``../shared/datasets/README.md`` (its table of published results). Writes OUT.json and
-OUT.md (the markdown table, which README's accuracy section reproduces) and prints the table.
+OUT.md (the markdown table, which README's accuracy section reproduces; entries of earlier invocations
+for other datasets/configs are kept, so the datasets can be measured one at a time) and prints the table.
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ def main() -> None:
             print(f"{dataset} / {config}: up to {budget:g} min ...", file=sys.stderr, flush=True)
             rows.append(run_entry(dataset, config, args.threads, budget, runs))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    # entries measured in earlier invocations (other datasets or configs) stay in the table
+    done = {(r["dataset"], r["config"]) for r in rows}
+    old = out.with_suffix(".json")
+    if old.exists():
+        rows = [r for r in json.loads(old.read_text()) if (r["dataset"], r["config"]) not in done] + rows
+        rows.sort(key=lambda r: (list(BUDGET_MIN).index(r["dataset"]) if r["dataset"] in BUDGET_MIN else 99,
+                                 r["config"]))
     text = table(rows)
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
