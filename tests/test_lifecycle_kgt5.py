@@ -36,7 +36,8 @@ VARIANTS = {
     "adamw": {"kgt5.optimizer": "adamw", "kgt5.lr": 0.01},  # + warm-up LambdaLR rebuilt on resume
     "adafactor": {"kgt5.optimizer": "adafactor", "kgt5.lr": None},  # relative step from its state
 }
-TIMING = {"elapsed_s", "time_s", "cpu_s", "examples_per_s", "eval_time_s", "valid_time_s", "train_time_s", "train_cpu_s", "throughput"}
+TIMING = {"elapsed_s", "time_s", "cpu_s", "examples_per_s", "tokens_per_s", "eval_time_s", "valid_time_s", "train_time_s",
+          "train_cpu_s", "throughput", "train_examples_per_s", "train_tokens_per_s"}
 WEIGHTS = ("checkpoint.safetensors", "model.safetensors")
 
 

@@ -35,12 +35,12 @@ from ..atomic import atomic_write_text
 from ..device import resolve_device
 from ..runs.files import RunFolder, recover_checkpoint, verify
 from .decoding import KGT5Scorer
-from .encoding import QueryEncoder
+from .encoding import QueryEncoder, run_descriptions
 from .model import build_model, model_from_folder, num_parameters, save_model_config
 from .section import AUTO_OPTIMIZERS, KGT5_OPTIMIZERS, TRAINING_KEYS, KGT5Config
 from .section import TRAINING_DEFAULTS as _TRAINING_DEFAULTS
 from .tokenizer import build_tokenizer, KGTokenizer
-from .train import BEST, TrainOptions, fit
+from .train import BEST, QueryExamples, TrainOptions, fit
 from .trie import EntityTrie
 from .verbalize import EntityTexts, resolve_entities, resolve_relations
 
@@ -141,11 +141,12 @@ def _options(cfg: dict) -> TrainOptions:
 
 
 def build_texts(dataset, tokenizer_source, vocab_size: int, description_words: int, max_length: int,
-                tokenizer_model: str = "bpe"):
+                tokenizer_model: str = "bpe", extra_corpus=None):
     """Entity texts, tokenizer and token tables; entities whose token sequences collide (e.g. both
-    all-``<unk>``) get a `` #id`` suffix."""
+    all-``<unk>``) get a `` #id`` suffix. ``extra_corpus``: more strings the trained tokenizer
+    learns from (the descriptions a run reads)."""
     texts = EntityTexts.from_dataset(dataset, description_words=description_words)
-    tok = build_tokenizer(texts.corpus(), tokenizer_source, vocab_size, tokenizer_model)
+    tok = build_tokenizer(texts.corpus(extra_corpus), tokenizer_source, vocab_size, tokenizer_model)
     enc = QueryEncoder(tok, texts, max_length=max_length)
     for attempt in range(4):  # up to 3 rounds of suffixes; the check runs once per encoder
         dup = enc.duplicate_targets()
@@ -188,7 +189,8 @@ class KGT5Run(RunBase):
                  known: Optional[KnownTriples] = None):
         self.path, self.config, self.dataset = Path(path), config, dataset
         self.model, self.tokenizer, self.texts = model.eval(), tokenizer, texts
-        self.encoder = encoder or QueryEncoder(tokenizer, texts, max_length=config["kgt5"]["max_length"])
+        self.encoder = encoder or QueryEncoder.from_config(tokenizer, texts, config["kgt5"], dataset,
+                                                           int(config["training"].get("seed") or 0))
         self.trie = trie or EntityTrie(self.encoder.entity_ids, tokenizer.vocab_size)
         self._scorer: Optional[KGT5Scorer] = None
         self.known = known or KnownTriples(dataset)  # filter indexes, built once on first use
@@ -311,19 +313,19 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
     if resume and (out / "config.yaml").exists():
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))  # e.g. raised epochs
         texts, tok = EntityTexts.load(out), KGTokenizer.load(out)
-        enc = QueryEncoder(tok, texts, max_length=k["max_length"])
         model = model_from_folder(out, out / "checkpoint.safetensors") if (out / "checkpoint.safetensors").exists() \
             else build_model(tok.vocab_size, k["preset"], seed=tr["seed"], **k["model"])
     else:
-        texts, tok, enc = build_texts(dataset, k["tokenizer"], k["vocab_size"], k["description_words"],
-                                     k["max_length"], k["tokenizer_model"])
+        texts, tok, _ = build_texts(dataset, k["tokenizer"], k["vocab_size"], k["description_words"],
+                                   k["max_length"], k["tokenizer_model"], run_descriptions(dataset, k))
         model = build_model(tok.vocab_size, k["preset"], seed=int(tr["seed"]), **k["model"])
         folder.create(cfg, dataset)
         texts.save(out)
         tok.save(out)
         save_model_config(model, out)
     log.info("KGT5 %s: %d parameters, vocabulary %d", k["preset"], num_parameters(model), tok.vocab_size)
-    inputs, targets = train_examples(enc, dataset.train)
+    enc = QueryEncoder.from_config(tok, texts, k, dataset, int(tr["seed"]))  # context / descriptions
+    examples = QueryExamples.from_triples(enc, dataset.train)
     trie = EntityTrie(enc.entity_ids, tok.vocab_size)
 
     evaluate_fn = None
@@ -345,14 +347,15 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
                             dec["temperature"], dec["max_rows"], seed=int(tr["seed"]))
             return evaluate(sc, sub_ds, "valid", filter_index=fi, per_relation=False)["mrr"]
 
-    stats = fit(model, inputs, targets, enc, _options(cfg), out, resume=resume, evaluate_fn=evaluate_fn)
+    stats = fit(model, examples, None, enc, _options(cfg), out, resume=resume, evaluate_fn=evaluate_fn)
     best = model_from_folder(out, out / BEST).to(resolve_device(tr.get("device") or "auto"))
     run = KGT5Run(out, cfg, dataset, best, tok, texts, enc, trie, known)
     metrics = {}
     for split in ("valid", "test") if evaluate_test else ():  # the best weights on valid and test
         if split in dataset.splits and len(dataset.splits[split]):
             metrics[split] = run.evaluate(split)
-    metrics.update(train_time_s=stats["train_time_s"], train_cpu_s=stats["cpu_s"], throughput=stats["examples_per_s"], epochs=stats["epochs"],
+    metrics.update(train_time_s=stats["train_time_s"], train_cpu_s=stats["cpu_s"], throughput=stats["examples_per_s"],
+                   train_examples_per_s=stats["examples_per_s"], train_tokens_per_s=stats["tokens_per_s"], epochs=stats["epochs"],
                    parameters=num_parameters(run.model), model="kgt5", preset=k["preset"])
     metrics["stopped"] = stats["stopped"]
     metrics["device"] = str(resolve_device(tr.get("device") or "auto"))

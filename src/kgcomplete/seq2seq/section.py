@@ -42,7 +42,13 @@ class KGT5Config:
     tokenizer_model: str = "bpe"  #: bpe | unigram (when trained)
     vocab_size: int = 8000
     description_words: int = 8  #: words of the description used to disambiguate clashing names
-    max_length: int = 128
+    max_length: int = 128  #: input tokens (``</s>`` included); context lines are added while they fit
+    #: KGT5-context: the query entity's 1-hop neighbourhood (training graph) follows the query
+    context: bool = False
+    context_size: int = 100  #: at most this many neighbourhood facts (kgt5-context's max_size)
+    #: the query entity's description follows its text (datasets with entity_descriptions.tsv)
+    descriptions: bool = False
+    description_max_words: int = 32  #: words of the description in the input
     #: adafactor (the paper's) | adamw | auto: adafactor for `small`, adamw otherwise
     optimizer: str = "auto"
     lr: Optional[float] = None  #: None: Adafactor relative step size / AdamW 2e-3
@@ -56,6 +62,7 @@ class KGT5Config:
 
     LIMITS: ClassVar[dict[str, Limit]] = {
         "vocab_size": POSITIVE_INT, "description_words": NON_NEGATIVE, "max_length": POSITIVE_INT, "lr": POSITIVE,
+        "context_size": NON_NEGATIVE, "description_max_words": POSITIVE_INT,
         "warmup_steps": NON_NEGATIVE, "weight_decay": NON_NEGATIVE, "time_budget_s": POSITIVE,
         "cpu_budget_s": POSITIVE, "valid_max_triples": POSITIVE_INT,
     }

@@ -13,17 +13,28 @@
   short). ``resume=True`` continues from it exactly as if training had not stopped (same weights,
   optimizer state, RNG and log) in one process; with several accelerate processes only the main
   process's RNG state is saved.
-* ``log.jsonl``: one JSON object per epoch (epoch, loss, lr, time_s, examples_per_s, valid_mrr).
+* Batches (:func:`bucketed_batches`): every epoch a seeded permutation of the examples is cut into
+  groups of ``BUCKET_BATCHES`` batches, each group sorted by input length and cut into batches (the
+  batch order shuffled again), and each batch padded only to its own longest input: the same
+  examples every epoch with far less padding when the inputs differ in length (KGT5-context). The
+  examples (:class:`QueryExamples`: assembled per batch from the encoder's token pieces, with the
+  epoch's neighbourhood sample; :class:`TensorExamples`: ready input tensors) are prepared on a
+  background thread (:func:`prefetch`) while the model trains on the previous batch.
+* ``log.jsonl``: one JSON object per epoch (epoch, loss, lr, time_s, cpu_s, examples_per_s,
+  tokens_per_s (input + target tokens), padding (padded share of the input positions), valid_mrr).
 """
 
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -40,6 +51,10 @@ STATE = "checkpoint_state.pt"
 BEST = "model.safetensors"
 LOG = "log.jsonl"
 _KGT5 = KGT5Config()
+#: batches per length-sorted group (:func:`bucketed_batches`)
+BUCKET_BATCHES = 50
+#: batches prepared ahead by the background thread
+PREFETCH = 4
 
 
 @dataclass
@@ -140,26 +155,141 @@ def _current_lr(opts: TrainOptions, step: int) -> float:
     return base * min(1.0, step / max(1, opts.warmup_steps)) if opts.optimizer.lower() == "adamw" else base
 
 
+def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                     bucket_batches: int = BUCKET_BATCHES) -> list[np.ndarray]:
+    """``(n,)`` input lengths -> batches of example indices: a random permutation cut into groups
+    of ``bucket_batches * batch_size``, each group sorted by length and cut into batches, the
+    batches shuffled. Every example is in exactly one batch."""
+    n = len(lengths)
+    perm = rng.permutation(n)
+    group = max(1, batch_size * bucket_batches)
+    batches = []
+    for s in range(0, n, group):  # one step per group of batches, not per example
+        g = perm[s:s + group]
+        g = g[np.argsort(lengths[g], kind="stable")]
+        batches.extend(g[i:i + batch_size] for i in range(0, len(g), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def prefetch(items: Iterable, depth: int = PREFETCH) -> Iterator:
+    """Iterate ``items`` on a background thread, ``depth`` ahead; its exceptions re-raise here. The
+    thread stops when the consumer stops early."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
+
+    def work():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    t = threading.Thread(target=work, name="kgt5-batches", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class TensorExamples:
+    """Ready examples: ``inputs (n, L)`` right-padded input ids, ``targets (n,)`` entity ids."""
+
+    def __init__(self, inputs: Tensor, targets: Tensor, encoder):
+        self.inputs, self.targets, self.encoder = inputs, torch.as_tensor(targets), encoder
+        self._lengths = (inputs != PAD_ID).sum(1).numpy()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def epoch_state(self, epoch: int):
+        return None
+
+    def lengths(self, state) -> np.ndarray:
+        return self._lengths
+
+    def batch(self, idx: np.ndarray, state) -> tuple[Tensor, Tensor, Tensor]:
+        """``(b,)`` example indices -> ``input_ids (b, W)``, ``attention_mask (b, W)`` (``W``: the
+        batch's longest input) and ``labels (b, Lt)``."""
+        idx = torch.as_tensor(idx)
+        width = int(self._lengths[idx.numpy()].max())
+        ids = self.inputs[idx, :width]
+        return ids, (ids != PAD_ID).long(), self.encoder.targets(self.targets[idx])
+
+
+class QueryExamples:
+    """Link-prediction examples assembled per batch by a
+    :class:`~kgcomplete.seq2seq.encoding.QueryEncoder`: ``anchor``, ``relation``, ``head`` (bool:
+    predict the head), ``target`` and ``exclude`` (the row of the training triple predicted, whose
+    edge stays out of the context), all ``(n,)``. With context, every epoch reads its own
+    neighbourhood sample (seeded by the epoch)."""
+
+    def __init__(self, encoder, anchor, relation, head, target, exclude):
+        self.encoder = encoder
+        self.anchor, self.relation = np.asarray(anchor, np.int64), np.asarray(relation, np.int64)
+        self.head, self.target = np.asarray(head, np.int64), np.asarray(target, np.int64)
+        self.exclude = np.asarray(exclude, np.int64)
+
+    @classmethod
+    def from_triples(cls, encoder, triples: np.ndarray) -> "QueryExamples":
+        """Both directions of every triple ``i = (h, r, t)``: ``h | r -> t`` and ``t | reverse r -> h``,
+        each excluding triple ``i`` from its context."""
+        t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+        n = len(t)
+        return cls(encoder, np.concatenate([t[:, 0], t[:, 2]]), np.concatenate([t[:, 1], t[:, 1]]),
+                   np.repeat([0, 1], n), np.concatenate([t[:, 2], t[:, 0]]), np.tile(np.arange(n), 2))
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def epoch_state(self, epoch: int):
+        """The epoch's neighbourhood sample (None without context)."""
+        return self.encoder.sample(epoch) if self.encoder.context else None
+
+    def lengths(self, state) -> np.ndarray:
+        return self.encoder.input_lengths(self.anchor, self.relation, self.head, self.exclude, state)
+
+    def batch(self, idx: np.ndarray, state) -> tuple[Tensor, Tensor, Tensor]:
+        ids, mask = self.encoder.queries(self.anchor[idx], self.relation[idx], self.head[idx], self.exclude[idx], state)
+        return ids, mask, self.encoder.targets(self.target[idx])
+
+
 class KGT5Trainer(EpochLoop):
-    """Teacher-forced training of a T5 on ``inputs (n, L)`` (right-padded input ids) -> ``targets
-    (n,)`` entity ids, on the shared :class:`~kgcomplete.training.loop.EpochLoop` (validation, early
-    stopping, checkpoints, interruption). ``encoder.targets(ids)`` gives the label ids;
-    ``evaluate_fn(model) -> valid MRR`` validates (on the main process; the others receive it).
+    """Teacher-forced training of a T5 on ``examples`` (:class:`QueryExamples` or
+    :class:`TensorExamples`) in length-bucketed batches, on the shared
+    :class:`~kgcomplete.training.loop.EpochLoop` (validation, early stopping, checkpoints,
+    interruption). ``evaluate_fn(model) -> valid MRR`` validates (on the main process; the others
+    receive it).
 
     Stops at ``epochs``, on patience, or after the epoch that crosses ``time_budget_s`` (wall time of
     this call) or ``cpu_budget_s`` (process CPU time over all resumes). A ``KeyboardInterrupt``
     keeps the last epoch's checkpoint (the model is mid-epoch then).
     """
 
-    state_keys = (*EpochLoop.state_keys, "step", "cpu_s")
     checkpoint_on_interrupt = False  # mid-epoch weights cannot be resumed exactly: keep the last epoch's
 
-    def __init__(self, model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, acc,
+    state_keys = (*EpochLoop.state_keys, "step", "cpu_s", "train_tokens")
+
+    def __init__(self, model, examples, opts: TrainOptions, acc,
                  evaluate_fn: Optional[Callable[[object], float]] = None,
                  checkpoint: Optional[Callable[["KGT5Trainer", str], None]] = None,
                  log_epoch: Optional[Callable[[dict], None]] = None):
-        self.opts, self.acc, self.encoder, self.evaluate_fn = opts, acc, encoder, evaluate_fn
-        self.inputs, self.targets = inputs, targets
+        self.opts, self.acc, self.examples, self.evaluate_fn = opts, acc, examples, evaluate_fn
         self.training_cfg = TrainingConfig(epochs=opts.epochs, batch_size=opts.batch_size, seed=opts.seed,
                                            eval_every=opts.eval_every, patience=opts.patience, threads=0,
                                            progress=opts.progress, optimizer=opts.optimizer, lr=opts.lr)
@@ -167,6 +297,7 @@ class KGT5Trainer(EpochLoop):
         self.base_lr = opts.lr
         self._init_loop_state(checkpoint, log_epoch, checkpoint_every_s=0.0)  # every epoch is saved
         self.step, self.cpu_s = 0, 0.0  # optimizer steps; process CPU seconds over all resumes
+        self.train_tokens = 0  # input + target tokens trained on, over all resumes
         self.scheduler = None
         self._started, self._cpu_mark = time.time(), time.process_time()
 
@@ -203,44 +334,65 @@ class KGT5Trainer(EpochLoop):
                 self.optimizer, lambda s: min(1.0, (s + 1 + step0) / max(1, opts.warmup_steps)))
         model.train()
         t0, c0 = time.time(), time.process_time()
-        world, rank, n = acc.num_processes, acc.process_index, len(self.inputs)
-        per_rank = n // world
-        g = torch.Generator().manual_seed(opts.seed * 100_003 + self.epoch)
-        perm = torch.randperm(n, generator=g)[rank::world][:per_rank]
-        starts = range(0, per_rank, opts.batch_size)
+        world, rank = acc.num_processes, acc.process_index
+        data = self.examples
+        state = data.epoch_state(self.epoch)
+        rng = np.random.default_rng([opts.seed & 0xFFFFFFFF, self.epoch])
+        batches = bucketed_batches(data.lengths(state), opts.batch_size, rng)
+        batches = batches[rank::world][:len(batches) // world]
+        pin = acc.device.type == "cuda"
+
+        def prepared():
+            for idx in batches:
+                ids, mask, labels = data.batch(idx, state)
+                if pin:
+                    ids, mask, labels = ids.pin_memory(), mask.pin_memory(), labels.pin_memory()
+                yield ids, mask, labels
+
+        steps = prefetch(prepared())
+        bar = None
         if bars_wanted(opts.progress) and acc.is_local_main_process:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=f"kgt5 epoch {self.epoch + 1}/{opts.epochs}", unit="batch", leave=False)
-        total, count = 0.0, 0
-        for s in starts:
-            idx = perm[s:s + opts.batch_size]
-            ids = self.inputs[idx]
-            mask = ids != PAD_ID
-            width = int(mask.sum(1).max())
-            ids, mask = ids[:, :width].to(acc.device), mask[:, :width].long().to(acc.device)
-            labels = self.encoder.targets(self.targets[idx]).to(acc.device)
-            with acc.autocast():
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            acc.backward(loss)
-            if self.scheduler is not None and opts.grad_clip:
-                acc.clip_grad_norm_(model.parameters(), opts.grad_clip)
-            self.optimizer.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-            if hasattr(starts, "set_postfix") and self.step % 10 == 0:
-                starts.set_postfix(loss=f"{total / max(count, 1):.4f}")
+            bar = tqdm(total=len(batches), desc=f"kgt5 epoch {self.epoch + 1}/{opts.epochs}", unit="batch", leave=False)
+        total, count, tokens, real, padded = 0.0, 0, 0, 0, 0
+        try:
+            for ids, mask, labels in steps:
+                n_in, n_out = int(mask.sum()), int((labels != -100).sum())
+                ids, mask = ids.to(acc.device, non_blocking=pin), mask.to(acc.device, non_blocking=pin)
+                labels = labels.to(acc.device, non_blocking=pin)
+                with acc.autocast():
+                    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                acc.backward(loss)
+                if self.scheduler is not None and opts.grad_clip:
+                    acc.clip_grad_norm_(model.parameters(), opts.grad_clip)
+                self.optimizer.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                total += float(loss.detach()) * len(ids)
+                count += len(ids)
+                tokens += n_in + n_out
+                real, padded = real + n_in, padded + ids.numel()
+                if bar is not None:
+                    bar.update(1)
+                    if self.step % 10 == 0:
+                        bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        finally:
+            steps.close()
+            if bar is not None:
+                bar.close()
         dt = time.time() - t0
         self.epoch += 1
         self.train_time_s += dt
         self.train_triples += count * world
+        self.train_tokens += tokens * world
         return {"epoch": self.epoch, "loss": total / max(count, 1), "lr": _current_lr(opts, self.step),
                 "time_s": round(dt, 3), "cpu_s": round(time.process_time() - c0, 3),
-                "examples_per_s": round(count * world / max(dt, 1e-9), 1)}
+                "examples_per_s": round(count * world / max(dt, 1e-9), 1),
+                "tokens_per_s": round(tokens * world / max(dt, 1e-9), 1),
+                "padding": round(1.0 - real / max(padded, 1), 4)}
 
     # ------------------------------------------------------------- state
     def _cpu_total(self) -> float:
@@ -266,7 +418,8 @@ def _save_checkpoint(folder: RunFolder, trainer: KGT5Trainer, reason: str) -> No
         state = {"optimizer": trainer.optimizer.state_dict(), "epoch": done, "step": trainer.step,
                  "best": counters["best_mrr"], "best_epoch": counters["best_epoch"],
                  "train_time_s": counters["train_time_s"], "bad_evals": counters["bad_validations"],
-                 "cpu_s": counters["cpu_s"], "train_triples": counters["train_triples"], **_rng_state()}
+                 "cpu_s": counters["cpu_s"], "train_triples": counters["train_triples"],
+                 "train_tokens": counters["train_tokens"], **_rng_state()}
         writers[STATE] = lambda p: torch.save(state, p)  # moved into place last
         commit_files(folder.path, writers)
         trainer._saved_epoch = done
@@ -297,16 +450,19 @@ def _restore(folder: RunFolder, trainer: KGT5Trainer) -> None:
     trainer.best_epoch = int(state.get("best_epoch", 0))
     trainer.train_time_s, trainer.cpu_s = float(state.get("train_time_s", 0.0)), float(state.get("cpu_s", 0.0))
     trainer.train_triples = int(state.get("train_triples", 0))
+    trainer.train_tokens = int(state.get("train_tokens", 0))
     _set_rng_state(state)
     trainer._saved_epoch = trainer.epoch  # the checkpoint on disk is this epoch's: nothing to save at the end
     acc.print(f"resuming KGT5 training from epoch {trainer.epoch}")
 
 
-def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out_dir: Path,
+def fit(model, inputs, targets: Optional[Tensor], encoder, opts: TrainOptions, out_dir: Path,
         resume: bool = False, evaluate_fn: Optional[Callable[[object], float]] = None) -> dict:
     """Train ``model`` (see :class:`KGT5Trainer`) into the run folder ``out_dir``, resuming from its
-    checkpoint with ``resume``. Returns ``{"epochs", "train_time_s", "examples_per_s",
-    "best_valid_mrr", "steps", "cpu_s", "stopped"}``."""
+    checkpoint with ``resume``. ``inputs``: :class:`QueryExamples` (``targets`` None) or ready
+    ``(n, L)`` input ids with ``targets (n,)`` entity ids (:class:`TensorExamples`). Returns
+    ``{"epochs", "train_time_s", "examples_per_s", "tokens_per_s", "best_valid_mrr", "steps",
+    "cpu_s", "stopped"}``."""
     from accelerate import Accelerator
 
     folder = RunFolder(out_dir)
@@ -318,7 +474,8 @@ def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out
     if mp == "auto":
         mp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
     acc = Accelerator(mixed_precision=mp, cpu=not cuda)
-    trainer = KGT5Trainer(model, inputs, targets, encoder, opts, acc, evaluate_fn,
+    examples = inputs if targets is None else TensorExamples(inputs, targets, encoder)
+    trainer = KGT5Trainer(model, examples, opts, acc, evaluate_fn,
                           checkpoint=lambda t, reason: _save_checkpoint(folder, t, reason),
                           log_epoch=folder.append_log if acc.is_main_process else None)
     if resume:
@@ -331,5 +488,6 @@ def fit(model, inputs: Tensor, targets: Tensor, encoder, opts: TrainOptions, out
         save_weights(acc.unwrap_model(trainer.model), folder / BEST, {"epoch": trainer.epoch})
     return {"epochs": trainer.epoch, "train_time_s": trainer.train_time_s,
             "examples_per_s": trainer.train_triples / max(trainer.train_time_s, 1e-9),
+            "tokens_per_s": trainer.train_tokens / max(trainer.train_time_s, 1e-9),
             "best_valid_mrr": trainer.best_mrr if trainer.best_mrr >= 0 else None, "steps": trainer.step,
             "cpu_s": trainer._cpu_total(), "stopped": trainer.stop_reason}

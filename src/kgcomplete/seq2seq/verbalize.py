@@ -11,6 +11,17 @@ Every text is *sanitised* first: whitespace runs (tabs/newlines) collapse to one
 separator character ``|`` becomes ``¦``, so the input ``predict tail: <head> | <relation>`` always
 has exactly one separator and ``text -> entity`` is a one-to-one lookup
 (:meth:`EntityTexts.lookup`).
+
+Inputs (:func:`input_text`; :class:`~kgcomplete.seq2seq.encoding.QueryEncoder` assembles the same
+from token pieces)::
+
+    predict tail: <head> | <relation>                    plain KGT5 (head prediction: predict head: <tail> | <relation>)
+    query: <head> | <relation>                           KGT5-context (head prediction: query: <tail> | reverse of <relation>)
+    <relation> | <neighbour>                             one line per fact of the query entity's neighbourhood
+    reverse of <relation> | <neighbour>                  (an incoming edge: <neighbour> -<relation>-> <query entity>)
+
+With descriptions, the query entity's text is followed by ``: <description>``. Lines are separated
+by ``\n``, which sanitised texts never contain.
 """
 
 from __future__ import annotations
@@ -27,6 +38,10 @@ SEPARATOR_ESCAPE = "\u00a6"  # broken bar
 TAIL_PREFIX = "predict tail:"
 HEAD_PREFIX = "predict head:"
 ANSWER_PREFIX = "predict answer:"
+QUERY_PREFIX = "query:"  #: KGT5-context's query line
+REVERSE_OF = "reverse of"  #: an incoming edge / head prediction in KGT5-context
+LINE_SEPARATOR = "\n"  #: between the query line and each context line
+DESCRIPTION_SEPARATOR = ":"  #: between the query entity's text and its description
 
 
 def sanitize(texts) -> np.ndarray:
@@ -92,9 +107,7 @@ class EntityTexts:
         names = sanitize(dataset.entity_names) if dataset.entity_names is not None else labels
         desc = None
         if dataset.entity_descriptions is not None:
-            d = pd.Series(np.asarray(dataset.entity_descriptions, dtype=object)).fillna("").astype(str)
-            d = d.str.split().str[:description_words].str.join(" ")
-            desc = np.where(d.to_numpy(dtype=object) == "", "", sanitize(d))
+            desc = description_texts(dataset.entity_descriptions, description_words)
         ent, level = _unique_texts(names, desc, labels)
         rlabels = sanitize(dataset.relations.labels)
         rnames = sanitize(dataset.relation_names) if dataset.relation_names is not None else rlabels
@@ -117,9 +130,19 @@ class EntityTexts:
         r = self.relation[np.asarray(relation, dtype=np.int64)]
         return prefix + " " + a + f" {SEPARATOR} " + r
 
-    def corpus(self) -> list[str]:
-        """Strings a tokenizer is trained on: entity texts, relation texts and the fixed words."""
-        return [*self.entity.tolist(), *self.relation.tolist(), TAIL_PREFIX, HEAD_PREFIX, ANSWER_PREFIX, SEPARATOR]
+    def corpus(self, extra: Optional[Sequence[str]] = None) -> list[str]:
+        """Strings a tokenizer is trained on: entity texts, relation texts, the fixed words and ``extra``
+        (e.g. the descriptions a run reads)."""
+        fixed = [TAIL_PREFIX, HEAD_PREFIX, ANSWER_PREFIX, SEPARATOR, QUERY_PREFIX, REVERSE_OF, LINE_SEPARATOR,
+                 DESCRIPTION_SEPARATOR]
+        return [*self.entity.tolist(), *self.relation.tolist(), *fixed, *(list(extra) if extra is not None else [])]
+
+    def context_lines(self, facts) -> np.ndarray:
+        """``(F, 3)`` facts ``[relation id, neighbour id, inverse]`` -> ``(F,)`` lines ``<relation> |
+        <neighbour>`` (``reverse of <relation> | <neighbour>`` where ``inverse``: the neighbour is the
+        fact's head). See :func:`context_lines`."""
+        f = np.asarray(facts, dtype=np.int64).reshape(-1, 3)
+        return context_lines(self.relation[f[:, 0]], self.entity[f[:, 1]], f[:, 2].astype(bool))
 
     # ------------------------------------------------------------------ files
     def save(self, folder: str | Path) -> None:
@@ -140,6 +163,50 @@ class EntityTexts:
             return df[1].to_numpy(dtype=object)
 
         return cls(read("entity_texts.tsv"), read("relation_texts.tsv"))
+
+
+def relation_phrase(relation_texts, inverse) -> np.ndarray:
+    """``(n,)`` relation texts -> ``(n,)``: the text, or ``reverse of <text>`` where ``inverse``."""
+    r = np.asarray(relation_texts, dtype=object).ravel()
+    inv = np.broadcast_to(np.asarray(inverse, dtype=bool), r.shape)
+    return np.where(inv, REVERSE_OF + " " + r, r).astype(object)
+
+
+def context_lines(relation_texts, neighbour_texts, inverse) -> np.ndarray:
+    """The context lines of ``n`` facts of a query entity: ``(n,)`` relation texts, ``(n,)`` neighbour
+    texts, ``(n,)`` bools (True: the fact points *to* the query entity) -> ``(n,)`` strings
+    ``<relation> | <neighbour>`` / ``reverse of <relation> | <neighbour>`` (texts sanitised)."""
+    rel = relation_phrase(sanitize(relation_texts), inverse)
+    nb = sanitize(neighbour_texts)
+    return (rel + f" {SEPARATOR} " + nb).astype(object) if len(nb) else np.empty(0, dtype=object)
+
+
+def input_text(anchor_text: str, relation_text: str, head: bool = False, context: Optional[Sequence[str]] = None,
+               description: Optional[str] = None, context_format: Optional[bool] = None) -> str:
+    """One model input as a string (the module docstring's formats).
+
+    ``anchor_text``: the query entity's text (sanitised here, so free text works); ``head``: the
+    query asks for the head (the anchor is the tail); ``context``: lines from :func:`context_lines`
+    (already capped: :meth:`QueryEncoder.encode_text` drops lines past the token budget);
+    ``description``: appended after ``:``; ``context_format``: ``query: ...`` (default when
+    ``context`` is given) or ``predict tail/head: ...``.
+    """
+    anchor = sanitize([anchor_text])[0]
+    if description is not None and str(description).strip():
+        anchor += f" {DESCRIPTION_SEPARATOR} " + sanitize([description])[0]
+    if context_format is None:
+        context_format = context is not None
+    if context_format:
+        line = f"{QUERY_PREFIX} {anchor} {SEPARATOR} " + relation_phrase(sanitize([relation_text]), head)[0]
+        return LINE_SEPARATOR.join([line, *(context or [])])
+    return f"{HEAD_PREFIX if head else TAIL_PREFIX} {anchor} {SEPARATOR} " + sanitize([relation_text])[0]
+
+
+def description_texts(descriptions, max_words: int) -> np.ndarray:
+    """``(E,)`` raw descriptions -> ``(E,)`` sanitised first ``max_words`` words (``""`` where none)."""
+    d = pd.Series(np.asarray(descriptions, dtype=object)).fillna("").astype(str)
+    d = d.str.split().str[:max_words].str.join(" ")
+    return np.where(d.to_numpy(dtype=object) == "", "", sanitize(d)).astype(object)
 
 
 def resolve_entities(names: Sequence[str], dataset, texts: EntityTexts) -> np.ndarray:
