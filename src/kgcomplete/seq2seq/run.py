@@ -281,6 +281,15 @@ class KGT5Run(RunBase):
             raise KeyError(f"unknown relation {relation!r}; close matches: {self.dataset.relations.close_matches(str(relation))}")
         return self.predict_ids(np.array([a]), np.array([r]), head is None, k, exclude_known)[0]
 
+    def predict_new(self, text: str, relation: str, head: bool = False, facts=None,
+                    description: Optional[str] = None, k: int = 10) -> list[dict]:
+        """Top-``k`` known entities for a query about an entity that is not in the graph, given by
+        ``text`` (and ``facts``: ``(head, relation, tail)`` with ``?`` for it, runs trained with
+        ``kgt5.context``); ``head=True``: the new entity is the tail. See :mod:`.inductive`."""
+        from .inductive import predict_new_entity
+
+        return predict_new_entity(self, text, relation, head, facts, description, k)
+
     def predict_ids(self, anchor: np.ndarray, r: np.ndarray, head: bool, k: int = 10,
                     exclude_known: bool = False) -> list[list[dict]]:
         """Batched top-``k`` for ``(B,)`` anchors/relations (rows as in :meth:`predict`)."""

@@ -7,6 +7,8 @@ Endpoints (all JSON; see ``docs/serving.md``)::
     GET  /api/predict/tails?head=&relation=&k=10&exclude_known=false
     GET  /api/predict/heads?relation=&tail=&k=10&exclude_known=false
     POST /api/predict   {"queries": [{"head": .., "relation": ..} | {"relation": .., "tail": ..}], "k": 10}
+    POST /api/predict/new {"text": .., "relation": .., "predict": "tail"|"head", "facts": [["?", r, t], ..], "k": 10}
+                        a new entity (not in the graph) given by text: KGT5 runs (400 for other runs)
     POST /api/score     {"triples": [["h", "r", "t"] | {"head": .., "relation": .., "tail": ..}]}
     GET  /api/entities?prefix=&limit=10    autocomplete by label / name / word prefix
     GET  /api/relations?prefix=&limit=10
@@ -58,6 +60,20 @@ class PredictRequest(BaseModel):
     queries: list[QuerySpec] = Field(min_length=1)
     k: StrictInt = Field(10, ge=1)  #: a JSON integer ("3" and true are refused)
     exclude_known: StrictBool = False
+
+
+class NewEntityRequest(BaseModel):
+    """A query about an entity outside the graph (KGT5 runs): ``text`` names it; ``predict: tail``
+    asks ``(new, relation, ?)``, ``head`` asks ``(?, relation, new)``; ``facts`` are triples with
+    ``"?"`` for the new entity (runs trained with ``kgt5.context``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1)
+    relation: str
+    predict: Literal["tail", "head"] = "tail"
+    facts: list[tuple[str, str, str]] = Field(default_factory=list)
+    description: Optional[str] = None
+    k: StrictInt = Field(10, ge=1)
 
 
 class TripleSpec(BaseModel):
@@ -203,6 +219,28 @@ def create_app(run: Any, limits: Optional[Limits] = None) -> FastAPI:
             raise HTTPException(422, detail={"error": f"k must be between 1 and {limits.max_k}"})
         check_batch(len(req.queries), "queries")
         return {"results": await answer(req.queries, req.k, req.exclude_known)}
+
+    @app.post("/api/predict/new")
+    async def predict_new(req: NewEntityRequest) -> dict:
+        if req.k > limits.max_k:
+            raise HTTPException(422, detail={"error": f"k must be between 1 and {limits.max_k}"})
+        check_batch(len(req.facts), "facts")
+        if not hasattr(engine.run, "predict_new"):
+            raise HTTPException(400, detail={"error": "queries about entities outside the graph need a KGT5 run "
+                                                      "(an embedding model has no row for an entity it never saw)"})
+
+        def answer_new() -> list[dict]:
+            try:
+                return engine.run.predict_new(req.text, req.relation, head=req.predict == "head",
+                                              facts=req.facts or None, description=req.description, k=req.k)
+            except KeyError as e:
+                raise HTTPException(404, detail={"error": str(e.args[0] if e.args else e)})
+            except ValueError as e:
+                raise HTTPException(422, detail={"error": str(e)})
+
+        rows = await batcher.run_blocking(answer_new)
+        return {"query": {"text": req.text, "relation": req.relation, "predict": req.predict,
+                          "facts": [list(f) for f in req.facts], "k": req.k}, "predictions": rows}
 
     @app.post("/api/score")
     async def score(req: ScoreRequest) -> dict:
