@@ -46,10 +46,11 @@ def ref_transh(h, r, t, p):
 
 
 def ref_rotate(h, r, t, p):
-    # Sun et al. 2019: -sum_k |h_k e^{i theta_k} - t_k|; entities interleaved [re0, im0, re1, im1, ...]
+    # Sun et al. 2019: -sum_k |h_k e^{i theta_k} - t_k|; entities interleaved [re0, im0, re1, im1, ...];
+    # p_norm 2: -sqrt(sum_k |h_k e^{i theta_k} - t_k|^2)
     hc = h[..., 0::2] + 1j * h[..., 1::2]
     tc = t[..., 0::2] + 1j * t[..., 1::2]
-    return -np.abs(hc * np.exp(1j * r) - tc).sum(-1)
+    return -lp(np.abs(hc * np.exp(1j * r) - tc), p)
 
 
 def ref_pairre(h, r, t, p):
@@ -184,6 +185,7 @@ CASES = {
     "transh_l1": ("transh", {}, ref_transh),
     "transh_l2": ("transh", {"p_norm": 2}, ref_transh),
     "rotate": ("rotate", {}, ref_rotate),
+    "rotate_l2": ("rotate", {"p_norm": 2}, ref_rotate),
     "pairre_l1": ("pairre", {}, ref_pairre),
     "pairre_l2": ("pairre", {"p_norm": 2}, ref_pairre),
     "triplere_v1": ("triplere_v1", {}, ref_triplere(0.0)),

@@ -7,6 +7,13 @@ scoring against many candidates is derived from it in memory-bounded chunks. Mod
 is a dot product or a distance between a *query vector* and the candidate embedding also define
 ``tail_query``/``head_query`` so that candidate scoring is a single matrix product (BLAS).
 
+Distance models whose distance vector separates into query and candidate factors
+(``separable``: PairRE, TripleRE, InterHT, TranS) define ``distance_terms``/``candidate_terms``;
+their candidates are scored by the kernels of :mod:`kgcomplete.models.kernels` (a matrix product
+for L2, cache-sized blocks with a hand-written backward for L1). Every other model without a query
+vector is scored in cache-sized blocks too: BoxE (``boxes``) with its own backward pass, others
+(TransH) in chunks recomputed in the backward pass.
+
 Every way of scoring candidates (``score_tails``/``score_heads``, both trainers' negatives
 objective, BESS workers, distributed ranking) goes through one entry point,
 :meth:`KGEModel.score_candidates`, on embeddings the caller has already looked up.
@@ -14,13 +21,17 @@ objective, BESS workers, distributed ranking) goes through one entry point,
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Optional
+import threading
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor, nn
 
-# Elements (batch x candidates x width) materialised at once by the chunked generic path.
+from .kernels import box_distances, recomputed_chunks, separable_scores
+
+# Elements (batch x candidates x width) materialised at once by the plain broadcast path.
 CHUNK_ELEMENTS = 1 << 24
 #: Rows of a low-precision entity table converted to float32 at once when scoring all entities.
 ENTITY_BLOCK_ROWS = 1 << 16
@@ -60,6 +71,13 @@ class KGEModel(nn.Module):
     #: through the declared hooks - ``similarity``, ``tail_query``, ``candidate_features`` with its
     #: bias column - and keeps the generic entry point.)
     custom_candidate_scoring = False
+    #: the distance vector separates: ``f = q + sum_j A_j * X_j`` with ``(q, A) = distance_terms(...)``
+    #: from the query and ``X = candidate_terms(c)`` from the candidate; the score is ``-||f||_p``
+    #: (:func:`~kgcomplete.models.kernels.separable_scores`). Declared by the model.
+    separable = False
+    #: the score is minus a sum of BoxE box distances of points ``tanh(u + v)`` (``box_terms``;
+    #: :func:`~kgcomplete.models.kernels.box_distances`). Declared by the model.
+    boxes = False
     init = "normal"
 
     def __init_subclass__(cls, **kwargs):
@@ -126,6 +144,22 @@ class KGEModel(nn.Module):
     def candidate_features(self, e: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         """Candidate embeddings ``(..., We)`` -> (vectors compared with a query, additive bias or None)."""
         return e, None
+
+    def distance_terms(self, anchor: Tensor, rel: Tensor, tails: bool) -> tuple[Tensor, Optional[Tensor]]:
+        """``separable`` models: anchor ``(*Q, We)`` and relation ``(*Q, Wr)`` rows of queries whose
+        candidates fill the tail (``tails``) or head slot -> ``q (*Q, W)`` and ``A (J, *Q, W)`` (None:
+        ``J = 1``, ``A = -1``) such that the candidate ``c``'s distance vector is
+        ``q + sum_j A_j * candidate_terms(c)_j``."""
+        raise NotImplementedError
+
+    def candidate_terms(self, e: Tensor) -> Tensor:
+        """``separable`` models: candidate rows ``(..., C, We)`` -> ``X (J, ..., C, W)``."""
+        raise NotImplementedError
+
+    def box_terms(self, anchor: Tensor, rel: Tensor, cand: Tensor, tails: bool) -> list[tuple[Tensor, ...]]:
+        """``boxes`` models: ``[(u (*Q, W), v (..., C, W), centre (*Q, W), width (*Q, W)), ...]``, one
+        per box, the score being ``-sum ||box distance of tanh(u_b + v_c)||_p``."""
+        raise NotImplementedError
 
     # ----------------------------------------------------------- public scoring
     @property
@@ -239,14 +273,24 @@ class KGEModel(nn.Module):
           each with its own shared candidates -> ``(G, B, C)``.
 
         Models with a ``similarity`` compare a query vector (``tail_query``/``head_query``) with
-        ``candidate_features`` in one (batched) matrix product; the others broadcast ``score_emb``
-        over memory-bounded chunks of candidates. A model with its own computation overrides this
-        method (all three shapes) and declares ``custom_candidate_scoring``.
+        ``candidate_features`` in one (batched) matrix product; ``separable`` models go through
+        :func:`~kgcomplete.models.kernels.separable_scores`; the others evaluate ``score_emb`` over
+        chunks of candidates, recomputed in the backward pass. A model with its own computation
+        overrides this method (all three shapes) and declares ``custom_candidate_scoring``.
+        Inside :func:`broadcast_scoring` the models without a ``similarity`` broadcast ``score_emb`` instead.
         """
         if anchor.dim() == 3 and anchor.shape[0] == 1:  # one group: the shared-candidates path
             return self.score_candidates(anchor[0], rel[0], cand[0], tails).unsqueeze(0)
-        if self.similarity is None:
+        if self.similarity is None and broadcasting():
             return self._broadcast_chunks(anchor, rel, cand, tails)
+        per_query = cand.dim() > anchor.dim()
+        if self.separable and self.p_norm in (1, 2):
+            q, A = self.distance_terms(anchor, rel, tails)
+            return separable_scores(q, A, self.candidate_terms(cand), self.p_norm, per_query)
+        if self.boxes and self.p_norm in (1, 2):
+            return -sum(box_distances(*terms, self.p_norm, per_query) for terms in self.box_terms(anchor, rel, cand, tails))
+        if self.similarity is None:
+            return self._recomputed_chunks(anchor, rel, cand, tails, per_query)
         if anchor.dim() == 2:
             q = self.tail_query(anchor, rel) if tails else self.head_query(rel, anchor)
         else:  # groups: one query batch (G * B, Wq)
@@ -272,9 +316,27 @@ class KGEModel(nn.Module):
                 for s in range(0, self.num_entities, ENTITY_BLOCK_ROWS)], dim=1)
         return self.score_candidates(anchor, rel, self.entities(candidates), tails)
 
+    def _recomputed_chunks(self, anchor: Tensor, rel: Tensor, cand: Tensor, tails: bool, per_query: bool) -> Tensor:
+        """Generic path of :meth:`score_candidates`: ``score_emb`` over cache-sized chunks of
+        candidates, recomputed in the backward pass
+        (:func:`~kgcomplete.models.kernels.recomputed_chunks`), when ``score_emb`` can be: the
+        model's only parameters are its tables and it has no other module (no dropout, no layer).
+        Else the plain broadcast (:meth:`_broadcast_chunks`)."""
+        if any(name not in ("entity_emb", "relation_emb") for name, _ in self.named_children()):
+            return self._broadcast_chunks(anchor, rel, cand, tails)
+
+        def score(a: Tensor, r: Tensor, c: Tensor) -> Tensor:
+            a, r = a.unsqueeze(-2), r.unsqueeze(-2)
+            if not per_query:
+                c = c.unsqueeze(-3)
+            return self.score_emb(a, r, c) if tails else self.score_emb(c, r, a)
+
+        return recomputed_chunks(score, anchor, rel, cand, per_query)
+
     def _broadcast_chunks(self, anchor: Tensor, rel: Tensor, cand: Tensor, tails: bool) -> Tensor:
-        """Generic path of :meth:`score_candidates`: ``score_emb`` over blocks of candidates
-        (``(..., B, chunk, W)`` elements at a time)."""
+        """The plain path of :meth:`score_candidates`: ``score_emb`` broadcast over blocks of
+        candidates (``(..., B, chunk, W)`` elements at a time), one autograd graph through all of
+        them: the reference of the faster paths (:func:`broadcast_scoring`)."""
         per_query = cand.dim() > anchor.dim()
         b, w = anchor.shape[:-1].numel(), cand.shape[-1]
         n = cand.shape[-2]
@@ -320,6 +382,29 @@ class KGEModel(nn.Module):
             f"entities={self.num_entities}, relations={self.num_relations}, dim={self.dim}, "
             f"reciprocal={self.reciprocal}"
         )
+
+
+_broadcast = threading.local()
+
+
+def broadcasting() -> bool:
+    """Inside :func:`broadcast_scoring` (in this thread)."""
+    return getattr(_broadcast, "on", False)
+
+
+@contextlib.contextmanager
+def broadcast_scoring() -> Iterator[None]:
+    """Score candidates, in this thread, by broadcasting ``score_emb`` (one autograd graph through
+    ``(B, C, W)`` tensors) instead of the kernels of :mod:`kgcomplete.models.kernels`, for every
+    model without a ``similarity`` (RotatE included): the
+    formula the fast paths are tested against (tests/test_model_speed_algebra.py) and the "before"
+    column of benchmarks/bench_models.py."""
+    before = broadcasting()
+    _broadcast.on = True
+    try:
+        yield
+    finally:
+        _broadcast.on = before
 
 
 class _LowPrecisionLookup(torch.autograd.Function):
