@@ -1,4 +1,5 @@
-"""``kgc qa``: KGT5 question answering (generate / train / evaluate / ask).
+"""``kgc qa``: KGT5 question answering (generate / train / evaluate / ask); ``kgc kgt5 import / export``:
+published checkpoints in the Hugging Face layout as runs, and runs in that layout.
 
 KGT5 link prediction itself goes through ``kgc train --model kgt5``, ``kgc evaluate`` and
 ``kgc predict`` (with ``--ensemble KGE_RUN``).
@@ -140,4 +141,63 @@ def ask(qa_run, question, topic, k, as_json) -> None:
         click.echo(f"{row['rank']:>3}  {row['score']:>9.4f}  {row['name']}")
 
 
-__all__ = ["qa"]
+@click.group("kgt5")
+def kgt5() -> None:
+    """KGT5 checkpoints in the Hugging Face layout: import one as a run, export a run as one."""
+
+
+@kgt5.command("import")
+@click.argument("hf_folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to create (new or empty).")
+@click.option("--entities", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Entity strings: one a line in the dataset's id order, or label<TAB>string "
+                   "[default: HF_FOLDER/entity_strings.tsv].")
+@click.option("--relations", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Relation strings, the same way [default: HF_FOLDER/relation_strings.tsv].")
+@click.option("--dataset", "-d", default=None,
+              help="Registered dataset or folder whose splits kgc evaluate ranks (else: the strings are the graph).")
+@click.option("--template", type=click.Choice(["kgt5", "wikikg90mv2"]), default=None,
+              help="Input format: kgt5 = 'predict tail: {entity} | {relation}' / 'predict head: ...'; "
+                   "wikikg90mv2 = '{entity}| {relation}', tails only [default: HF_FOLDER/kgt5.json, else kgt5].")
+@click.option("--tail-template", default=None, help="Input of (h, r, ?) with {entity} and {relation}.")
+@click.option("--head-template", default=None, help="Input of (?, r, t); '' for a model of tail queries only.")
+@click.option("--weights", type=click.Choice(["link", "copy"]), default="link", show_default=True,
+              help="link: hard-link the weights (no copy; safe if the source moves; a copy across file systems).")
+@click.option("--max-length", type=int, default=None, help="Input tokens kept [default: kgt5.json's, else 128].")
+@click.option("--method", type=click.Choice(["beam", "sample", "greedy"]), default="beam", show_default=True,
+              help="Decoding of evaluate / predict / serve (kgt5.decoding.method).")
+@click.option("--beam-size", type=int, default=50, show_default=True)
+@click.option("--num-samples", type=int, default=50, show_default=True)
+def import_(hf_folder, out, entities, relations, dataset, template, tail_template, head_template, weights,
+            max_length, method, beam_size, num_samples) -> None:
+    """Open the KGT5 checkpoint HF_FOLDER (config.json, weights, tokenizer) with the entity and
+    relation strings it was trained on as a run for kgc evaluate / predict / serve."""
+    from ..seq2seq.pretrained import import_checkpoint
+
+    try:
+        import_checkpoint(hf_folder, out, entities, relations, dataset, template, tail_template, head_template,
+                          weights, max_length, {"method": method, "beam_size": beam_size, "num_samples": num_samples},
+                          log=click.echo)
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
+        fail(e)
+
+
+@kgt5.command("export")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+def export(run, out) -> None:
+    """Write the KGT5 run RUN in the Hugging Face layout into OUT (model, tokenizer, entity and
+    relation strings, kgt5.json); kgc kgt5 import OUT opens it again."""
+    from ..seq2seq.pretrained import export_run
+    from .common import open_run
+
+    require_kgt5(run)
+    r = open_run(run, device="cpu")
+    try:
+        path = export_run(r, out)
+    except (FileExistsError, ValueError) as e:
+        fail(e)
+    click.echo(f"exported: {path}")
+
+
+__all__ = ["kgt5", "qa"]

@@ -8,7 +8,7 @@ module               commands
 :mod:`.batch`        ``kgc score``, ``kgc split``, ``kgc compare``, ``kgc predict --file``
 :mod:`.shards`       ``kgc shards gather``, ``kgc shards reshard`` (BESS runs)
 :mod:`.datasets`     ``kgc datasets ...``
-:mod:`.kgt5`         ``kgc qa ...`` (KGT5 question answering)
+:mod:`.kgt5`         ``kgc qa ...`` (KGT5 question answering), ``kgc kgt5 import/export``
 :mod:`.serve`        ``kgc serve``
 :mod:`.report`       ``kgc report``
 :mod:`.common`       what they share: errors, opening a run, optional extras
@@ -59,7 +59,7 @@ COMMANDS: tuple[click.Command, ...] = (
     batch.score, batch.split, batch.compare,
     shards.shards,
     datasets.datasets,
-    kgt5.qa,
+    kgt5.qa, kgt5.kgt5,
     serve.serve,
     report.report,
     tune.tune,

@@ -12,15 +12,23 @@ scores ``-inf``. The shared evaluator ranks ties realistically, so the true answ
 generated, gets the mean rank of all never-generated (unfiltered) entities:
 ``1 + #generated + #not-generated-others / 2``. Given explicit candidates (OGB protocol), each
 candidate is scored exactly by teacher forcing instead.
+
+:func:`evaluate_generated` and :func:`generated_top_k` apply the same rule to the decoder's
+``(B, K)`` output directly (no ``(B, E)`` score matrix): the ranks, metrics and top-k rows equal
+the shared evaluator's and :func:`~kgcomplete.runs.protocol.top_k_predictions`' on the dense
+scores, and memory does not grow with the number of entities (WikiKG90Mv2: 91M).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import inspect
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..evaluation.evaluator import RankingResult, metrics_from_ranks, realistic_rank
 from .tokenizer import EOS_ID, PAD_ID
 from .trie import EntityTrie
 
@@ -50,13 +58,15 @@ class DecoderStepper:
         self.hidden, self.mask = hidden, attention_mask
         self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         self.device = dev
+        # transformers >= 5.2x names the KV cache argument and output ``cache`` (``past_key_values`` deprecated)
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def step(self, tokens: Tensor) -> Tensor:
         out = self.model(
             encoder_outputs=self._wrap(last_hidden_state=self.hidden), attention_mask=self.mask,
-            decoder_input_ids=tokens.to(self.device)[:, None], past_key_values=self.cache, use_cache=True,
+            decoder_input_ids=tokens.to(self.device)[:, None], use_cache=True, **{self._cache_arg: self.cache},
         )
-        self.cache = out.past_key_values
+        self.cache = getattr(out, self._cache_arg)
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
 
     def reorder(self, rows: Tensor) -> None:
@@ -163,14 +173,15 @@ def score_entities(model, input_ids: Tensor, attention_mask: Tensor, targets: Te
                    entities: Optional[Tensor] = None, max_rows: int = 4096) -> Tensor:
     """Teacher-forced sequence log-probs: brute force over entity texts.
 
-    ``targets (E, Lt)``: ``</s>``-terminated entity token ids (pad 0). ``entities``: ``None`` (all
+    ``targets (E, Lt)``: ``</s>``-terminated entity token ids (pad 0), or a
+    :class:`~kgcomplete.seq2seq.trie.RaggedTokens` of them. ``entities``: ``None`` (all
     ``E``), ``(C,)`` shared or ``(B, C)`` per query. Returns ``(B, E)`` or ``(B, C)`` log-probs.
     """
     from transformers.modeling_outputs import BaseModelOutput
 
     dev = next(model.parameters()).device
     input_ids, attention_mask = input_ids.to(dev), attention_mask.to(dev)
-    targets = targets.to(dev)
+    targets = targets.to(dev)  # a padded table, or RaggedTokens (rows gathered per block)
     B = input_ids.shape[0]
     if entities is None:
         entities = torch.arange(targets.shape[0], device=dev)
@@ -183,7 +194,7 @@ def score_entities(model, input_ids: Tensor, attention_mask: Tensor, targets: Te
     flat_e = ent.reshape(-1)
     for s in range(0, B * C, max_rows):
         q, e = flat_q[s:s + max_rows], flat_e[s:s + max_rows]
-        lab = targets[e]
+        lab = targets[e].to(dev)
         width = int((lab != PAD_ID).sum(1).max())
         lab = lab[:, :width]
         dec_in = torch.cat([torch.full_like(lab[:, :1], PAD_ID), lab[:, :-1]], 1)
@@ -309,3 +320,101 @@ class KGT5Scorer:
         e, sc = self.topk(anchor, r, head)
         return densify(e, sc, self.num_entities).to(dev)
 
+
+
+# ------------------------------------------------------------------ sparse ranking and top-k
+def generated_ranks(entities: np.ndarray, scores: np.ndarray, answer: np.ndarray, known_q: np.ndarray,
+                    known_e: np.ndarray, num_entities: int) -> np.ndarray:
+    """Realistic filtered ranks of ``(B,)`` true answers from the decoder's output alone.
+
+    ``entities (B, K)`` generated ids (-1 none, no duplicates) with ``scores (B, K)``; ``known_q``,
+    ``known_e``: flat (query, entity) known answers to filter, the true answers left out (empty for
+    raw ranking). Every entity not generated scores ``-inf``, so: a generated answer ranks
+    ``1 + #higher + #equal / 2`` among the generated unfiltered others; an answer never generated
+    ranks ``1 + #generated + #never-generated / 2`` among the ``E - 1 - #known`` unfiltered others.
+    """
+    B = len(answer)
+    ok = (entities >= 0) & np.isfinite(scores)
+    is_answer = ok & (entities == answer[:, None])
+    target = np.where(is_answer, scores, -np.inf).max(1, initial=-np.inf)
+    other = ok & ~is_answer
+    n_known = np.zeros(B, np.int64)
+    if len(known_q):
+        gen_keys = np.arange(B, dtype=np.int64)[:, None] * num_entities + entities
+        other &= ~np.isin(gen_keys, known_q * np.int64(num_entities) + known_e)
+        n_known = np.bincount(known_q, minlength=B)
+    better = (other & (scores > target[:, None])).sum(1)
+    tied = np.where(np.isfinite(target), (other & (scores == target[:, None])).sum(1),
+                    num_entities - 1 - n_known - other.sum(1))  # the never-generated others all tie at -inf
+    return realistic_rank(better, tied)
+
+
+def evaluate_generated(scorer: "KGT5Scorer", dataset, split: str = "test", filtered: bool = True,
+                       filter_index=None, directions: Sequence[str] = ("head", "tail"), per_relation: bool = True,
+                       progress: bool = False) -> dict:
+    """Metrics of ``scorer`` (beam / sample / greedy decoding) on ``dataset.splits[split]`` from
+    :meth:`KGT5Scorer.topk` and :func:`generated_ranks`: the shared evaluator's numbers for the
+    all-entities protocol without its ``(queries, E)`` score chunks. ``directions``: the query
+    sides ranked (a checkpoint trained on tail queries only: ``("tail",)``)."""
+    from ..console import bars_wanted
+    from ..evaluation.filter_index import FilterIndex
+
+    if scorer.method == "exhaustive":
+        raise ValueError("evaluate_generated ranks decoded entities; exhaustive scoring uses the shared evaluator")
+    if filtered and filter_index is None:
+        filter_index = FilterIndex.from_dataset(dataset)
+    triples = np.asarray(dataset.splits[split], dtype=np.int64)
+    E, n = dataset.num_entities, len(triples)
+    chunk = max(1, scorer.max_rows // scorer._width())
+    ranks = {}
+    for side in directions:
+        head = side == "head"
+        anchor_col, answer_col = (2, 0) if head else (0, 2)
+        out = np.empty(n, dtype=np.float64)
+        starts = range(0, n, chunk)
+        if bars_wanted(progress):
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"decoding {side}s", unit="chunk", leave=False)
+        for s in starts:
+            b = triples[s:s + chunk]
+            ents, sc = scorer.topk(torch.as_tensor(b[:, anchor_col]), torch.as_tensor(b[:, 1]), head)
+            answer = b[:, answer_col]
+            q = ent = np.zeros(0, np.int64)
+            if filtered:
+                q, ent = filter_index.known(b[:, anchor_col], b[:, 1], head=head)
+                keep = ent != answer[q]
+                q, ent = q[keep], ent[keep]
+            out[s:s + len(b)] = generated_ranks(ents.numpy(), sc.numpy(), answer, q, ent, E)
+        ranks[side] = out
+    if set(directions) == {"head", "tail"}:
+        metrics = RankingResult(triples, ranks["head"], ranks["tail"]).metrics(dataset.relations.labels, per_relation)
+    else:
+        (side,) = directions
+        metrics = {**metrics_from_ranks(ranks[side]), side: metrics_from_ranks(ranks[side])}
+    metrics.update(filtered=bool(filtered), protocol="all-entities", directions=list(directions))
+    return metrics
+
+
+def generated_top_k(scorer: "KGT5Scorer", dataset, known, anchor: np.ndarray, r: np.ndarray, head: bool,
+                    k: int = 10, exclude_known: bool = False) -> list[list[dict]]:
+    """:func:`~kgcomplete.runs.protocol.top_k_predictions` from the decoder's ``(B, K)`` output: the
+    same rows (``probability`` = softmax over all entities, never-generated ones at ``-inf``),
+    without a ``(B, E)`` score matrix."""
+    from ..runs.protocol import prediction_rows
+
+    anchor, r = np.asarray(anchor, np.int64), np.asarray(r, np.int64)
+    ents, sc = scorer.topk(torch.as_tensor(anchor), torch.as_tensor(r), head)
+    ents, sc = ents.numpy(), sc.numpy().astype(np.float64)
+    sc = np.where(ents >= 0, sc, -np.inf)
+    top = sc.max(1, initial=-np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norms = np.where(np.isfinite(top), top + np.log(np.exp(sc - top[:, None]).sum(1)), -np.inf)
+    if exclude_known:
+        q, ent = known.index("all").known(anchor, r, head=head)
+        E = np.int64(dataset.num_entities)
+        hit = np.isin(np.arange(len(anchor), dtype=np.int64)[:, None] * E + ents, q * E + ent)
+        sc[hit] = -np.inf
+    order = np.argsort(-sc, axis=1, kind="stable")[:, :max(1, int(k))]
+    ids, vals = np.take_along_axis(ents, order, 1), np.take_along_axis(sc, order, 1)
+    return prediction_rows(dataset, known, anchor, r, head, ids, vals, norms)

@@ -1,4 +1,6 @@
-"""The KGT5 run kind: ``model.name: kgt5`` trains here; a run folder whose config names kgt5 opens here.
+"""The KGT5 run kind: ``model.name: kgt5`` trains here; a run folder whose config names kgt5 opens here
+(a folder ``kgc kgt5 import`` wrote, with its ``pretrained.json``, as a
+:class:`~kgcomplete.seq2seq.pretrained.PretrainedKGT5Run`).
 
 Light on purpose (imported by :func:`kgcomplete.api.run_kinds` for every run): transformers and the
 rest of :mod:`kgcomplete.seq2seq` are imported only when a KGT5 run is trained or opened.
@@ -26,6 +28,10 @@ def _train(ds, folder, cfg, resume=False, evaluate_test=True):
 
 
 def _load(path, **kwargs):
+    if (Path(path) / "pretrained.json").exists():  # an imported checkpoint (seq2seq.pretrained.PRETRAINED_FILE)
+        from .pretrained import PretrainedKGT5Run
+
+        return PretrainedKGT5Run.load(path, **kwargs)
     from .run import KGT5Run
 
     return KGT5Run.load(path, **kwargs)

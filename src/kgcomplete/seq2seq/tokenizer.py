@@ -6,6 +6,8 @@ Both follow T5's id convention: ``<pad>`` = 0 (also the decoder start token), ``
 
 from __future__ import annotations
 
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -81,11 +83,16 @@ class KGTokenizer:
         self.tok.save(str(Path(folder) / TOKENIZER_FILE))
 
     def _encode_lists(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
+        return list(map(attrgetter("ids"), self.tok.encode_batch(list(texts), add_special_tokens=False)))
 
     def encode(self, texts: Sequence[str], eos: bool = True, max_length: int | None = None) -> torch.Tensor:
         """``(n,)`` strings -> ``(n, L)`` int64 ids, right-padded; ``</s>`` appended when ``eos``."""
         return pad_lists(self._encode_lists(texts), eos, max_length)
+
+    def encode_flat(self, texts: Sequence[str], eos: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """``(n,)`` strings -> all their ids in one flat int32 array and ``(n,)`` int64 lengths
+        (``</s>`` ending each sequence when ``eos``): no padded table, for millions of texts."""
+        return flatten_lists(self._encode_lists(texts), eos)
 
     def decode(self, ids) -> list[str]:
         """``(n, L)`` ids -> strings (special tokens dropped)."""
@@ -122,15 +129,31 @@ class HFTokenizer(KGTokenizer):
         return self.hf.batch_decode(torch.as_tensor(ids).tolist(), skip_special_tokens=True)
 
 
+def flatten_lists(lists: list[list[int]], eos: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged id lists -> ``(flat int32, lengths int64)``, ``</s>`` appended to each list when ``eos``
+    (C-level iteration: ``map(len)`` and ``chain``, no Python loop per list)."""
+    lens = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    flat = np.fromiter(chain.from_iterable(lists), dtype=np.int32, count=int(lens.sum()))
+    if not eos:
+        return flat, lens
+    out = np.full(len(flat) + len(lists), EOS_ID, dtype=np.int32)
+    ends = np.cumsum(lens + 1)  # exclusive end of each sequence, </s> included
+    keep = np.ones(len(out), bool)
+    keep[ends - 1] = False
+    out[keep] = flat
+    return out, lens + 1
+
+
 def pad_lists(lists: list[list[int]], eos: bool = True, max_length: int | None = None) -> torch.Tensor:
     """Ragged id lists -> ``(n, L)`` int64 right-padded with ``PAD_ID`` (truncated to ``max_length``,
     keeping the final ``</s>``)."""
-    lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
-    if max_length is not None:
-        lens = np.minimum(lens, max_length - int(eos))
+    full = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    lens = full if max_length is None else np.minimum(full, max_length - int(eos))
     width = int(lens.max(initial=0)) + int(eos)
     out = np.full((len(lists), max(width, 1)), PAD_ID, dtype=np.int64)
-    flat = np.fromiter((i for x, n in zip(lists, lens) for i in x[:n]), dtype=np.int64, count=int(lens.sum()))
+    cut = bool((full > lens).any())  # only then slice each list (a generator); else chain them in C
+    items = (i for x, n in zip(lists, lens) for i in x[:n]) if cut else chain.from_iterable(lists)
+    flat = np.fromiter(items, dtype=np.int64, count=int(lens.sum()))
     rows = np.repeat(np.arange(len(lists)), lens)
     cols = np.arange(len(flat)) - np.repeat(np.cumsum(lens) - lens, lens)
     out[rows, cols] = flat
