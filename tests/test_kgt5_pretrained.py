@@ -283,6 +283,17 @@ def test_import_sentencepiece_checkpoint_predicts_real_entities(sentencepiece_fo
     head_rows = run.predict(tail="delta", relation="next to", k=3)
     want = _teacher_forced(sentencepiece_folder, ["predict head: delta | next to"] * 3, [r["name"] for r in head_rows])
     np.testing.assert_allclose([r["score"] for r in head_rows], want, atol=1e-4)
+    # an entity outside the graph, given by its text: the template filled with it (here a known name: the same answers)
+    new = run.predict_new("saint john", "located in", k=8)
+    assert [(r["entity"], r["known"]) for r in new] == [(r["entity"], None) for r in rows]
+    np.testing.assert_allclose([r["score"] for r in new], [r["score"] for r in rows], atol=1e-6)
+    res = _invoke("predict", out, "--head-text", "mount gamma", "--relation", "next to", "-k", 2, "--json")
+    assert res.exit_code == 0, res.output
+    want = _teacher_forced(sentencepiece_folder, ["predict tail: mount gamma | next to"] * 2,
+                           [r["name"] for r in json.loads(res.output)])
+    np.testing.assert_allclose([r["score"] for r in json.loads(res.output)], want, atol=1e-4)
+    with pytest.raises(ValueError, match="reads only its input template"):
+        run.predict_new("mount gamma", "next to", facts=[("?", "next to", "delta")])
     res = _invoke("evaluate", out)
     assert res.exit_code != 0 and "no split 'test'" in res.output  # no dataset: the strings alone
     res = _invoke("predict", out, "--head", "saint john", "--relation", "located in", "-k", 3, "--json")

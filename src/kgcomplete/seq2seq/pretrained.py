@@ -130,20 +130,28 @@ class TemplateEncoder:
     def directions(self) -> tuple[str, ...]:
         return ("head", "tail") if self.templates[True] is not None else ("tail",)
 
-    def input_text(self, anchor, relation, head: bool) -> np.ndarray:
+    def fill(self, entity: np.ndarray, relation, head: bool) -> np.ndarray:
+        """``(B,)`` entity strings and relation ids -> ``(B,)`` input strings of the query side ``head``."""
         parts = self.templates[bool(head)]
         if parts is None:
             raise ValueError("this checkpoint answers tail queries (h, r, ?) only: it has no head-query template "
                              "(import it with --head-template to ask (?, r, t))")
-        a = np.asarray(torch.as_tensor(anchor).cpu(), dtype=np.int64).ravel()
         r = np.asarray(torch.as_tensor(relation).cpu(), dtype=np.int64).ravel()
-        return fill_template(parts, self.texts.entity[a], self.texts.relation[r])
+        return fill_template(parts, entity, self.texts.relation[r])
+
+    def input_text(self, anchor, relation, head: bool) -> np.ndarray:
+        """``(B,)`` anchor and relation ids -> ``(B,)`` input strings."""
+        a = np.asarray(torch.as_tensor(anchor).cpu(), dtype=np.int64).ravel()
+        return self.fill(self.texts.entity[a], relation, head)
+
+    def encode_strings(self, strings: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input strings -> ``input_ids (B, L)`` (``</s>`` appended, cut at ``max_length``), ``attention_mask``."""
+        ids = self.tokenizer.encode(list(strings), eos=True, max_length=self.max_length)
+        return ids, (ids != PAD_ID).long()
 
     def queries(self, anchor, relation, head: bool, exclude=None, sample=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B,)`` anchor/relation ids -> ``input_ids (B, L)``, ``attention_mask (B, L)``."""
-        ids = self.tokenizer.encode(self.input_text(anchor, relation, head).tolist(), eos=True,
-                                    max_length=self.max_length)
-        return ids, (ids != PAD_ID).long()
+        return self.encode_strings(self.input_text(anchor, relation, head))
 
 
 # ------------------------------------------------------------------ reading strings files
@@ -471,8 +479,8 @@ def import_checkpoint(hf_folder: str | Path, out: str | Path, entities: Optional
 # ------------------------------------------------------------------ the run
 class PretrainedKGT5Run(KGT5Run):
     """A run of an imported checkpoint: a :class:`~kgcomplete.seq2seq.run.KGT5Run` whose inputs come
-    from templates, whose texts and trie are memory-mapped, and whose evaluation and top-k work on
-    the decoded entities (no score row per entity)."""
+    from templates and whose texts and trie are memory-mapped (evaluation and top-k rank the decoded
+    entities, as for every KGT5 run; ``directions`` is ``("tail",)`` without a head template)."""
 
     meta: dict
 
@@ -508,40 +516,32 @@ class PretrainedKGT5Run(KGT5Run):
         enc = TemplateEncoder(tok, texts, meta["tail_template"], meta.get("head_template"), cfg["kgt5"]["max_length"],
                               RaggedTokens.open(path / TRIE_DIR))
         run = cls(path, cfg, dataset, load_model(path / HF_DIR, device), tok, texts, enc, trie)
-        run.meta = meta
+        run.meta, run.directions = meta, enc.directions
         return run
 
-    def evaluate(self, split: str = "test", filtered: bool = True, progress: bool = False, **decoding) -> dict:
-        """Filtered metrics on ``split`` from the decoded entities (the shared evaluator's numbers; only
-        tail queries for a checkpoint without a head template; ``directions`` says which)."""
-        from .decoding import evaluate_generated
-
-        sc = self.scorer(**decoding) if decoding else self.default_scorer
-        cand = self.dataset.candidates.get(split) if self.dataset.candidates else None
-        if sc.method == "exhaustive" or cand is not None:
-            if self.encoder.directions != ("head", "tail"):
-                raise ValueError("exhaustive / candidate scoring ranks both query sides; this checkpoint answers tails only")
-            return super().evaluate(split, filtered, progress, **decoding)
-        t0 = time.time()
-        m = evaluate_generated(sc, self.dataset, split, filtered, self.filter_index("all") if filtered else None,
-                               self.encoder.directions, progress=progress)
-        m["decoding"] = {"method": sc.method, "beam_size": sc.beam_size, "num_samples": sc.num_samples,
-                         "constrained": sc.constrained}
-        m["eval_time_s"] = time.time() - t0
-        return m
-
-    def predict_ids(self, anchor: np.ndarray, r: np.ndarray, head: bool, k: int = 10,
-                    exclude_known: bool = False) -> list[list[dict]]:
-        """Top-``k`` rows of ``(B,)`` queries from the decoded entities (the beam widened to ``k``, and
-        by 50 when known answers are left out)."""
-        from .decoding import generated_top_k
-
+    def predict_new(self, text: str, relation: str, head: bool = False, facts=None,
+                    description: Optional[str] = None, k: int = 10) -> list[dict]:
+        """Top-``k`` entities for a query about an entity outside the graph: the template filled with
+        ``text`` (``head=True``: the new entity is the tail). A checkpoint reads its template only,
+        so ``facts`` and ``description`` are refused."""
+        if facts or description is not None:
+            raise ValueError(f"{self.path}: an imported checkpoint reads only its input template "
+                             f"({self.meta['tail_template']!r}); put what you know about the entity in its text")
+        if not str(text).strip():
+            raise ValueError("the new entity's text is empty")
+        r = self.resolve_relation(relation)
+        strings = self.encoder.fill(np.array([str(text).strip()], dtype=object), np.array([r]), head)
+        ids, mask = self.encoder.encode_strings(strings)
         sc = self.default_scorer
-        if sc.method == "beam" and sc.beam_size < k + (50 if exclude_known else 0):
-            sc = self.scorer(beam_size=k + (50 if exclude_known else 0))
-        elif sc.method == "exhaustive":
-            return super().predict_ids(anchor, r, head, k, exclude_known)
-        return generated_top_k(sc, self.dataset, self.known, anchor, r, head, k, exclude_known)
+        if sc.method != "beam" or sc.beam_size < k:
+            sc = self.scorer(method="beam", beam_size=max(int(k), sc.beam_size if sc.method == "beam" else 1))
+        dev = next(self.model.parameters()).device
+        ents, scores = sc.topk(None, None, head, inputs=(ids.to(dev), mask.to(dev)))
+        keep = ents[0] >= 0
+        e, v = ents[0][keep][:max(1, int(k))].numpy(), scores[0][keep][:max(1, int(k))].tolist()
+        labels, names = self.dataset.entities.labels[e], self.dataset.entity_text(e)
+        return [{"rank": i + 1, "id": int(x), "entity": str(lab), "name": str(nm), "score": float(s), "known": None}
+                for i, (x, lab, nm, s) in enumerate(zip(e, labels, names, v))]
 
     def resolve_entity(self, text: str) -> int:
         """Label, else the checkpoint's entity string, else a unique name (close matches on a miss)."""

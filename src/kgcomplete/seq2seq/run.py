@@ -34,7 +34,7 @@ from ..runs.protocol import KnownTriples, RunBase, top_k_predictions
 from ..atomic import atomic_write_text
 from ..device import resolve_device
 from ..runs.files import RunFolder, recover_checkpoint, verify
-from .decoding import KGT5Scorer
+from .decoding import KGT5Scorer, evaluate_generated, generated_top_k
 from .encoding import QueryEncoder, run_descriptions
 from .model import build_model, model_from_folder, num_parameters, save_model_config
 from .section import AUTO_OPTIMIZERS, KGT5_OPTIMIZERS, TRAINING_KEYS, KGT5Config
@@ -184,6 +184,9 @@ class KGT5Run(RunBase):
     texts), and there is no embedding table (``entity_embeddings()`` is None).
     """
 
+    #: the query sides the run answers and ranks (an imported checkpoint may answer tails only)
+    directions: tuple[str, ...] = ("head", "tail")
+
     def __init__(self, path: Path, config: dict, dataset, model, tokenizer, texts: EntityTexts,
                  encoder: Optional[QueryEncoder] = None, trie: Optional[EntityTrie] = None,
                  known: Optional[KnownTriples] = None):
@@ -251,12 +254,19 @@ class KGT5Run(RunBase):
         return self.default_scorer.topk(torch.as_tensor(anchor), torch.as_tensor(r), head)
 
     def evaluate(self, split: str = "test", filtered: bool = True, progress: bool = False, **decoding) -> dict:
-        """Shared-evaluator metrics (``mrr``, ``mr``, ``hits@k``, ...) plus the decoding options used."""
+        """Shared-evaluator metrics (``mrr``, ``mr``, ``hits@k``, ...) plus the decoding options used.
+        Decoded rankings (beam / sample / greedy, all entities) come from the decoder's top-k
+        (:func:`~.decoding.evaluate_generated`: the same numbers, no score row per entity);
+        ``exhaustive`` and OGB candidates go through the shared evaluator."""
         from ..evaluation.evaluator import evaluate
 
         sc = self.scorer(**decoding) if decoding else self.default_scorer
         t0 = time.time()
-        m = evaluate(sc, self.dataset, split, filtered=filtered, progress=progress, filter_index=self.filter_index("all") if filtered else None)
+        fi = self.filter_index("all") if filtered else None
+        if sc.method != "exhaustive" and not (self.dataset.candidates or {}).get(split):
+            m = evaluate_generated(sc, self.dataset, split, filtered, fi, self.directions, progress=progress)
+        else:
+            m = evaluate(sc, self.dataset, split, filtered=filtered, progress=progress, filter_index=fi)
         m["decoding"] = {"method": sc.method, "beam_size": sc.beam_size, "num_samples": sc.num_samples,
                          "constrained": sc.constrained}
         m["eval_time_s"] = time.time() - t0
@@ -299,7 +309,9 @@ class KGT5Run(RunBase):
         if sc.method in ("beam", "exhaustive") or exclude_known:
             extra = 0 if not exclude_known else 50
             sc = self.scorer(method="beam", beam_size=max(sc.beam_size, k + extra)) if sc.method != "exhaustive" else sc
-        return top_k_predictions(sc, self.dataset, self.known, anchor, r, head, k, exclude_known)
+        if sc.method == "exhaustive":
+            return top_k_predictions(sc, self.dataset, self.known, anchor, r, head, k, exclude_known)
+        return generated_top_k(sc, self.dataset, self.known, anchor, r, head, k, exclude_known)
 
 
 def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = None, resume: bool = False,
