@@ -19,6 +19,8 @@ CASES = {f"{n}_l{p}" if n not in ("distmult", "complex", "conve") else n:
 CASES["conve"] = ("conve", {"embedding_height": 2, "input_dropout": 0.0, "feature_dropout": 0.0,
                             "hidden_dropout": 0.0})
 CASES["triplere_v2_u"] = ("triplere_v2", {"u": 0.5})
+CASES["pairre_l3"] = ("pairre", {"p_norm": 3})  # no kernel for p = 3: chunks recomputed in the backward pass
+CASES["boxe_l3"] = ("boxe", {"p_norm": 3})
 
 
 def model(case):

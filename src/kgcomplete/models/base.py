@@ -8,11 +8,11 @@ is a dot product or a distance between a *query vector* and the candidate embedd
 ``tail_query``/``head_query`` so that candidate scoring is a single matrix product (BLAS).
 
 Distance models whose distance vector separates into query and candidate factors
-(``separable``: PairRE, TripleRE, InterHT, TranS) define ``distance_terms``/``candidate_terms``;
+(``separable``: PairRE, TripleRE, InterHT, TranS, TransH) define ``distance_terms``/``candidate_terms``;
 their candidates are scored by the kernels of :mod:`kgcomplete.models.kernels` (a matrix product
 for L2, cache-sized blocks with a hand-written backward for L1). Every other model without a query
-vector is scored in cache-sized blocks too: BoxE (``boxes``) with its own backward pass, others
-(TransH) in chunks recomputed in the backward pass.
+vector is scored in cache-sized blocks too: BoxE (``boxes``) with its own backward pass, any other
+in chunks recomputed in the backward pass.
 
 Every way of scoring candidates (``score_tails``/``score_heads``, both trainers' negatives
 objective, BESS workers, distributed ranking) goes through one entry point,
@@ -145,11 +145,11 @@ class KGEModel(nn.Module):
         """Candidate embeddings ``(..., We)`` -> (vectors compared with a query, additive bias or None)."""
         return e, None
 
-    def distance_terms(self, anchor: Tensor, rel: Tensor, tails: bool) -> tuple[Tensor, Optional[Tensor]]:
+    def distance_terms(self, anchor: Tensor, rel: Tensor, tails: bool) -> tuple[Optional[Tensor], ...]:
         """``separable`` models: anchor ``(*Q, We)`` and relation ``(*Q, Wr)`` rows of queries whose
         candidates fill the tail (``tails``) or head slot -> ``q (*Q, W)`` and ``A (J, *Q, W)`` (None:
-        ``J = 1``, ``A = -1``) such that the candidate ``c``'s distance vector is
-        ``q + sum_j A_j * candidate_terms(c)_j``."""
+        ``J = 1``, ``A = -1``), and optionally ``V (*Q, W)``, such that the candidate ``c``'s distance
+        vector is ``q + sum_j A_j * X_j (+ (V . X_0) V)`` with ``X = candidate_terms(c)``."""
         raise NotImplementedError
 
     def candidate_terms(self, e: Tensor) -> Tensor:
@@ -285,8 +285,8 @@ class KGEModel(nn.Module):
             return self._broadcast_chunks(anchor, rel, cand, tails)
         per_query = cand.dim() > anchor.dim()
         if self.separable and self.p_norm in (1, 2):
-            q, A = self.distance_terms(anchor, rel, tails)
-            return separable_scores(q, A, self.candidate_terms(cand), self.p_norm, per_query)
+            q, A, *projection = self.distance_terms(anchor, rel, tails)
+            return separable_scores(q, A, self.candidate_terms(cand), self.p_norm, per_query, V=next(iter(projection), None))
         if self.boxes and self.p_norm in (1, 2):
             return -sum(box_distances(*terms, self.p_norm, per_query) for terms in self.box_terms(anchor, rel, cand, tails))
         if self.similarity is None:

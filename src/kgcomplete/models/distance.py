@@ -52,12 +52,24 @@ class TransH(KGEModel):
     def relation_width(self):
         return 2 * self.dim
 
+    separable = True
+
     def score_emb(self, h, r, t):
         w, d = r.chunk(2, dim=-1)
         w = F.normalize(w, dim=-1)
         h_p = h - (h * w).sum(-1, keepdim=True) * w
         t_p = t - (t * w).sum(-1, keepdim=True) * w
         return -_norm(h_p + d - t_p, self.p_norm)
+
+    def distance_terms(self, anchor, rel, tails):
+        w, d = rel.chunk(2, dim=-1)
+        w = F.normalize(w, dim=-1)
+        a_p = anchor - (anchor * w).sum(-1, keepdim=True) * w
+        # t_perp = t - (w.t) w: f = (h_perp + d) - t + (w.t) w; candidate h: -f = (t_perp - d) - h + (w.h) w
+        return (a_p + d if tails else a_p - d), None, w
+
+    def candidate_terms(self, e):
+        return e.unsqueeze(0)
 
 
 class RotatE(KGEModel):

@@ -7,7 +7,8 @@ query ``(anchor, rel)`` to a candidate ``c`` as::
     f(b, c) = q_b + sum_j A_jb * X_jc        (elementwise products, J terms)
 
 ``q``/``A`` depend on the query only, ``X`` on the candidate only (PairRE's tail query:
-``q = h*r_h, A = -r_t, X = t/|t|``; RotatE: ``q = h e^{i theta}``, ``A = -1`` written as None).
+``q = h*r_h, A = -r_t, X = t/|t|``; RotatE: ``q = h e^{i theta}``, ``A = -1`` written as None),
+optionally plus a projection term ``(V_b . X_0c) V_b`` (TransH: ``f = h_perp + d - t + (w.t) w``).
 Then (:func:`separable_scores`):
 
 - p = 2, candidates shared by the queries: ``||f||^2 = ||q||^2 + sum_j 2 (q*A_j).X_j +
@@ -42,53 +43,72 @@ BLOCK_ELEMENTS = 1 << 18
 L2_EPS = 1e-12
 
 
-def separable_scores(q: Tensor, A: Optional[Tensor], X: Tensor, p: int, per_query: bool, pair: int = 1) -> Tensor:
-    """``-||q_b + sum_j A_jb * X_jc||_p`` for every query ``b`` and candidate ``c``: ``(*Q, C)``.
+def separable_scores(q: Tensor, A: Optional[Tensor], X: Tensor, p: int, per_query: bool, pair: int = 1,
+                     V: Optional[Tensor] = None) -> Tensor:
+    """``-||q_b + sum_j A_jb * X_jc [+ (V_b . X_0c) V_b]||_p`` for every query ``b`` and candidate
+    ``c``: ``(*Q, C)``.
 
     ``A`` None means ``J = 1`` and ``A = -1`` (``f = q - X``). ``pair=2``: with ``p = 1`` the norm
     is the sum of the moduli of consecutive coordinate pairs (complex numbers stored interleaved,
-    RotatE); ``p = 2`` is the same either way. ``p`` is 1 or 2.
+    RotatE); ``p = 2`` is the same either way. ``p`` is 1 or 2. ``V (*Q, W)``: the projection term.
     """
     if p not in (1, 2):
         raise ValueError(f"separable_scores: p={p} (1 or 2)")
+    S = None
+    if V is not None:  # S = V_b . X_0c (*Q, C)
+        S = (X[0] * V.unsqueeze(-2)).sum(-1) if per_query else V @ X[0].transpose(-1, -2)
     if p == 2 and not per_query:
-        return _l2_matmul(q, A, X)
-    return _BlockedNorm.apply(q, A, X, p, pair, per_query)
+        return _l2_matmul(q, A, X, S, V)
+    return _BlockedNorm.apply(q, A, X, p, pair, per_query, S, V)
 
 
-def _l2_matmul(q: Tensor, A: Optional[Tensor], X: Tensor) -> Tensor:
-    """p = 2 with shared candidates, through one (batched) matrix product in float32 or wider
-    (never under bf16 autocast: the expansion cancels)."""
+def _l2_matmul(q: Tensor, A: Optional[Tensor], X: Tensor, S: Optional[Tensor] = None,
+               V: Optional[Tensor] = None) -> Tensor:
+    """p = 2 with shared candidates, through (batched) matrix products in float32 or wider
+    (never under bf16 autocast: the expansion cancels). With a projection term ``S V``:
+    ``||g + S V||^2 = ||g||^2 + 2 S (V . g) + S^2 ||V||^2`` and ``V . g = V.q + sum_j (A_j V) . X_j``."""
     with torch.autocast(q.device.type, enabled=False):
-        if A is None:
-            left, right = [-2.0 * q], [X[0]]
-            bias = X[0].pow(2).sum(-1).unsqueeze(-2)  # ||x||^2 (*G, 1, C)
-        else:
-            J = A.shape[0]
-            left = [2.0 * q * A[j] for j in range(J)]
-            right = [X[j] for j in range(J)]
-            for j in range(J):
-                for k in range(j, J):
-                    left.append(A[j] * A[k] * (1.0 if j == k else 2.0))
-                    right.append(X[j] * X[k])
-            bias = None
-        L = torch.cat(left, -1)  # (*Q, K)
-        R = torch.cat(right, -1)  # (*G, C, K)
-        d2 = L @ R.transpose(-1, -2) + q.pow(2).sum(-1, keepdim=True)
-        if bias is not None:
-            d2 = d2 + bias
+        d2 = _l2_squared(q, A, X)
+        if S is not None:
+            if A is None:
+                vg = (V * q).sum(-1, keepdim=True) - S  # V.X_0 = S
+            else:
+                vg = (V * q).sum(-1, keepdim=True) + torch.cat([A[j] * V for j in range(A.shape[0])], -1) @ \
+                    torch.cat(list(X), -1).transpose(-1, -2)
+            d2 = d2 + S * (2.0 * vg + S * V.pow(2).sum(-1, keepdim=True))
         return d2.clamp_min(L2_EPS).sqrt().neg()
 
 
-def _block_f(q: Tensor, A: Optional[Tensor], X: Tensor, per_query: bool) -> Tensor:
-    """``f`` of a block: q ``(*Q, W)``, A ``(J, *Q, W)``, X ``(J, *G, c, W)`` / ``(J, B, c, W)`` -> ``(*Q, c, W)``."""
+def _l2_squared(q: Tensor, A: Optional[Tensor], X: Tensor) -> Tensor:
+    """``||q_b + sum_j A_jb * X_jc||^2`` ``(*Q, C)`` through one matrix product."""
+    if A is None:
+        left, right = [-2.0 * q], [X[0]]
+    else:
+        J = A.shape[0]
+        left = [2.0 * q * A[j] for j in range(J)]
+        right = [X[j] for j in range(J)]
+        for j in range(J):
+            for k in range(j, J):
+                left.append(A[j] * A[k] * (1.0 if j == k else 2.0))
+                right.append(X[j] * X[k])
+    d2 = torch.cat(left, -1) @ torch.cat(right, -1).transpose(-1, -2) + q.pow(2).sum(-1, keepdim=True)
+    return d2 + X[0].pow(2).sum(-1).unsqueeze(-2) if A is None else d2  # A = -1: + ||x||^2
+
+
+def _block_f(q: Tensor, A: Optional[Tensor], X: Tensor, per_query: bool, S: Optional[Tensor] = None,
+             V: Optional[Tensor] = None) -> Tensor:
+    """``f`` of a block: q ``(*Q, W)``, A ``(J, *Q, W)``, X ``(J, *G, c, W)`` / ``(J, B, c, W)``,
+    S ``(*Q, c)``, V ``(*Q, W)`` -> ``(*Q, c, W)``."""
     Xe = X if per_query else X.unsqueeze(-3)
     qe = q.unsqueeze(-2)
     if A is None:
-        return qe - Xe[0]
-    f = torch.addcmul(qe, A[0].unsqueeze(-2), Xe[0])
-    for j in range(1, A.shape[0]):
-        f.addcmul_(A[j].unsqueeze(-2), Xe[j])
+        f = qe - Xe[0]
+    else:
+        f = torch.addcmul(qe, A[0].unsqueeze(-2), Xe[0])
+        for j in range(1, A.shape[0]):
+            f.addcmul_(A[j].unsqueeze(-2), Xe[j])
+    if S is not None:
+        f.addcmul_(S.unsqueeze(-1), V.unsqueeze(-2))
     return f
 
 
@@ -121,22 +141,23 @@ class _BlockedNorm(torch.autograd.Function):
     coordinate pairs (``pair=2``, ``A`` None) are computed on complex views."""
 
     @staticmethod
-    def forward(ctx, q, A, X, p, pair, per_query):
-        ctx.save_for_backward(q, A, X)
+    def forward(ctx, q, A, X, p, pair, per_query, S=None, V=None):
+        ctx.save_for_backward(q, A, X, S, V)
         ctx.p, ctx.pair, ctx.per_query = p, pair, per_query
         out = q.new_empty(*q.shape[:-1], X.shape[-2])
         if pair == 2 and p == 1:
-            if A is not None:
-                raise ValueError("separable_scores: moduli of pairs need A = None")
+            if A is not None or S is not None:
+                raise ValueError("separable_scores: moduli of pairs need A = None and no projection")
             q, X = _complex(q), _complex(X)
         for qs, cs in _block_slices(q, X):
-            f = _block_f(q[..., qs, :], _rows(A, qs), _cands(X, qs, cs, per_query), per_query)
+            f = _block_f(q[..., qs, :], _rows(A, qs), _cands(X, qs, cs, per_query), per_query,
+                         None if S is None else S[..., qs, cs], _rows(V, qs))
             out[..., qs, cs] = _block_norm(f, p).neg_()
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        q, A, X = ctx.saved_tensors
+        q, A, X, S, V = ctx.saved_tensors
         p, per_query = ctx.p, ctx.per_query
         moduli = ctx.pair == 2 and p == 1
         if moduli:
@@ -145,10 +166,17 @@ class _BlockedNorm(torch.autograd.Function):
         dq = torch.zeros_like(q) if need_q else None
         dA = torch.zeros_like(A) if need_a and A is not None else None
         dX = torch.zeros_like(X) if need_x else None
+        dS = torch.zeros_like(S) if S is not None and ctx.needs_input_grad[6] else None
+        dV = torch.zeros_like(V) if V is not None and ctx.needs_input_grad[7] else None
         for qs, cs in _block_slices(q, X):
             a, x = _rows(A, qs), _cands(X, qs, cs, per_query)
-            m = _block_norm_grad_(_block_f(q[..., qs, :], a, x, per_query), p)
+            s, v = (None, None) if S is None else (S[..., qs, cs], V[..., qs, :])
+            m = _block_norm_grad_(_block_f(q[..., qs, :], a, x, per_query, s, v), p)
             m.mul_(grad[..., qs, cs].unsqueeze(-1)).neg_()  # d score / d f  (*Q, c, W)
+            if dS is not None:
+                dS[..., qs, cs] = (m * v.unsqueeze(-2)).sum(-1)
+            if dV is not None:
+                dV[..., qs, :] += (m * s.unsqueeze(-1)).sum(-2)
             if dq is not None:
                 dq[..., qs, :] += m.sum(-2)
             xe = x if per_query else x.unsqueeze(-3)
@@ -164,7 +192,7 @@ class _BlockedNorm(torch.autograd.Function):
                         dX[j][..., cs, :] += part.sum(-3)
         if moduli:
             dq, dX = (None if d is None else _real(d) for d in (dq, dX))
-        return dq, dA, dX, None, None, None
+        return dq, dA, dX, None, None, None, dS, dV
 
 
 def _blocks(n_queries: int, n_cand: int, width: int) -> tuple[int, int]:
