@@ -25,7 +25,7 @@ import typing
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, NamedTuple, Optional
+from typing import Any, ClassVar, Iterator, NamedTuple, Optional, Union
 
 import yaml
 
@@ -103,7 +103,10 @@ class TrainingConfig:
     regularizer: str = "n3"  #: none | l2 | n3
     reg_weight: float = 5e-3
     seed: int = 0
-    eval_every: int = 5
+    #: validation cadence (:func:`parse_cadence`): every N epochs (5; 0 = never), a fraction or
+    #: multiple of an epoch (0.25: every quarter epoch, at the next batch boundary), or a duration
+    #: of training ("10m", "90s")
+    eval_every: Union[int, float, str] = 5
     patience: int = 4  #: validations without improvement before stopping (0 = never stop early)
     threads: int = 0  #: torch threads (0 = leave as is)
     #: batches trained at once by this many threads updating the shared tables without locks
@@ -129,7 +132,8 @@ class TrainingConfig:
     #: (h, ?, t) with cross-entropy over all relations (modes 1vsAll and negatives); 0 = off
     relation_prediction: float = 0.0
     #: wall-clock budget ("30m", "2h", "1h30m", "90s", seconds): training stops after the epoch that
-    #: crosses it (validating that epoch) and keeps the best validated weights; "" = none
+    #: crosses it (validating that epoch; with validations inside epochs, at the first validation
+    #: past it) and keeps the best validated weights; "" = none
     time_budget: str = ""
 
     LIMITS: ClassVar[dict[str, Limit]] = {
@@ -460,6 +464,58 @@ def parse_duration(text, what: str = "budget") -> Optional[float]:
     return seconds
 
 
+class Cadence(NamedTuple):
+    """How often a run validates (``training.eval_every``, :func:`parse_cadence`): exactly one of
+    ``epochs`` (every N whole epochs; 0 = never), ``fraction`` (every x epochs of training rows,
+    x not a whole number: 0.25, 1.5) or ``seconds`` (every so many seconds of training)."""
+
+    epochs: int = 0
+    fraction: Optional[float] = None
+    seconds: Optional[float] = None
+
+    @property
+    def never(self) -> bool:
+        return self.epochs == 0 and self.fraction is None and self.seconds is None
+
+    @property
+    def within_epochs(self) -> bool:
+        """Validations may fall inside an epoch (a fraction or a duration)."""
+        return self.fraction is not None or self.seconds is not None
+
+    def __str__(self) -> str:
+        if self.seconds is not None:
+            return f"{self.seconds:g} s of training"
+        if self.fraction is not None:
+            return f"{self.fraction:g} epochs"
+        return f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}" if self.epochs else "never"
+
+
+def parse_cadence(value, what: str = "training.eval_every") -> Cadence:
+    """``training.eval_every`` -> :class:`Cadence`: a whole number of epochs (``5``, ``"5"``; 0 =
+    never), a fraction or non-whole multiple of an epoch (``0.25``, ``"1.5"``) or a duration
+    (``"10m"``, ``"90s"``, ``"1h30m"``); anything else is a one-line ``ValueError`` naming ``what``."""
+    bad = (f"{what}={value!r}: expected a number of epochs (5; 0 = never), a fraction of an epoch (0.25) "
+           f"or a duration (10m, 90s)")
+    if isinstance(value, bool) or value is None:
+        raise ValueError(bad)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            if not re.search(r"[hms]$", text.lower()):
+                raise ValueError(bad) from None
+            try:
+                return Cadence(seconds=parse_duration(text, what))
+            except ValueError:
+                raise ValueError(bad) from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(bad)
+    if float(value).is_integer():
+        return Cadence(epochs=int(value))
+    return Cadence(fraction=float(value))
+
+
 def _check_value(cls: type, key: str, value, where: str) -> None:
     """A float must be finite; a number must lie in the section's ``LIMITS[key]``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -481,6 +537,7 @@ def validate(cfg: "Config") -> None:
     for name in [*CORE_SECTIONS, *cfg.features]:
         _validate_section(cfg.section(name), name)
     parse_duration(cfg.training.time_budget, "training.time_budget")
+    parse_cadence(cfg.training.eval_every, "training.eval_every")
 
 
 def _validate_section(obj, path: str) -> None:
@@ -647,8 +704,8 @@ def explain(cfg: "Config") -> str:
 
 
 __all__ = [
-    "CORE_SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "MODEL_DEFAULTS",
-    "Limit", "ModelConfig", "TrainingConfig", "apply_dict", "validate", "apply_override", "build_config", "explain", "flatten", "parse_duration",
+    "CORE_SECTIONS", "Cadence", "Config", "ConfigError", "DataConfig", "EvalConfig", "MODEL_DEFAULTS",
+    "Limit", "ModelConfig", "TrainingConfig", "apply_dict", "validate", "apply_override", "build_config", "explain", "flatten", "parse_cadence", "parse_duration",
     "feature_sections", "load_feature_sections", "model_defaults", "parse_override", "register_model_defaults",
     "register_section", "section_class", "section_from_dict", "section_names",
 ]

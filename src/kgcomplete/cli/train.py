@@ -60,6 +60,20 @@ def family(model: Optional[str]) -> str:
     return KGT5 if str(model or "").lower() == "kgt5" else KGE
 
 
+def _cadence(ctx, param, value):
+    """``--eval-every``: 5 (epochs), 0.25 (a fraction of an epoch) or 10m (a duration), typed as the
+    config stores it (int, float, str); a bad value is a usage error naming the flag."""
+    if value is None:
+        return None
+    from ..config import parse_cadence
+
+    try:
+        c = parse_cadence(value, "--eval-every")
+    except ValueError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
+    return value if c.seconds is not None else c.fraction if c.fraction is not None else c.epochs
+
+
 def _kge(text: str = "") -> str:
     return f"[{KGE}] {text}".rstrip()
 
@@ -123,7 +137,9 @@ def check_flags(model_name: Optional[str], given: dict) -> None:
 @click.option("--seed", type=int, default=None, help="Seed of every random choice (default 0): same seed, same run.")
 @click.option("--patience", type=int, default=None,
               help="Stop after this many validations without a better valid MRR (default 4; 0 = never stop early).")
-@click.option("--eval-every", type=int, default=None, help="Validate every N epochs (default 5; 0 = never).")
+@click.option("--eval-every", default=None, callback=_cadence, metavar="N|FRACTION|DURATION",
+              help="Validate every N epochs (default 5; 0 = never), every FRACTION of an epoch (0.25: at the "
+                   "batch boundary past each quarter) or every DURATION of training (10m, 90s).")
 @click.option("--relation-prediction", type=float, default=None, metavar="WEIGHT",
               help=_kge("Also predict the relation of (h, ?, t), with this weight (Chen et al. 2021; "
                         "modes 1vsAll and negatives; default 0)."))

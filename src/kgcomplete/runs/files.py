@@ -52,10 +52,12 @@ def read_log(run_dir: str | Path) -> list[dict]:
     return trim_log(run_dir, None, write=False)
 
 
-def trim_log(run_dir: str | Path, epochs: Optional[int], write: bool = True) -> list[dict]:
-    """The records of the first ``epochs`` epochs of ``log.jsonl`` (None: all), skipping a line torn
-    by a kill. With ``write``, rewrite the file atomically when that drops anything: records of epochs
-    logged after the checkpoint a resume starts from, which are trained (and logged) again."""
+def trim_log(run_dir: str | Path, epochs: Optional[int], write: bool = True, rows: int = 0) -> list[dict]:
+    """The records of the first ``epochs`` epochs of ``log.jsonl`` (None: all) and of the first
+    ``rows`` training rows of the next one (records of validations inside an epoch carry ``rows``
+    and their position as ``epoch``, e.g. 3.25), skipping a line torn by a kill. With ``write``,
+    rewrite the file atomically when that drops anything: records logged after the checkpoint a
+    resume starts from, which are trained (and logged) again."""
     p = Path(run_dir) / "log.jsonl"
     if not p.exists():
         return []
@@ -66,7 +68,8 @@ def trim_log(run_dir: str | Path, epochs: Optional[int], write: bool = True) -> 
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue  # empty, or torn by a kill while it was appended
-        if isinstance(rec, dict) and (epochs is None or int(rec.get("epoch", 0)) <= epochs):
+        if isinstance(rec, dict) and (epochs is None or
+                                      (int(rec.get("epoch", 0)), int(rec.get("rows", 0))) <= (epochs, rows)):
             records.append(rec)
     kept = "".join(json.dumps(r) + "\n" for r in records)
     if write and kept != text:

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..config import Config, parse_duration
+from ..config import Config, parse_cadence, parse_duration
 from ..device import describe, resolve_device
 from ..data.dataset import Dataset
 from ..evaluation.evaluator import evaluate as evaluate_scorer
@@ -240,7 +240,7 @@ def _restore(folder: RunFolder, trainer: Trainer) -> None:
     if (folder / "best.safetensors").exists():
         trainer.best_state = read_tensors(folder / "best.safetensors")
         trainer._saved_best_epoch = trainer.best_epoch
-    trainer.history = trim_log(folder.path, int(state["epoch"]))
+    trainer.history = trim_log(folder.path, int(state["epoch"]), rows=int((state.get("epoch_progress") or {}).get("rows", 0)))
 
 
 def fit_to_graph(cfg: Config, ds: Dataset) -> list[str]:
@@ -275,9 +275,9 @@ def _banner(console: Console, folder: RunFolder, start: str, ds: Dataset, cfg: C
     splits = ", ".join(f"{k} {len(v):,}" for k, v in ds.splits.items())
     console.say(f"run folder: {folder.path} ({start})")
     console.say(f"data: {ds.name}: {ds.num_entities:,} entities, {ds.num_relations:,} relations; {splits}")
-    schedule = (f"up to {tc.epochs} epochs, validation every {tc.eval_every}"
+    schedule = (f"up to {tc.epochs} epochs, validation every {parse_cadence(tc.eval_every)}"
                 + (f", early stop after {tc.patience} without gain" if tc.patience else "")
-                if tc.eval_every and len(ds.valid) else f"{tc.epochs} epochs, no validation")
+                if not parse_cadence(tc.eval_every).never and len(ds.valid) else f"{tc.epochs} epochs, no validation")
     console.say(f"model: {cfg.model.name} dim {cfg.model.dim} ({params:,} parameters); {tc.mode}, {tc.optimizer} "
                 f"lr {tc.lr:g}, batch {tc.batch_size:,}; {schedule}")
     plain = device.type == "cpu" and not placement.host_table and not tc.max_device_memory

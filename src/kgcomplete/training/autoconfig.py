@@ -22,10 +22,13 @@ Each change comes with its reason, printed at the start of the run and kept in m
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Optional
 
 import torch
+
+from ..config import parse_cadence
 
 #: seconds per epoch the defaults aim at without a time budget
 TARGET_EPOCH_S = 180.0
@@ -104,7 +107,14 @@ def fit_defaults(cfg, n_entities: int, n_train: int, gflops: float, time_budget_
         changes.append(f"training.batch_size {tc.batch_size} -> {LARGE_BATCH}: a graph of {n_entities:,} entities and "
                        f"{n_train:,} triples trains faster in larger batches (as the published ComplEx-N3 runs do)")
         tc.batch_size = LARGE_BATCH
-    if tc.eval_every > 0 and not _user_set(cfg, "training.eval_every"):
+    cadence = parse_cadence(tc.eval_every)
+    if cadence.epochs > 0 and now > VALIDATION_EVERY_S and not _user_set(cfg, "training.eval_every"):
+        part = float(f"{1.0 / math.ceil(now / VALIDATION_EVERY_S):.4g}")
+        changes.append(f"training.eval_every {tc.eval_every} -> {part:g}: one epoch would take about {now / 60:.0f} "
+                       f"min on this device; validating every {part:g} epoch (about {part * now / 60:.0f} min, at "
+                       f"a batch boundary inside the epoch) keeps the best weights and early stopping in reach")
+        tc.eval_every = part
+    elif cadence.epochs > 0 and not _user_set(cfg, "training.eval_every"):
         every = max(1, min(int(tc.eval_every), round(VALIDATION_EVERY_S / max(now, 1e-9))))
         if every != tc.eval_every:
             changes.append(f"training.eval_every {tc.eval_every} -> {every}: a validation about every "

@@ -7,6 +7,16 @@ A subclass provides ``training_cfg`` (:class:`~kgcomplete.config.TrainingConfig`
 may override :meth:`out_of_budget` (stop after the epoch that crosses a time budget).
 After :meth:`fit`, ``stop_reason`` says why training stopped (also logged).
 
+Validation cadence (``training.eval_every``, :func:`~kgcomplete.config.parse_cadence`): every N
+epochs, or - for graphs where one epoch is long - every fraction of an epoch (``0.25``) or every
+duration of training (``"10m"``). A trainer that can stop inside an epoch (``pauses_mid_epoch``:
+the single-process trainer) asks :meth:`_due_after_batch` after every batch and, when a
+validation is due before the epoch's end, returns a record of the epoch so far (``"epoch"``: the
+position, e.g. 3.25, floored to 4 decimals; ``"rows"``: training rows done in the epoch) with its
+position kept, as after a Ctrl-C; the loop validates, logs, checkpoints, and the next
+``run_epoch`` continues the epoch. Other trainers validate at the end of each epoch in which a
+fraction mark was crossed or the duration passed.
+
 Interruptions: with ``defer_interrupts`` (the single-process trainer), Ctrl-C (SIGINT, when
 :meth:`fit` runs in the main thread) only sets a flag; training stops at the next batch boundary
 (:meth:`_check_interrupt`) or after the current epoch's validation and log record, saves an
@@ -29,7 +39,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-from ..config import parse_duration
+from ..config import Cadence, parse_cadence, parse_duration
 from ..console import Console
 
 log = logging.getLogger(__name__)
@@ -70,6 +80,9 @@ class EpochLoop:
     #: Ctrl-C sets a flag that ``run_epoch`` checks at batch boundaries (:meth:`_check_interrupt`)
     #: instead of raising wherever it lands (off unless ``run_epoch`` checks it)
     defer_interrupts = False
+    #: ``run_epoch`` asks :meth:`_due_after_batch` after every batch and returns early, keeping its
+    #: position, when a validation is due inside the epoch (see the module docs)
+    pauses_mid_epoch = False
 
     def _init_loop_state(
         self,
@@ -84,6 +97,9 @@ class EpochLoop:
         self.history: list[dict] = []
         self.train_time_s, self.train_triples = 0.0, 0
         self.elapsed_s = 0.0  #: seconds of training and validation so far (all sessions): the time budget's clock
+        self.validated_at_s = 0.0  #: :attr:`elapsed_s` at the end of the last validation (a timed cadence)
+        #: a validation is due at the end of the current ``run_epoch`` (set by :meth:`_due_after_batch`)
+        self._validation_due = False
         #: False from the end of an epoch's training until its log record is written: a checkpoint
         #: then would hold a trained epoch whose validation/record resume would never redo
         self._checkpointable = True
@@ -114,6 +130,56 @@ class EpochLoop:
         if self.log_cb:
             self.log_cb(record)
 
+    @property
+    def cadence(self) -> Cadence:
+        """``training.eval_every`` parsed (:func:`~kgcomplete.config.parse_cadence`)."""
+        value = self.training_cfg.eval_every
+        if getattr(self, "_cadence_of", None) != (value,):
+            self._cadence, self._cadence_of = parse_cadence(value), (value,)
+        return self._cadence
+
+    def _due_after_batch(self, rows_before: int, rows_after: int, rows_total: int, clock_s: float) -> bool:
+        """After a batch that took the epoch from ``rows_before`` to ``rows_after`` of ``rows_total``
+        training rows, with ``clock_s`` on the :attr:`elapsed_s` clock: is a validation due (a
+        fraction mark crossed in this batch, or the duration passed since the last validation)?
+        Sets ``_validation_due``. Whole-epoch cadences are never due here."""
+        c = self.cadence
+        if not self.has_validation():
+            return False
+        if c.fraction is not None:
+            mark = c.fraction * rows_total
+            due = math.floor((self.epoch * rows_total + rows_after) / mark + 1e-9) > \
+                math.floor((self.epoch * rows_total + rows_before) / mark + 1e-9)
+        elif c.seconds is not None:
+            due = clock_s - self.validated_at_s >= c.seconds
+        else:
+            return False
+        self._validation_due = self._validation_due or due
+        return due
+
+    def _due_at_epoch_end(self, record: dict, last: bool) -> bool:
+        """Whether the record that ``run_epoch`` returned is validated: the last one (``epochs`` or a
+        budget reached), every ``epochs``-th epoch, or - with a cadence within epochs - when a trainer
+        that pauses said so, else (other trainers) when a fraction mark was crossed in this epoch or
+        the duration has passed."""
+        c = self.cadence
+        if c.never:
+            return False
+        if last or "rows" in record:  # the last record, or a pause for a validation inside the epoch
+            return True
+        if not c.within_epochs:
+            return self.epoch % c.epochs == 0
+        if self.pauses_mid_epoch:  # due after the epoch's last batch
+            return self._validation_due
+        if c.fraction is not None:
+            return math.floor(self.epoch / c.fraction + 1e-9) > math.floor((self.epoch - 1) / c.fraction + 1e-9)
+        return self.elapsed_s - self.validated_at_s >= c.seconds
+
+    def _new_train_seconds(self, record: dict) -> float:
+        """Seconds of training that ``record`` adds to :attr:`elapsed_s` (a trainer whose records
+        overlap, e.g. mid-epoch records, overrides it)."""
+        return float(record.get("time_s", 0.0))
+
     def _validate_epoch(self, record: dict) -> bool:
         """Validate, keep the best parameters, apply the plateau schedule; True = stop early."""
         cfg = self.training_cfg
@@ -121,7 +187,7 @@ class EpochLoop:
         mrr = self.validate()
         record.update(valid_mrr=mrr, valid_time_s=time.perf_counter() - t0)
         if mrr > self.best_mrr:
-            self.best_mrr, self.best_epoch, self.bad_validations = mrr, self.epoch, 0
+            self.best_mrr, self.best_epoch, self.bad_validations = mrr, record.get("epoch", self.epoch), 0
             # on the host: a second copy of the tables next to the model would halve what fits on a GPU
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             return False
@@ -137,7 +203,8 @@ class EpochLoop:
 
     def out_of_budget(self) -> Optional[str]:
         """A budget the run has used up (e.g. "time budget of 30m"), or None: training stops after
-        the epoch that crosses it, validating that epoch. Here: ``training.time_budget`` against
+        the epoch that crosses it, validating that epoch (with validations inside epochs: at the
+        first validation past it). Here: ``training.time_budget`` against
         :attr:`elapsed_s` (training and validation, summed over resumed sessions)."""
         text = getattr(self.training_cfg, "time_budget", "")
         limit = parse_duration(text, "training.time_budget")
@@ -188,16 +255,19 @@ class EpochLoop:
                     log.info("run stopped early at epoch %d (patience %d); nothing to train", self.epoch, cfg.patience)
                     self.console.nothing_to_train(self.epoch, cfg.patience, self.bad_validations)
                 budget, told = self.out_of_budget(), None
+                self.cadence  # noqa: B018 - a bad training.eval_every fails here, before training
                 while self.epoch < cfg.epochs and not (has_valid and self._stopped_early()) and not budget:
                     self._check_interrupt()
-                    record = self.run_epoch()
+                    self._validation_due = False
+                    record = self.run_epoch()  # an epoch, or its part up to a validation due inside it
                     self._checkpointable = False  # until the epoch's record is written
-                    self.elapsed_s += float(record.get("time_s", 0.0))
+                    self.elapsed_s += self._new_train_seconds(record)
                     budget = self.out_of_budget()
-                    last = self.epoch == cfg.epochs or budget is not None
-                    due = cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or last)
-                    stop = self._validate_epoch(record) if has_valid and due else False
+                    last = ("rows" not in record and self.epoch == cfg.epochs) or budget is not None
+                    stop = self._validate_epoch(record) if has_valid and self._due_at_epoch_end(record, last) else False
                     self.elapsed_s += float(record.get("valid_time_s", 0.0))
+                    if "valid_mrr" in record:
+                        self.validated_at_s = self.elapsed_s
                     self.history.append(record)
                     self._emit(record)
                     self.console.validation(record, self.best_mrr, self.best_epoch)
@@ -221,8 +291,8 @@ class EpochLoop:
                         log.warning("stopped without saving; the last checkpoint is kept")
                         self.console.interrupted(self.epoch, saved=False)
                     elif not self._checkpointable:
-                        log.warning("interrupted between the end of epoch %d and its log record; the last "
-                                    "checkpoint is kept", self.epoch)
+                        log.warning("interrupted between the training up to epoch %s and its log record; the "
+                                    "last checkpoint is kept", self._position())
                         self.console.interrupted(self.epoch, saved=False)
                     else:
                         self.checkpoint_cb(self, "interrupted")
@@ -232,6 +302,11 @@ class EpochLoop:
                 self.checkpoint_cb(self, "end")
             self._check_interrupt()  # Ctrl-C during the last checkpoint: it is written, stop now
         return self
+
+    def _position(self) -> str:
+        """Where training is: ``3`` (epochs done) or ``3 + 512 rows``."""
+        rows = self._rows_into_epoch()
+        return f"{self.epoch}" + (f" + {rows:,} rows" if rows else "")
 
     def _rows_into_epoch(self) -> int:
         """Training rows done of an unfinished epoch (what an interrupted checkpoint holds beyond
@@ -254,13 +329,17 @@ class EpochLoop:
             self.model.load_state_dict(self.best_state)
 
     def state(self) -> dict:
-        """JSON-able counters (RNG and optimizer tensors are saved separately)."""
+        """JSON-able counters (RNG and optimizer tensors are saved separately); with a timed
+        cadence also ``validated_at_s``."""
         out = {k: getattr(self, k) for k in self.state_keys}
         out.update(lr=self.optimizer.param_groups[0]["lr"], config=asdict(self.training_cfg))
+        if self.cadence.seconds is not None:
+            out["validated_at_s"] = self.validated_at_s
         return out
 
     def load_state(self, state: dict) -> None:
         for k in self.state_keys:
             setattr(self, k, state.get(k, getattr(self, k)))
+        self.validated_at_s = float(state.get("validated_at_s", self.elapsed_s))
         for g in self.optimizer.param_groups:
             g["lr"] = state["lr"]

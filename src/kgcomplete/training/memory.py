@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..config import parse_cadence
+
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
@@ -126,7 +128,7 @@ def estimate_training_memory(
 
     ``num_all``: triples of all splits (default ``num_train``); more than ``num_train`` (a test or
     validation split to evaluate) adds the filter index; ``num_valid`` > 0 with
-    ``training.eval_every`` > 0 also adds the best-parameters copy.
+    a validation cadence (``training.eval_every`` not 0) also adds the best-parameters copy.
     ``mmap_triples``: the splits are memory-mapped (counted in full: touched pages are resident).
     """
     tc, ec = cfg.training, cfg.evaluation
@@ -182,7 +184,7 @@ def estimate_training_memory(
         parts["batch buffers"] = threads * (rows * we * 4 * 4 + sides * B * tc.num_negatives * 4 * 6)
         notes["batch buffers"] = (f"{rows:,} gathered rows, {sides} x ({B:,} x {tc.num_negatives}) scores"
                                   + (f", x {threads} Hogwild threads" if threads > 1 else ""))
-    validating = tc.eval_every > 0 and num_valid > 0
+    validating = not parse_cadence(tc.eval_every).never and num_valid > 0
     if validating or n_all > N:  # validation and the final test evaluation build the filter index
         parts["filter index"] = n_all * 8 * 6 + n_all * 3 * 8
         notes["filter index"] = "CSR (h,r)->t and (r,t)->h, plus building"

@@ -61,6 +61,7 @@ class Trainer(EpochLoop):
     """
 
     defer_interrupts = True
+    pauses_mid_epoch = True
 
     def __init__(
         self,
@@ -123,6 +124,7 @@ class Trainer(EpochLoop):
         self.eval_chunk_elements = eval_chunk_elements
         #: position in an interrupted epoch (see the class docs); None between epochs
         self.epoch_progress: Optional[dict] = None
+        self._segment_s = 0.0  # training seconds of the last run_epoch call (its part of the epoch)
         self._loaded_epoch_start: Optional[Tensor] = None  # from load_rng_state, for load_state
 
     # ----------------------------------------------------------------- batches
@@ -315,7 +317,11 @@ class Trainer(EpochLoop):
         return perm
 
     def run_epoch(self) -> dict:
-        """One pass over the training data (or the rest of an interrupted one); returns the epoch's log record."""
+        """One pass over the training data (or the rest of an interrupted one); returns the epoch's
+        log record. With a validation cadence within epochs (``training.eval_every`` 0.25 or "10m")
+        it stops at the batch boundary where a validation is due and returns the record of the epoch
+        so far: ``epoch`` = the position (e.g. 3.25), ``rows`` = rows done; the epoch's position is
+        kept (:attr:`epoch_progress`) and the next call continues it."""
         self.model.train()
         lr = self._set_lr()
         t0 = time.perf_counter()
@@ -338,16 +344,37 @@ class Trainer(EpochLoop):
                                 triples_s=f"{count / max(p['time_s'], 1e-9):,.0f}", refresh=False)
                 bar.update(1)
 
-        total, count = self.train_batches(self._epoch_batches(perm, p["rows"]), batch_done, (p["loss_sum"], p["rows"]))
+        def batches() -> Iterator[Tensor]:  # stops where a validation is due inside the epoch
+            rows = p["rows"]
+            for idx in self._epoch_batches(perm, p["rows"]):
+                yield idx
+                before, rows = rows, p["rows"]
+                clock = self.elapsed_s + p["time_s"] - p.get("counted_s", 0.0)
+                if self._due_after_batch(before, rows, len(perm), clock) and rows < len(perm):
+                    return
+
+        total, count = self.train_batches(batches(), batch_done, (p["loss_sum"], p["rows"]))
         self._checkpointable = False  # trained, but neither counted nor logged yet
         if bar is not None:
             bar.close()
+        if p["rows"] < p["rows_total"]:  # paused for a validation inside the epoch
+            self._segment_s = p["time_s"] - p.get("counted_s", 0.0)
+            p["counted_s"] = p["time_s"]
+            position = math.floor((self.epoch + p["rows"] / p["rows_total"]) * 1e4) / 1e4
+            return {"epoch": position, "rows": p["rows"], "loss": total / max(count, 1), "lr": lr,
+                    "time_s": p["time_s"], "triples_per_s": p["rows"] / max(p["time_s"], 1e-9)}
         dt = time0 + time.perf_counter() - t0
+        self._segment_s = dt - p.get("counted_s", 0.0)
         self.epoch_progress = None
         self.epoch += 1
         self.train_time_s += dt
         self.train_triples += count
         return {"epoch": self.epoch, "loss": total / max(count, 1), "lr": lr, "time_s": dt, "triples_per_s": count / dt}
+
+    def _new_train_seconds(self, record: dict) -> float:
+        """Seconds of the last :meth:`run_epoch` call (a record of an epoch continued after a
+        validation inside it counts only its own part)."""
+        return self._segment_s
 
     def train_batches(self, batches: Iterable[Tensor], progress: Optional[Callable[[float, int], None]] = None,
                       start: tuple[float, int] = (0.0, 0)) -> tuple[float, int]:
@@ -446,6 +473,7 @@ class Trainer(EpochLoop):
         p = self.epoch_progress
         if p is not None:
             out["epoch_progress"] = {k: p[k] for k in ("rows", "rows_total", "loss_sum", "time_s")}
+            out["epoch_progress"]["counted_s"] = p.get("counted_s", 0.0)  # time_s already in elapsed_s
         return out
 
     def rng_state(self) -> dict[str, Tensor]:
