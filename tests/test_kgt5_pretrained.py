@@ -269,6 +269,8 @@ def test_import_sentencepiece_checkpoint_predicts_real_entities(sentencepiece_fo
     res = _import(sentencepiece_folder, out, "--entities", ents, "--relations", rels, "--beam-size", 8)
     assert "1 entities share their token sequence" in res.output  # the two <unk> names
     assert "pytorch_model.bin (hardlink)" in res.output
+    assert "tokenizer.json written from the SentencePiece model" in res.output
+    assert json.loads((out / "pretrained.json").read_text())["tokenizer_json_converted"] is True
     run = kgcomplete.load_run(out, device="cpu")
     assert type(run).__name__ == "PretrainedKGT5Run" and run.dataset.num_entities == len(NAMES)
     rows = run.predict(head="saint john", relation="located in", k=8)  # by entity string (labels are 0..n-1)
@@ -362,6 +364,17 @@ def test_weights_are_linked_not_copied_and_survive_the_source_moving(tokenizers_
     src.rename(tmp_path / "moved")
     after = kgcomplete.load_run(tmp_path / "linked", device="cpu").predict(head="john", relation="next to", k=3)
     assert after == before
+    # shards with their index: every shard is linked, the model is the same
+    from transformers import T5ForConditionalGeneration
+
+    shards = tmp_path / "sharded"
+    shutil.copytree(tmp_path / "moved", shards)
+    (shards / w).unlink()
+    T5ForConditionalGeneration.from_pretrained(str(tmp_path / "moved")).save_pretrained(str(shards), max_shard_size="20KB")
+    assert (shards / "model.safetensors.index.json").exists() and len(list(shards.glob("model-0*.safetensors"))) > 2
+    res = _import(shards, tmp_path / "from-shards", *common)
+    assert "model.safetensors.index.json (hardlink), model-00001-of-" in res.output
+    assert kgcomplete.load_run(tmp_path / "from-shards", device="cpu").predict(head="john", relation="next to", k=3) == before
     # a weights file replaced by something else is refused with its name
     (tmp_path / "copied/hf" / w).write_bytes(b"0" * 10)
     res = _invoke("predict", tmp_path / "copied", "--head", "john", "--relation", "next to")

@@ -292,6 +292,26 @@ def t5_config(folder: Path):
     return cfg
 
 
+def fast_tokenizer(tok: KGTokenizer, folder: Path, sample: Sequence[str]) -> tuple[KGTokenizer, bool]:
+    """A checkpoint with only ``spiece.model`` opens through ``transformers`` (a Python call per
+    string); when that tokenizer is a fast one, write its ``tokenizer.json`` into ``folder`` and use
+    it directly if it gives the same ids on ``sample``. Returns (tokenizer, whether converted)."""
+    from .tokenizer import HFTokenizer
+
+    if not isinstance(tok, HFTokenizer) or not getattr(tok.hf, "is_fast", False) or (folder / "tokenizer.json").exists():
+        return tok, False
+    tok.hf.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    try:
+        raw = KGTokenizer.load(folder)
+        same = not isinstance(raw, HFTokenizer) and torch.equal(raw.encode(list(sample)), tok.encode(list(sample)))
+    except ValueError:
+        same = False
+    if same:
+        return raw, True
+    (folder / "tokenizer.json").unlink()
+    return tok, False
+
+
 def place_file(src: Path, dst: Path, mode: str) -> str:
     """Put ``src`` at ``dst``: ``link`` makes a hard link (no copy; it survives ``src`` being moved
     or deleted) and falls back to a copy across file systems; ``copy`` copies. Returns how."""
@@ -432,6 +452,11 @@ def import_checkpoint(hf_folder: str | Path, out: str | Path, entities: Optional
         pd.DataFrame({"id": np.arange(len(rel_texts)), "t": rel_texts}).to_csv(
             stage / RELATION_TEXTS, sep="\t", header=False, index=False, quoting=3)
 
+        sample = [*table.get(np.arange(min(len(table), 10_000))).tolist(), *rel_texts.tolist(),
+                  *fill_template(parse_template(tail_t), table.get(np.zeros(len(rel_texts), np.int64)), rel_texts)]
+        tok, converted = fast_tokenizer(tok, stage / HF_DIR, sample)
+        if converted:
+            log("tokenizer: tokenizer.json written from the SentencePiece model (the same ids, several times faster)")
         # entity token sequences (</s> included) and the trie, both memory-mapped
         trie_dir = stage / TRIE_DIR
         trie_dir.mkdir()
@@ -461,7 +486,8 @@ def import_checkpoint(hf_folder: str | Path, out: str | Path, entities: Optional
         meta = {"format": 1, "source": str(src.resolve()), "weights": placed, "tokenizer": tok_files,
                 "tail_template": tail_t, "head_template": head_t, "entities_file": str(entities.resolve()),
                 "relations_file": str(relations.resolve()), "num_entities": len(table), "num_relations": len(rel_texts),
-                "vocab_size": V, "shadowed_entities": trie.shadowed, "trie_nodes": trie.num_nodes}
+                "vocab_size": V, "shadowed_entities": trie.shadowed, "trie_nodes": trie.num_nodes,
+                "tokenizer_json_converted": converted}
         atomic_write_json(stage / PRETRAINED_FILE, meta)
         atomic_write_json(stage / "metrics.json", {"model": "kgt5", "imported_from": str(src.resolve()),
                                                    "parameters": int(n_params), "import_time_s": time.time() - t0})
