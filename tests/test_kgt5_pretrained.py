@@ -298,6 +298,8 @@ def test_import_sentencepiece_checkpoint_predicts_real_entities(sentencepiece_fo
         run.predict_new("mount gamma", "next to", facts=[("?", "next to", "delta")])
     res = _invoke("evaluate", out)
     assert res.exit_code != 0 and "no split 'test'" in res.output  # no dataset: the strings alone
+    res = _invoke("qa", "ask", out, "what is near [saint john]?")
+    assert res.exit_code != 0 and "is an imported checkpoint (kgc kgt5 import)" in res.output
     res = _invoke("predict", out, "--head", "saint john", "--relation", "located in", "-k", 3, "--json")
     assert res.exit_code == 0, res.output
     assert [r["entity"] for r in json.loads(res.output)] == [r["entity"] for r in rows[:3]]

@@ -15,14 +15,18 @@ import click
 from .common import fail
 
 
-def require_kgt5(path: str) -> None:
+def require_kgt5(path: str, imported: bool = False) -> None:
     """Stop with one line when ``path`` is a run of another model family (its config.yaml names the
-    model), instead of failing later on a KGT5 file the folder does not have."""
+    model), or an imported checkpoint unless ``imported``, instead of failing later on a KGT5 file
+    the folder does not have."""
     import yaml
 
     cfg = Path(path) / "config.yaml"
     if not cfg.exists():
         fail(FileNotFoundError(f"{path}: not a run folder (no config.yaml)"))
+    if not imported and (Path(path) / "pretrained.json").exists():
+        fail(ValueError(f"{path} is an imported checkpoint (kgc kgt5 import): kgc qa fine-tunes runs trained "
+                        f"with kgc train --model kgt5"))
     try:
         model = str(((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("model") or {}).get("name") or "")
     except (yaml.YAMLError, AttributeError):
@@ -191,7 +195,7 @@ def export(run, out) -> None:
     from ..seq2seq.pretrained import export_run
     from .common import open_run
 
-    require_kgt5(run)
+    require_kgt5(run, imported=True)
     r = open_run(run, device="cpu")
     try:
         path = export_run(r, out)
