@@ -18,7 +18,7 @@ order, or ``label<TAB>string``). :func:`import_checkpoint` writes a run folder::
                        source's files (no copy; the link survives the source being moved or deleted),
                        copied when the run is on another file system
     entity_texts/      the entity strings (:class:`~kgcomplete.seq2seq.strings.StringTable`, memory-mapped)
-    relation_texts.tsv
+    relation_texts.json
     trie/              tokens.npy offsets.npy (entity token ids, </s> included) and the trie arrays
                        (:class:`~kgcomplete.seq2seq.trie.EntityTrie`, memory-mapped)
     entities.tsv relations.tsv [splits/, entity_names.tsv]   (RunFolder.create)
@@ -55,7 +55,7 @@ from .trie import EntityTrie, RaggedTokens, token_dtype
 
 PRETRAINED_FILE = "pretrained.json"
 EXPORT_FILE = "kgt5.json"
-HF_DIR, TRIE_DIR, ENTITY_TEXTS_DIR, RELATION_TEXTS = "hf", "trie", "entity_texts", "relation_texts.tsv"
+HF_DIR, TRIE_DIR, ENTITY_TEXTS_DIR, RELATION_TEXTS = "hf", "trie", "entity_texts", "relation_texts.json"
 #: input templates (tail query, head query or None) of the published checkpoints
 TEMPLATES: dict[str, tuple[str, Optional[str]]] = {
     # this library's KGT5 and apoorvumang/kgt5 (Wikidata5M): both directions
@@ -350,6 +350,63 @@ def load_model(folder: Path, device: Optional[str] = None):
     return model.eval().to(resolve_device(device or "auto"))
 
 
+def _graph(entities: Path, relations: Path, dataset: Optional[str], texts_dir: Path, name: str):
+    """(dataset, data.source, entity StringTable written to ``texts_dir``, relation strings): the
+    given dataset, or a graph of the strings alone (no triples; the strings are also the names)."""
+    if dataset is not None:
+        from ..data.registry import load_dataset
+
+        ds = load_dataset(dataset)
+        source = str(Path(dataset).resolve()) if Path(dataset).expanduser().exists() else str(dataset)
+        rel_texts = strings_by_id(relations, ds.relations, "relation")
+        if _is_labeled(entities):
+            return ds, source, StringTable.from_strings(texts_dir, strings_by_id(entities, ds.entities, "entity"), BLOCK), rel_texts
+        table = StringTable.write(texts_dir, plain_blocks(entities, "entity"))  # streamed: any number of entities
+        if len(table) != ds.num_entities:
+            raise ValueError(f"{entities}: {len(table)} entity strings (one a line, in id order) for the "
+                             f"dataset's {ds.num_entities} entities")
+        return ds, source, table, rel_texts
+    from ..data.dataset import Dataset
+    from ..data.vocabulary import Vocabulary
+
+    if _is_labeled(entities):
+        ent_labels, ent_texts = read_labeled(entities, "entity")
+        table = StringTable.from_strings(texts_dir, ent_texts, BLOCK)
+    else:
+        table = StringTable.write(texts_dir, plain_blocks(entities, "entity"))
+        ent_labels = np.arange(len(table)).astype(str).astype(object)
+    if _is_labeled(relations):
+        rel_labels, rel_texts = read_labeled(relations, "relation")
+    else:
+        rel_texts = rel_labels = np.concatenate([np.asarray(b, dtype=object) for b in plain_blocks(relations, "relation")]
+                                                or [np.zeros(0, object)])
+    if not len(table) or not len(rel_texts):
+        raise ValueError(f"{entities if not len(table) else relations}: no strings")
+    ds = Dataset(name=name, entities=Vocabulary(ent_labels), relations=Vocabulary(rel_labels),
+                 splits={"train": np.zeros((0, 3), np.int64)}, entity_names=table.get(np.arange(len(table))),
+                 relation_names=rel_texts)
+    return ds, None, table, rel_texts
+
+
+def _entity_trie(tok: KGTokenizer, table: StringTable, vocab_size: int, folder: Path, src: Path) -> EntityTrie:
+    """Tokenise the entity strings block by block into ``folder/tokens.npy`` + ``offsets.npy``
+    (``</s>`` included), then build and save the trie from them (both memory-mapped later)."""
+    folder.mkdir()
+    lengths = []
+    with NpyWriter(folder / "tokens.npy", token_dtype(vocab_size)) as w:
+        for s in range(0, len(table), BLOCK):
+            flat, ln = tok.encode_flat(table.get(np.arange(s, min(s + BLOCK, len(table)))).tolist(), eos=True)
+            if len(flat) and int(flat.max()) >= vocab_size:
+                raise ValueError(f"{src}: the tokenizer gives token id {int(flat.max())}, beyond the model's "
+                                 f"vocabulary ({vocab_size})")
+            w.append(flat)
+            lengths.append(ln)
+    np.save(folder / "offsets.npy", np.concatenate([[0], np.cumsum(np.concatenate(lengths or [np.zeros(0, np.int64)]))]))
+    trie = EntityTrie.from_ragged(RaggedTokens.open(folder), vocab_size, duplicates="first")
+    trie.save(folder)
+    return trie
+
+
 # ------------------------------------------------------------------ import
 def import_checkpoint(hf_folder: str | Path, out: str | Path, entities: Optional[str | Path] = None,
                       relations: Optional[str | Path] = None, dataset: Optional[str] = None,
@@ -380,9 +437,9 @@ def import_checkpoint(hf_folder: str | Path, out: str | Path, entities: Optional
     exported = json.loads((src / EXPORT_FILE).read_text()) if (src / EXPORT_FILE).is_file() else {}
     entities = Path(entities) if entities else src / exported.get("entities", "entity_strings.tsv")
     relations = Path(relations) if relations else src / exported.get("relations", "relation_strings.tsv")
-    for p, what in ((entities, "entity"), (relations, "relation")):
+    for p, what in ((entities, "entities"), (relations, "relations")):
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: no {what} strings file (give --{what.replace('entity', 'entities').replace('relation', 'relations')})")
+            raise FileNotFoundError(f"{p}: no strings file of the {what} (give --{what})")
     if template is not None and template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}: {' | '.join(TEMPLATES)} (or --tail-template/--head-template)")
     tail_t, head_t = TEMPLATES[template] if template else (
@@ -415,62 +472,16 @@ def import_checkpoint(hf_folder: str | Path, out: str | Path, entities: Optional
         if tok.vocab_size > V:
             raise ValueError(f"{src}: the tokenizer has {tok.vocab_size} tokens, the model's vocabulary {V}")
 
-        # the graph: a dataset, or the strings themselves
-        if dataset is not None:
-            from ..data.registry import load_dataset
-
-            ds = load_dataset(dataset)
-            source = str(Path(dataset).resolve()) if Path(dataset).expanduser().exists() else str(dataset)
-            rel_texts = strings_by_id(relations, ds.relations, "relation")
-            if _is_labeled(entities):
-                table = StringTable.from_strings(stage / ENTITY_TEXTS_DIR, strings_by_id(entities, ds.entities, "entity"), BLOCK)
-            else:
-                table = StringTable.write(stage / ENTITY_TEXTS_DIR, plain_blocks(entities, "entity"))
-                if len(table) != ds.num_entities:
-                    raise ValueError(f"{entities}: {len(table)} entity strings (one a line, in id order) for the "
-                                     f"dataset's {ds.num_entities} entities")
-        else:
-            from ..data.dataset import Dataset
-            from ..data.vocabulary import Vocabulary
-
-            source = None
-            if _is_labeled(entities):
-                ent_labels, ent_texts = read_labeled(entities, "entity")
-                table = StringTable.from_strings(stage / ENTITY_TEXTS_DIR, ent_texts, BLOCK)
-            else:
-                table = StringTable.write(stage / ENTITY_TEXTS_DIR, plain_blocks(entities, "entity"))
-                ent_labels = np.arange(len(table)).astype(str).astype(object)
-            if _is_labeled(relations):
-                rel_labels, rel_texts = read_labeled(relations, "relation")
-            else:
-                rel_texts = np.concatenate([np.asarray(b, dtype=object) for b in plain_blocks(relations, "relation")])
-                rel_labels = rel_texts
-            ds = Dataset(name=src.name, entities=Vocabulary(ent_labels), relations=Vocabulary(rel_labels),
-                         splits={"train": np.zeros((0, 3), np.int64)},
-                         entity_names=table.get(np.arange(len(table))), relation_names=rel_texts)
+        ds, source, table, rel_texts = _graph(entities, relations, dataset, stage / ENTITY_TEXTS_DIR, src.name)
         log(f"entities: {len(table):,} strings; relations: {len(rel_texts):,}")
-        pd.DataFrame({"id": np.arange(len(rel_texts)), "t": rel_texts}).to_csv(
-            stage / RELATION_TEXTS, sep="\t", header=False, index=False, quoting=3)
+        atomic_write_json(stage / RELATION_TEXTS, rel_texts.tolist())
 
         sample = [*table.get(np.arange(min(len(table), 10_000))).tolist(), *rel_texts.tolist(),
                   *fill_template(parse_template(tail_t), table.get(np.zeros(len(rel_texts), np.int64)), rel_texts)]
         tok, converted = fast_tokenizer(tok, stage / HF_DIR, sample)
         if converted:
             log("tokenizer: tokenizer.json written from the SentencePiece model (the same ids, several times faster)")
-        # entity token sequences (</s> included) and the trie, both memory-mapped
-        trie_dir = stage / TRIE_DIR
-        trie_dir.mkdir()
-        lengths = []
-        with NpyWriter(trie_dir / "tokens.npy", token_dtype(V)) as w:
-            for s in range(0, len(table), BLOCK):
-                flat, ln = tok.encode_flat(table.get(np.arange(s, min(s + BLOCK, len(table)))).tolist(), eos=True)
-                if len(flat) and int(flat.max()) >= V:
-                    raise ValueError(f"{src}: the tokenizer gives token id {int(flat.max())}, beyond the model's vocabulary ({V})")
-                w.append(flat)
-                lengths.append(ln)
-        np.save(trie_dir / "offsets.npy", np.concatenate([[0], np.cumsum(np.concatenate(lengths or [np.zeros(0, np.int64)]))]))
-        trie = EntityTrie.from_ragged(RaggedTokens.open(trie_dir), V, duplicates="first")
-        trie.save(trie_dir)
+        trie = _entity_trie(tok, table, V, stage / TRIE_DIR, src)
         if trie.shadowed:
             log(f"warning: {trie.shadowed:,} entities share their token sequence with an entity of a smaller id "
                 f"(e.g. both only <unk>); they can never be generated and rank among the unseen")
@@ -532,8 +543,7 @@ class PretrainedKGT5Run(KGT5Run):
         elif Vocabulary.load(path / "entities.tsv") != dataset.entities:
             raise ValueError(f"{path}: the dataset's entities differ from the run's entities.tsv")
         tok = KGTokenizer.load(path / HF_DIR)
-        rel = pd.read_csv(path / RELATION_TEXTS, sep="\t", header=None, dtype=str, keep_default_na=False,
-                          na_filter=False, quoting=3)[1].to_numpy(dtype=object)
+        rel = np.array(json.loads((path / RELATION_TEXTS).read_text()), dtype=object)
         texts = CheckpointTexts(StringTable.open(path / ENTITY_TEXTS_DIR), rel)
         trie = EntityTrie.open(path / TRIE_DIR)
         if trie.num_entities != dataset.num_entities or len(texts) != dataset.num_entities:
