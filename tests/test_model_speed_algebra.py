@@ -133,9 +133,10 @@ def test_zero_distance_gives_the_broadcast_gradient_not_nan(case):
             torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-6)
 
 
-def test_l2_kernel_ignores_bf16_autocast():
+@pytest.mark.parametrize("name", ["pairre", "transh"])
+def test_l2_kernel_ignores_bf16_autocast(name):
     """The expansion ||q||^2 + ||x||^2 - 2 q.x cancels: it runs in float32 under bf16 autocast."""
-    m = build_model("pairre", E, R, dim=D, p_norm=2)
+    m = build_model(name, E, R, dim=D, p_norm=2)
     a, r, c = (torch.randn(5, w) for w in (m.entity_width(), m.relation_width(), m.entity_width()))
     with torch.no_grad():
         want = m._broadcast_chunks(a, r, c, True)

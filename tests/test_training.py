@@ -27,7 +27,7 @@ SHORT = {
     "bilinear (complex, 1vsAll)": (dict(model="complex", dim=32, epochs=10), 0.84),
     "translational (transe, 1vsAll)": (dict(model="transe", dim=32, epochs=10), 0.66),
     "rotation (rotate, 1vsAll)": (dict(model="rotate", dim=16, epochs=6), 0.70),
-    "convolutional (conve, 1vsAll)": (dict(model="conve", dim=32, epochs=10,
+    "convolutional (conve, 1vsAll)": (dict(model="conve", dim=32, epochs=10, mode="1vsAll", loss="ce",
                                            **{"model.options": {"embedding_height": 4}}), 0.78),
     "shared negatives (distmult)": (dict(model="distmult", dim=32, epochs=10, mode="negatives"), 0.81),
     "KvsAll (distmult)": (dict(model="distmult", dim=32, epochs=10, mode="KvsAll", loss="bce", lr=0.3), 0.58),

@@ -19,9 +19,9 @@ Then (:func:`separable_scores`):
   block (:class:`_BlockedNorm`); memory is one block.
 
 BoxE's distance of the point ``tanh(u_b + v_c)`` to query ``b``'s box (:func:`box_distances`)
-runs in the same blocks with its own backward pass. Any other score (TransH) goes through
-:func:`recomputed_chunks`: ``score_emb`` on chunks of candidates without a graph, each chunk
-recomputed under autograd in the backward pass.
+runs in the same blocks with its own backward pass. Any other score (a norm other than L1/L2, a
+new model without these hooks) goes through :func:`recomputed_chunks`: ``score_emb`` on chunks of
+candidates without a graph, each chunk recomputed under autograd in the backward pass.
 
 Shapes: query dims ``Q`` = ``(B,)`` or ``(G, B)`` (``G`` groups, each with its own candidates);
 ``q (*Q, W)``; ``A (J, *Q, W)`` or None; ``X (J, *G, C, W)`` shared by the queries (of a group) or
@@ -55,8 +55,9 @@ def separable_scores(q: Tensor, A: Optional[Tensor], X: Tensor, p: int, per_quer
     if p not in (1, 2):
         raise ValueError(f"separable_scores: p={p} (1 or 2)")
     S = None
-    if V is not None:  # S = V_b . X_0c (*Q, C)
-        S = (X[0] * V.unsqueeze(-2)).sum(-1) if per_query else V @ X[0].transpose(-1, -2)
+    if V is not None:  # S = V_b . X_0c (*Q, C), in float32 under bf16 autocast too
+        with torch.autocast(q.device.type, enabled=False):
+            S = (X[0] * V.unsqueeze(-2)).sum(-1) if per_query else V @ X[0].transpose(-1, -2)
     if p == 2 and not per_query:
         return _l2_matmul(q, A, X, S, V)
     return _BlockedNorm.apply(q, A, X, p, pair, per_query, S, V)
