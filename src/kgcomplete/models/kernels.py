@@ -241,15 +241,15 @@ class _BoxDistance(torch.autograd.Function):
 
     @staticmethod
     def _block(u2, v2, half_c, width, per_query):
-        """(s, y = point - centre, dist, d) of a block ``(*Q, c, W)``; ``u2 = 2 u``, ``v2 = 2 v``,
-        ``half_c = (1 + centre) / 2``."""
+        """(s, y = point - centre, dist, excess = relu(dist - width / 2), d) of a block ``(*Q, c, W)``;
+        ``u2 = 2 u``, ``v2 = 2 v``, ``half_c = (1 + centre) / 2``."""
         s = torch.sigmoid(u2.unsqueeze(-2) + (v2 if per_query else v2.unsqueeze(-3)))
         y = (s - half_c.unsqueeze(-2)).mul_(2.0)  # tanh(u + v) - centre
         dist = y.abs()
         inv = 1.0 / (1.0 + width)
         excess = (dist - 0.5 * width.unsqueeze(-2)).clamp_min_(0.0)
         d = torch.addcmul(dist * inv.unsqueeze(-2), excess, (1.0 + width - inv).unsqueeze(-2))
-        return s, y, dist, d
+        return s, y, dist, excess, d
 
     @staticmethod
     def forward(ctx, u, v, centre, width, p, per_query):
@@ -270,18 +270,18 @@ class _BoxDistance(torch.autograd.Function):
         du, dv, dc, dw = (torch.zeros_like(t) for t in (u, v, centre, width))
         u2, v2, half_c = 2.0 * u, (2.0 * v).unsqueeze(0), 0.5 * (1.0 + centre)
         inv_all = 1.0 / (1.0 + width)
-        w1_all = 1.0 + width
-        # d d / d width: inside -dist / w1^2; outside dist - (w (1 + 1 / w1^2) + w1 - 1 / w1) / 2
-        k_out_all = 0.5 * (width * (1.0 + inv_all * inv_all) + w1_all - inv_all)
+        kd_all = 1.0 + width - inv_all  # w1 - 1 / w1
         for qs, cs in _block_slices(u, v2):
-            w = width[..., qs, :]
-            s, y, dist, d = _BoxDistance._block(u2[..., qs, :], _cands(v2, qs, cs, per_query)[0], half_c[..., qs, :],
-                                                w, per_query)
+            s, y, dist, excess, d = _BoxDistance._block(u2[..., qs, :], _cands(v2, qs, cs, per_query)[0],
+                                                        half_c[..., qs, :], width[..., qs, :], per_query)
             gd = _block_norm_grad_(d, p).mul_(grad[..., qs, cs].unsqueeze(-1))  # d out / d d
-            inv, w1, k_out = (t[..., qs, :].unsqueeze(-2) for t in (inv_all, w1_all, k_out_all))
-            outside = dist > 0.5 * w.unsqueeze(-2)
-            dw[..., qs, :] += (gd * torch.where(outside, dist - k_out, dist * (inv * inv).neg_())).sum(-2)
-            gy = gd.mul_(torch.where(outside, w1, inv)).mul_(y.sign_())  # d out / d y
+            inv, kd = inv_all[..., qs, :].unsqueeze(-2), kd_all[..., qs, :].unsqueeze(-2)
+            outside = torch.sign(excess)  # 1 outside the box, 0 inside (and on its border)
+            # d d / d width = excess (1 + 1 / w1^2) - dist / w1^2 - kd / 2 [outside]
+            dd_dw = torch.addcmul(excess.mul_(1.0 + inv * inv), dist, inv * inv, value=-1.0)
+            dd_dw.addcmul_(outside, kd, value=-0.5)
+            dw[..., qs, :] += dd_dw.mul_(gd).sum(-2)
+            gy = gd.mul_(torch.addcmul(inv, outside, kd)).mul_(y.sign_())  # d out / d y; d d / d dist = w1 or 1 / w1
             dc[..., qs, :] -= gy.sum(-2)
             gz = gy.mul_(s.sub_(s * s).mul_(4.0))  # through tanh: 4 s (1 - s)
             du[..., qs, :] += gz.sum(-2)
