@@ -250,3 +250,15 @@ def test_context_run_trains_saves_and_reopens(tmp_path):
     assert torch.equal(again.encoder.queries(a, r, False)[0], run.encoder.queries(a, r, False)[0])
     assert torch.equal(again.score_queries(a, r), run.score_queries(a, r))
     assert (again.encoder.queries(a, r, False)[0] != PAD_ID).sum(1).max() > 12  # context lines are there
+
+
+def test_train_examples_leave_the_target_out_of_the_context():
+    """The ready-tensor examples (QA's mix_kg) follow the same rule as the batches."""
+    from kgcomplete.seq2seq.run import train_examples
+
+    ds = _leaky_kg()
+    enc = _encoder(ds)
+    inputs, targets = train_examples(enc, ds.train)
+    ex = QueryExamples.from_triples(enc, ds.train)
+    ids, _, _ = ex.batch(np.arange(len(ex)), None)  # the evaluation sample, as train_examples reads
+    assert torch.equal(inputs[:, :ids.shape[1]], ids) and torch.equal(targets, torch.as_tensor(ex.target))

@@ -167,10 +167,12 @@ def build_texts(dataset, tokenizer_source, vocab_size: int, description_words: i
 
 def train_examples(encoder: QueryEncoder, triples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Both directions of every triple: ``predict tail: h | r -> t`` and ``predict head: t | r -> h``.
-    Returns ``inputs (2n, L)`` and ``targets (2n,)``."""
+    Returns ``inputs (2n, L)`` and ``targets (2n,)``. ``triples``: the training triples (with
+    ``kgt5.context`` row ``i``'s own edge is left out of its two examples' contexts)."""
     t = torch.as_tensor(np.asarray(triples, dtype=np.int64))
-    tail_in, _ = encoder.queries(t[:, 0], t[:, 1], head=False)
-    head_in, _ = encoder.queries(t[:, 2], t[:, 1], head=True)
+    rows = np.arange(len(t))
+    tail_in, _ = encoder.queries(t[:, 0], t[:, 1], head=False, exclude=rows)
+    head_in, _ = encoder.queries(t[:, 2], t[:, 1], head=True, exclude=rows)
     width = max(tail_in.shape[1], head_in.shape[1])
     pad = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]))  # noqa: E731
     return torch.cat([pad(tail_in), pad(head_in)]), torch.cat([t[:, 2], t[:, 0]])
