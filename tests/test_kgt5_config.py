@@ -24,7 +24,7 @@ DOCUMENTED_TRAINING = {"epochs": 100, "batch_size": 256, "seed": 0, "eval_every"
 DOCUMENTED_KGT5 = {
     "preset": "tiny", "model": {}, "tokenizer": "train", "tokenizer_model": "bpe", "vocab_size": 8000,
     "description_words": 8, "max_length": 128, "context": False, "context_size": 100, "descriptions": False,
-    "description_max_words": 32, "optimizer": "auto", "lr": None, "warmup_steps": 100,
+    "description_max_words": 32, "context_attention": "query", "optimizer": "auto", "lr": None, "warmup_steps": 100,
     "weight_decay": 0.0, "time_budget_s": None, "cpu_budget_s": None, "mixed_precision": "auto",
     "valid_max_triples": 500,
     "decoding": {"method": "beam", "beam_size": 50, "num_samples": 50, "constrained": True, "temperature": 1.0,

@@ -262,3 +262,51 @@ def test_train_examples_leave_the_target_out_of_the_context():
     ex = QueryExamples.from_triples(enc, ds.train)
     ids, _, _ = ex.batch(np.arange(len(ex)), None)  # the evaluation sample, as train_examples reads
     assert torch.equal(inputs[:, :ids.shape[1]], ids) and torch.equal(targets, torch.as_tensor(ex.target))
+
+
+def test_query_attention_model_reads_context_through_the_encoder_only():
+    """``kgt5.context_attention: query``: context tokens carry mask value 2; the encoder reads them,
+    the decoder's cross-attention sees only the query tokens, the same in forward (training) and in
+    get_encoder + forward (the decoders)."""
+    pytest.importorskip("transformers")
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from kgcomplete.seq2seq.decoding import score_entities
+    from kgcomplete.seq2seq.model import CONTEXT_MASK, build_model
+
+    ds = tiny_kg()
+    plain_masks = _encoder(ds, context_size=3)
+    texts, tok = plain_masks.texts, plain_masks.tokenizer
+    enc = QueryEncoder(tok, texts, 64, neighbourhood=plain_masks.neighbourhood, context_size=3, query_attention=True)
+    a, r = ds.train[:, 0], ds.train[:, 1]
+    ids, mask = enc.queries(a, r, False)
+    ids0, mask0 = plain_masks.queries(a, r, False)
+    assert torch.equal(ids, ids0) and torch.equal(mask > 0, mask0 > 0)
+    n_query = (enc.queries(a, r, False, sample=_empty_sample(ds))[1] > 0).sum(1)
+    assert torch.equal((mask == 1).sum(1), n_query)  # query line + </s>
+    assert ((mask == CONTEXT_MASK).sum(1) > 0).all()
+    facts = [list(texts.context_lines(enc.context_facts(x))) for x in a[:3]]
+    text_ids, text_mask = enc.encode_text([input_text(texts.entity[x], texts.relation[y], False, f)
+                                           for x, y, f in zip(a[:3], r[:3], facts)])
+    assert torch.equal(text_ids, ids[:3, :text_ids.shape[1]]) and torch.equal(text_mask, mask[:3, :text_mask.shape[1]])
+
+    torch.manual_seed(0)
+    model = build_model(tok.vocab_size, "micro", seed=0, query_attention=True).eval()
+    labels = enc.targets(ds.train[:, 2])
+    with torch.no_grad():
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        hidden = model.encoder(input_ids=ids, attention_mask=(mask > 0).long()).last_hidden_state
+        manual = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=(mask == 1).long(),
+                       labels=labels).loss
+        everything = build_model(tok.vocab_size, "micro", seed=0)(input_ids=ids, attention_mask=(mask > 0).long(),
+                                                                   labels=labels).loss
+    assert torch.allclose(loss, manual) and not torch.allclose(loss, everything)
+    # the decoders' path (get_encoder, then forward with encoder outputs) scores the same
+    scores = score_entities(model, ids[:4], mask[:4], enc.entity_ids, torch.as_tensor(ds.train[:4, 2:3]))
+    with torch.no_grad():
+        out = model(input_ids=ids[:4], attention_mask=mask[:4], labels=labels[:4])
+    lp = torch.log_softmax(out.logits, -1).gather(2, labels[:4].clamp(min=0)[:, :, None])[:, :, 0]
+    assert torch.allclose(scores[:, 0], (lp * (labels[:4] != -100)).sum(1), atol=1e-5)
+    # the context changes the answer only through the encoder: other context, other scores
+    other = enc.queries(a[:4], r[:4], False, sample=enc.sample(5))
+    assert not torch.allclose(score_entities(model, *other, enc.entity_ids, torch.as_tensor(ds.train[:4, 2:3])), scores)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .model import CONTEXT_MASK
 from .tokenizer import EOS_ID, PAD_ID, KGTokenizer
 from .verbalize import (ANSWER_PREFIX, DESCRIPTION_SEPARATOR, HEAD_PREFIX, LINE_SEPARATOR, QUERY_PREFIX, REVERSE_OF,
                         SEPARATOR, TAIL_PREFIX, EntityTexts)
@@ -74,10 +75,11 @@ class PiecePool:
         del self._parts, self._lengths
         return self
 
-    def assemble(self, seg_row: np.ndarray, seg_piece: np.ndarray, rows: int,
-                 max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def assemble(self, seg_row: np.ndarray, seg_piece: np.ndarray, rows: int, max_length: int,
+                 seg_mask: Optional[np.ndarray] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Segments ``(S,)`` (row, piece), ordered by row then position -> ``input_ids (rows, L)`` and
-        ``attention_mask (rows, L)``: each row's pieces, cut at ``max_length - 1`` tokens, then ``</s>``."""
+        ``attention_mask (rows, L)``: each row's pieces, cut at ``max_length - 1`` tokens, then ``</s>``.
+        ``seg_mask (S,)``: the mask value of each segment's tokens (default 1)."""
         ln = self.length[seg_piece]
         row_len = np.minimum(np.bincount(seg_row, weights=ln, minlength=rows).astype(np.int64), max_length - 1)
         tok_seg = np.repeat(np.arange(len(seg_piece)), ln)
@@ -94,7 +96,13 @@ class PiecePool:
         out[r[keep], col[keep]] = self.tokens[self.start[seg_piece[tok_seg[keep]]] + pos[keep]]
         out[np.arange(rows), row_len] = EOS_ID
         mask = (np.arange(width)[None, :] <= row_len[:, None]).astype(np.int64)
+        if seg_mask is not None:
+            mask[r[keep], col[keep]] = seg_mask[tok_seg[keep]]
         return torch.from_numpy(out), torch.from_numpy(mask)
+
+
+#: ``kgt5.context_attention`` values
+CONTEXT_ATTENTION = ("query", "all")
 
 
 def run_descriptions(dataset, kgt5: dict) -> Optional[np.ndarray]:
@@ -128,6 +136,9 @@ class QueryEncoder:
         neighbourhood: the training graph's :class:`~kgcomplete.seq2seq.context.Neighbourhood` when
             inputs carry context (``query: <anchor> | <relation>`` then ``<relation> | <neighbour>``
             lines), else None (``predict tail: <anchor> | <relation>``).
+        query_attention: context tokens get ``attention_mask`` value
+            :data:`~kgcomplete.seq2seq.model.CONTEXT_MASK` (2) instead of 1, for a model whose
+            decoder attends to the query tokens only (``kgt5.context_attention: query``).
 
     Every input is assembled from token pieces tokenised once (:class:`PiecePool`): the prefixes,
     each entity, each description (``: <first words>``), each query relation (``| <relation>`` /
@@ -139,7 +150,8 @@ class QueryEncoder:
     """
 
     def __init__(self, tokenizer: KGTokenizer, texts: EntityTexts, max_length: int = 128, *,
-                 neighbourhood=None, context_size: int = 100, descriptions=None, seed: int = 0):
+                 neighbourhood=None, context_size: int = 100, descriptions=None, seed: int = 0,
+                 query_attention: bool = False):
         self.tokenizer, self.texts, self.max_length = tokenizer, texts, int(max_length)
         self.entity_ids = tokenizer.encode(texts.entity.tolist(), eos=True, max_length=max_length)
         self.entity_len = (self.entity_ids != PAD_ID).sum(1) - 1
@@ -150,6 +162,7 @@ class QueryEncoder:
         self._fixed = {p: tokenizer.encode([p], eos=False)[0] for p in pre}
         self._fixed = {p: t[t != PAD_ID] for p, t in self._fixed.items()}
         self.neighbourhood, self.context_size, self.seed = neighbourhood, int(context_size), int(seed)
+        self.query_attention = bool(query_attention) and neighbourhood is not None
         self.descriptions = None if descriptions is None else np.asarray(descriptions, dtype=object)
         self._eval_sample = None
         self._build_pool()
@@ -167,8 +180,12 @@ class QueryEncoder:
     def from_config(cls, tokenizer: KGTokenizer, texts: EntityTexts, kgt5: dict, dataset, seed: int = 0) -> "QueryEncoder":
         """The encoder a run's ``kgt5`` section asks for: ``context`` (the neighbourhood of
         ``dataset.train``, ``context_size``), ``descriptions`` (``description_max_words`` words of
-        ``dataset.entity_descriptions``), ``max_length``. Keys missing in older runs mean off."""
+        ``dataset.entity_descriptions``), ``max_length``, ``context_attention``. Keys missing in
+        older runs mean off (and ``all``: runs from before the key)."""
         neighbourhood = descriptions = None
+        attention = kgt5.get("context_attention") or "all"
+        if attention not in CONTEXT_ATTENTION:
+            raise ValueError(f"kgt5.context_attention={attention!r}: expected {' | '.join(CONTEXT_ATTENTION)}")
         if kgt5.get("context"):
             from .context import Neighbourhood
 
@@ -176,7 +193,8 @@ class QueryEncoder:
         if kgt5.get("descriptions"):
             descriptions = run_descriptions(dataset, kgt5)
         return cls(tokenizer, texts, kgt5["max_length"], neighbourhood=neighbourhood,
-                   context_size=int(kgt5.get("context_size") or 0), descriptions=descriptions, seed=seed)
+                   context_size=int(kgt5.get("context_size") or 0), descriptions=descriptions, seed=seed,
+                   query_attention=attention == "query")
 
     # ------------------------------------------------------------------ pieces
     def _build_pool(self) -> None:
@@ -245,8 +263,9 @@ class QueryEncoder:
         return self._eval_sample
 
     def _plan(self, anchor: np.ndarray, relation: np.ndarray, head: np.ndarray, exclude: Optional[np.ndarray],
-              sample) -> tuple[np.ndarray, np.ndarray]:
-        """Segments ``(row, piece)`` of a batch's inputs, ordered by row (see the class docstring)."""
+              sample) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """Segments ``(row, piece)`` of a batch's inputs, ordered by row (see the class docstring), and
+        their mask values (None: all 1)."""
         B = len(anchor)
         if self.context:
             first = np.full(B, self._piece[QUERY_PREFIX])
@@ -261,7 +280,7 @@ class QueryEncoder:
         q = np.stack(q, 1)  # (B, nq)
         nq = q.shape[1]
         if not self.context:
-            return np.repeat(np.arange(B), nq), q.reshape(-1)
+            return np.repeat(np.arange(B), nq), q.reshape(-1), None
         qlen = self.pool.length[q].sum(1)
         budget = self.max_length - 1 - qlen
         sample = self.eval_sample if sample is None else sample
@@ -285,7 +304,11 @@ class QueryEncoder:
         at = seg_first[row] + nq + 2 * j
         seg_piece[at] = self.line0 + self.neighbourhood.rel[edge]
         seg_piece[at + 1] = self.ent0 + self.neighbourhood.nb[edge]
-        return seg_row, seg_piece
+        seg_mask = None
+        if self.query_attention:
+            seg_mask = np.ones(S, dtype=np.int64)
+            seg_mask[at], seg_mask[at + 1] = CONTEXT_MASK, CONTEXT_MASK
+        return seg_row, seg_piece, seg_mask
 
     @staticmethod
     def _as_arrays(anchor, relation, head, exclude):
@@ -303,8 +326,8 @@ class QueryEncoder:
         (-1: none), whose edge is left out of the anchor's context; ``sample`` a
         :class:`~kgcomplete.seq2seq.context.ContextSample` (default: the evaluation sample)."""
         a, r, h, x = self._as_arrays(anchor, relation, head, exclude)
-        seg_row, seg_piece = self._plan(a, r, h, x, sample)
-        return self.pool.assemble(seg_row, seg_piece, len(a), self.max_length)
+        seg_row, seg_piece, seg_mask = self._plan(a, r, h, x, sample)
+        return self.pool.assemble(seg_row, seg_piece, len(a), self.max_length, seg_mask)
 
     def input_lengths(self, anchor, relation, head, exclude=None, sample=None, chunk: int = 1 << 16) -> np.ndarray:
         """``(B,)`` token lengths (``</s>`` included) of :meth:`queries`' rows, without assembling them."""
@@ -312,7 +335,7 @@ class QueryEncoder:
         out = np.empty(len(a), dtype=np.int64)
         for s in range(0, len(a), chunk):
             sl = slice(s, s + chunk)
-            seg_row, seg_piece = self._plan(a[sl], r[sl], h[sl], None if x is None else x[sl], sample)
+            seg_row, seg_piece, _ = self._plan(a[sl], r[sl], h[sl], None if x is None else x[sl], sample)
             n = len(a[sl])
             out[sl] = np.minimum(np.bincount(seg_row, weights=self.pool.length[seg_piece], minlength=n),
                                  self.max_length - 1) + 1
@@ -323,7 +346,7 @@ class QueryEncoder:
         (inspection and tests; :meth:`queries` does this for batches)."""
         if not self.context:
             return np.zeros((0, 3), dtype=np.int64)
-        seg_row, seg_piece = self._plan(np.array([anchor]), np.array([0]), np.array([0]), np.array([exclude]), sample)
+        seg_row, seg_piece, _ = self._plan(np.array([anchor]), np.array([0]), np.array([0]), np.array([exclude]), sample)
         nq = 4 if self.desc0 is not None else 3
         code = seg_piece[nq::2] - self.line0
         R = len(self.relation_len)
@@ -356,7 +379,10 @@ class QueryEncoder:
         pieces = np.stack([np.where(is_first[idx], -1, sep), idx], 1).reshape(-1)
         rows = np.repeat(row[idx], 2)
         ok = pieces >= 0
-        return pool.assemble(rows[ok], pieces[ok], len(texts), self.max_length)
+        seg_mask = None
+        if self.query_attention:  # every line after the query line is context
+            seg_mask = np.repeat(np.where(is_first[idx], 1, CONTEXT_MASK), 2)[ok]
+        return pool.assemble(rows[ok], pieces[ok], len(texts), self.max_length, seg_mask)
 
     def questions(self, topic, questions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """QA inputs ``predict answer: <topic> | <question>``; questions tokenised here."""

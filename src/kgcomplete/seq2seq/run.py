@@ -333,21 +333,25 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
     if int(tr.get("threads") or 0) > 0:
         torch.set_num_threads(int(tr["threads"]))
     folder = RunFolder(out)
-    if resume and (out / "config.yaml").exists():
+    resuming = resume and (out / "config.yaml").exists()
+    if resuming:
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))  # e.g. raised epochs
         texts, tok = EntityTexts.load(out), KGTokenizer.load(out)
-        model = model_from_folder(out, out / "checkpoint.safetensors") if (out / "checkpoint.safetensors").exists() \
-            else build_model(tok.vocab_size, k["preset"], seed=tr["seed"], **k["model"])
     else:
         texts, tok, _ = build_texts(dataset, k["tokenizer"], k["vocab_size"], k["description_words"],
                                    k["max_length"], k["tokenizer_model"], run_descriptions(dataset, k))
-        model = build_model(tok.vocab_size, k["preset"], seed=int(tr["seed"]), **k["model"])
+    enc = QueryEncoder.from_config(tok, texts, k, dataset, int(tr["seed"]))  # context / descriptions
+    if resuming and (out / "checkpoint.safetensors").exists():
+        model = model_from_folder(out, out / "checkpoint.safetensors")
+    else:
+        model = build_model(tok.vocab_size, k["preset"], seed=int(tr["seed"]), query_attention=enc.query_attention,
+                            **k["model"])
+    if not resuming:
         folder.create(cfg, dataset)
         texts.save(out)
         tok.save(out)
         save_model_config(model, out)
     log.info("KGT5 %s: %d parameters, vocabulary %d", k["preset"], num_parameters(model), tok.vocab_size)
-    enc = QueryEncoder.from_config(tok, texts, k, dataset, int(tr["seed"]))  # context / descriptions
     examples = QueryExamples.from_triples(enc, dataset.train)
     trie = EntityTrie(enc.entity_ids, tok.vocab_size)
 

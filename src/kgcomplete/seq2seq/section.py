@@ -46,6 +46,9 @@ class KGT5Config:
     #: KGT5-context: the query entity's 1-hop neighbourhood (training graph) follows the query
     context: bool = False
     context_size: int = 100  #: at most this many neighbourhood facts (kgt5-context's max_size)
+    #: query: the decoder attends to the query line only, the encoder reads everything (trains far
+    #: faster with small models); all: every token (kgt5-context's own model)
+    context_attention: str = "query"
     #: the query entity's description follows its text (datasets with entity_descriptions.tsv)
     descriptions: bool = False
     description_max_words: int = 32  #: words of the description in the input

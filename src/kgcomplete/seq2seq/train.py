@@ -358,7 +358,7 @@ class KGT5Trainer(EpochLoop):
         total, count, tokens, real, padded = 0.0, 0, 0, 0, 0
         try:
             for ids, mask, labels in steps:
-                n_in, n_out = int(mask.sum()), int((labels != -100).sum())
+                n_in, n_out = int((mask > 0).sum()), int((labels != -100).sum())
                 ids, mask = ids.to(acc.device, non_blocking=pin), mask.to(acc.device, non_blocking=pin)
                 labels = labels.to(acc.device, non_blocking=pin)
                 with acc.autocast():
