@@ -495,7 +495,7 @@ class Cadence(NamedTuple):
             return f"{self.seconds:g} s of training"
         if self.fraction is not None:
             return f"{self.fraction:g} epochs"
-        return f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}" if self.epochs else "never"
+        return str(self.epochs) if self.epochs else "never"  # whole epochs: "every 5", as the banner said
 
 
 def parse_cadence(value, what: str = "training.eval_every") -> Cadence:
