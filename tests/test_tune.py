@@ -278,3 +278,14 @@ def test_kgcomplete_tune_is_callable_as_the_package_and_the_function():
     from kgcomplete.tune import api
 
     assert kgcomplete.tune.tune is api.tune
+
+
+def test_validations_inside_an_epoch_are_each_reported(tmp_path):
+    out = tmp_path / "study"
+    kgcomplete.tune("nations", model="distmult", trials=1, out=out, sampler="random", seed=3,
+                    **{**BASE, "training.epochs": 2, "training.eval_every": 0.5})
+    (t,) = _trials(out)
+    log = [json.loads(line) for line in (out / "trials" / "000" / "log.jsonl").read_text().splitlines()]
+    valid = [r["valid_mrr"] for r in log if "valid_mrr" in r]
+    assert len(valid) == 4  # two per epoch, none lost to a shared Optuna step
+    assert [t.intermediate_values[i] for i in sorted(t.intermediate_values)] == pytest.approx(valid)

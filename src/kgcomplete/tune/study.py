@@ -295,16 +295,19 @@ class Objective:
         except (ValueError, TypeError, KeyError) as e:
             trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             raise
-        state = {"best": None, "pruned": False, "cut": None}
+        state = {"best": None, "pruned": False, "cut": None, "validations": 0}
 
         def on_epoch(record: dict) -> Optional[str]:
             if "valid_mrr" in record:
-                v, epoch = float(record["valid_mrr"]), int(record["epoch"])
+                v, epoch = float(record["valid_mrr"]), record["epoch"]
                 state["best"] = v if state["best"] is None else max(state["best"], v)
-                trial.report(v, epoch)
+                # Optuna's step: the validation's number (an epoch may hold several with
+                # training.eval_every below 1, and Optuna keeps one value per step)
+                state["validations"] += 1
+                trial.report(v, state["validations"])
                 if trial.should_prune():
                     state["pruned"] = True
-                    return f"pruned by the tuner at epoch {epoch} (valid MRR {v:.4f})"
+                    return f"pruned by the tuner at epoch {epoch:g} (valid MRR {v:.4f})"
             if self.deadline is not None and time.time() >= self.deadline:
                 state["cut"] = "the study's time budget is used up"
                 return state["cut"]
