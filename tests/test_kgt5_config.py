@@ -154,3 +154,12 @@ def test_a_kge_optimizer_is_refused_for_kgt5_through_set_too(tmp_path):
                                    str(tmp_path / "r")])
     assert res.exit_code != 0 and "--optimizer adagrad is a KGE optimizer" in res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_kgt5_refuses_a_cadence_inside_epochs():
+    from kgcomplete.seq2seq.run import resolve_config
+
+    for value in (0.25, "10m"):
+        with pytest.raises(ValueError, match=r"training.eval_every=.*KGT5 validates between epochs"):
+            resolve_config({"model": {"name": "kgt5"}, "training": {"eval_every": value}})
+    assert resolve_config({"model": {"name": "kgt5"}, "training": {"eval_every": 2}})["training"]["eval_every"] == 2

@@ -106,6 +106,12 @@ def resolve_config(config) -> dict:
         kgt5["lr"] = ADAMW_DEFAULT_LR
     training = {k: getattr(tr_sec, k) if k in tr_in else v for k, v in TRAINING_DEFAULTS.items()}
     training["optimizer"], training["lr"] = kgt5["optimizer"], kgt5["lr"]
+    from ..config import parse_cadence
+
+    cadence = parse_cadence(training["eval_every"])
+    if cadence.fraction is not None or cadence.seconds is not None:
+        raise ValueError(f"training.eval_every={training['eval_every']!r}: KGT5 validates between epochs; "
+                         "give a whole number of epochs (0 = never)")
 
     ignored = [f"training.{k}" for k in tr_in if k not in TRAINING_KEYS
                and getattr(tr_sec, k) != getattr(TrainingConfig(), k)]
