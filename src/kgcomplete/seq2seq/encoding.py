@@ -1,9 +1,10 @@
 """Token-id tables for entities/relations and vectorised assembly of KGT5 inputs.
 
 Entity and relation texts are tokenised once; a query's input ids are the concatenation
-``prefix + entity + "|" + relation + </s>`` assembled with array scatters (no per-query
-tokenisation). With a Metaspace tokenizer (words tokenised independently) this equals
-tokenising the whole input string.
+``prefix + entity + "|" + relation + </s>`` (plus a description and, for KGT5-context, the
+neighbourhood's lines) assembled with array gathers from pieces tokenised once (:class:`PiecePool`;
+no per-query tokenisation). With a Metaspace tokenizer (words tokenised independently) this equals
+tokenising the input string (line by line with context: :meth:`QueryEncoder.encode_text`).
 """
 
 from __future__ import annotations
