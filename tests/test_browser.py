@@ -42,13 +42,13 @@ def _kgc(*args: str) -> list[str]:
     return [sys.executable, "-m", "kgcomplete", *args]
 
 
-@pytest.fixture(scope="module")
-def server(umls_run_dir, tmp_path_factory):
+def _serve(run_dir: Path, tmp_path_factory):
+    """`kgc serve RUN_DIR` on a free port; yields its URL once /api/health answers, stops it after."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(_kgc("serve", str(umls_run_dir), "--host", "127.0.0.1", "--port", str(port),
+        proc = subprocess.Popen(_kgc("serve", str(run_dir), "--host", "127.0.0.1", "--port", str(port),
                                      "--log-level", "warning"), stdout=fh, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -72,6 +72,11 @@ def server(umls_run_dir, tmp_path_factory):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(umls_run_dir, tmp_path_factory):
+    yield from _serve(umls_run_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -306,3 +311,82 @@ def test_api_docs_render_offline(server, page):
         assert not blocked, f"/docs asked the network for {blocked}"
     finally:
         page.unroute("**/*")
+
+
+# ------------------------------------------------------------------ new entity (KGT5 runs only)
+@pytest.fixture(scope="module")
+def kgt5_run_dir(tmp_path_factory) -> Path:
+    """A micro KGT5-context run on the tiny ring graph of kgt5_fixtures (a few epochs: only the
+    page is under test, not the answers' quality)."""
+    import torch
+
+    from kgcomplete.seq2seq.run import train_kgt5
+    from kgt5_fixtures import micro_config, tiny_kg
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("kgt5-browser") / "run"
+    train_kgt5(tiny_kg(), out, micro_config(epochs=3, context=True, context_size=4))
+    return out
+
+
+@pytest.fixture(scope="module")
+def kgt5_server(kgt5_run_dir, tmp_path_factory):
+    yield from _serve(kgt5_run_dir, tmp_path_factory)
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.load(r)
+
+
+def test_new_entity_view_asks_a_kgt5_run_about_an_entity_outside_the_graph(kgt5_server, kgt5_run_dir, page, shots):
+    labels = set((kgt5_run_dir / "entities.tsv").read_text().split())
+    page.goto(kgt5_server + "/")
+    tab = page.locator(".tabs a[data-tab=new]")
+    tab.wait_for(state="visible", timeout=20_000)  # shown once /api/run says kgt5
+    tab.click()
+    page.wait_for_function("location.search === '?view=new'")
+    assert page.is_visible("#view-new") and not page.is_visible("#view-query")
+    assert page.is_disabled("#new-description")  # trained without kgt5.descriptions
+    assert page.is_enabled("#new-facts")  # trained with kgt5.context
+    page.fill("#new-text", "a new node")
+    _pick(page, "#new-relation", "pre", "prev")
+    page.fill("#new-facts", "?\tnext\te4\n")
+    page.select_option("#new-k", "5")
+    page.click("#new-run")
+    page.wait_for_function("location.search === '?view=new&text=a+new+node&relation=prev&side=tail&k=5'")
+    page.wait_for_selector("#new-results:not([hidden])", timeout=30_000)
+    shown = page.eval_on_selector_all("#new-table tbody tr", "rows => rows.map(r => r.dataset.entity)")
+    assert len(shown) == 5 and set(shown) <= labels
+    want = _post(kgt5_server + "/api/predict/new", {"text": "a new node", "relation": "prev", "predict": "tail",
+                                                     "facts": [["?", "next", "e4"]], "k": 5})
+    assert shown == [r["entity"] for r in want["predictions"]]
+    assert "given 1 fact" in page.inner_text("#new-results-title")
+    assert "log-probability" in page.get_attribute("#new-table .score-tip", "data-tip")
+    _shoot(page, shots, "new")
+    # the server's message for a fact it cannot read; an answer opens its entity page
+    page.fill("#new-facts", "?, next, nobody")  # commas separate fields too
+    page.click("#new-run")
+    page.wait_for_selector("#new-message:not([hidden])")
+    assert "fact 1: unknown entity 'nobody'" in page.inner_text("#new-message")
+    page.fill("#new-facts", "")
+    page.select_option("#new-side", "head")
+    page.click("#new-run")
+    page.wait_for_function("location.search.includes('side=head')")
+    page.wait_for_selector("#new-results:not([hidden])")
+    assert page.is_hidden("#new-message") and "heads for" in page.inner_text("#new-results-title")
+    first = page.get_attribute("#new-table tbody tr", "data-entity")
+    assert first in labels
+    page.click("#new-table tbody tr:first-child a.elink")
+    page.wait_for_function(f"location.search === '?entity={first}'")
+
+
+def test_new_entity_tab_is_hidden_for_an_embedding_run(server, page):
+    page.goto(server + "/")
+    page.wait_for_function("document.querySelector('#metrics').innerText.includes('MRR')")  # /api/run answered
+    assert page.is_hidden(".tabs a[data-tab=new]")
+    page.goto(server + "/?view=new")
+    page.wait_for_selector("#new-message:not([hidden])")
+    assert "need a KGT5 run" in page.inner_text("#new-message")
+    assert page.is_hidden("#new-form") and page.is_visible("#view-new")

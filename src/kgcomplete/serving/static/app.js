@@ -98,7 +98,8 @@ const SCORE_MEANING = {
   boxe: "the negative distance of head and tail points to the relation's boxes (0 is best)",
   kgt5: "the log-probability of generating the entity's text (−∞ for entities not generated)",
 };
-let RUN = { model: "", entities: 0 };
+let RUN = { model: "", entities: 0, kgt5: null };
+let runReady = Promise.resolve();  // loadRun(): route() waits for it before deciding on the new-entity view
 
 function explainScores() {
   const meaning = SCORE_MEANING[RUN.model] || "the model's plausibility of the triple (higher is better)";
@@ -122,7 +123,7 @@ function navigate(params, replace = false) {
 }
 
 function showView(name) {
-  for (const v of ["query", "entity", "batch"]) $("#view-" + v).hidden = v !== name;
+  for (const v of ["query", "entity", "batch", "new"]) $("#view-" + v).hidden = v !== name;
   document.querySelectorAll(".tabs a[data-tab]").forEach((a) => a.classList.toggle("active", a.dataset.tab === name));
 }
 
@@ -131,6 +132,7 @@ function route() {
   const p = new URLSearchParams(location.search);
   if (p.get("entity")) { showView("entity"); loadEntity(p.get("entity")); return; }
   if (p.get("view") === "batch") { showView("batch"); document.title = "batch · kgcomplete"; return; }
+  if (p.get("view") === "new") { showView("new"); routeNew(p); return; }
   showView("query");
   $("#head").value = p.get("head") || ""; $("#relation").value = p.get("relation") || "";
   $("#tail").value = p.get("tail") || "";
@@ -360,6 +362,108 @@ function renderBatch(data) {
   $("#batch-results").hidden = false;
 }
 
+// ------------------------------------------------------------------ new entity (KGT5 runs)
+const isKGT5 = () => RUN.model === "kgt5";
+
+function splitFields(line) {  // as the batch view: tabs as typed, else commas or runs of 2+ spaces
+  return (line.includes("\t") ? line.split("\t") : line.split(/\s*,\s*|\s{2,}/)).map((x) => x.trim());
+}
+
+function newFacts() {  // the textarea -> [[h, r, t], ...]; throws with the line number on a bad line
+  const facts = [];
+  $("#new-facts").value.split(/\r?\n/).forEach((line, i) => {
+    if (!line.trim()) return;
+    const f = splitFields(line.trim());
+    if (f.length !== 3) throw new Error(`facts, line ${i + 1}: expected head, relation, tail (tab-separated), found ${f.length} field(s)`);
+    if ((f[0] === "?") === (f[2] === "?")) throw new Error(`facts, line ${i + 1}: exactly one of head or tail must be ? (the new entity)`);
+    facts.push(f);
+  });
+  return facts;
+}
+
+async function routeNew(p) {  // ?view=new[&text=&relation=&side=&k=]: the form from the URL; a complete one runs
+  document.title = "new entity · kgcomplete";
+  await runReady;
+  if (new URLSearchParams(location.search).get("view") !== "new") return;  // moved on meanwhile
+  $("#new-form").hidden = !isKGT5();
+  if (!isKGT5()) {
+    $("#new-results").hidden = true;
+    showMessage(`Queries about new entities need a KGT5 run; this run's model is ${esc(RUN.model || "unknown")}.`, "#new-message");
+    return;
+  }
+  $("#new-text").value = p.get("text") || ""; $("#new-relation").value = p.get("relation") || "";
+  $("#new-side").value = p.get("side") === "head" ? "head" : "tail";
+  if (p.get("k")) $("#new-k").value = p.get("k");
+  if (p.get("text") && p.get("relation")) runNew();
+  else { $("#new-results").hidden = true; showMessage("", "#new-message"); }
+}
+
+function submitNew() {  // the form -> the URL (text, relation, side, k; facts and description stay in the form)
+  closeSuggestions();
+  const text = $("#new-text").value.trim(), relation = $("#new-relation").value.trim();
+  if (!text || !relation) { showMessage("Enter the new entity's text and a relation.", "#new-message"); return; }
+  navigate({ view: "new", text, relation, side: $("#new-side").value, k: $("#new-k").value });
+}
+
+let newSeq = 0;
+async function runNew() {
+  const p = new URLSearchParams(location.search);
+  const body = { text: p.get("text"), relation: p.get("relation"), predict: p.get("side") === "head" ? "head" : "tail",
+    k: Number(p.get("k") || 10) };
+  const my = ++newSeq;
+  try {
+    const facts = $("#new-facts").disabled ? [] : newFacts();
+    if (facts.length) body.facts = facts;
+    const desc = $("#new-description").value.trim();
+    if (desc && !$("#new-description").disabled) body.description = desc;
+  } catch (e) {
+    showMessage(esc(e.message), "#new-message"); $("#new-results").hidden = true; return;
+  }
+  $("#new-run").disabled = true;
+  try {
+    const data = await getJSON("api/predict/new", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body) });
+    if (my !== newSeq) return;
+    showMessage("", "#new-message");
+    renderNew(data, body);
+  } catch (e) {
+    if (my !== newSeq) return;
+    showMessage(esc(e.message), "#new-message");
+    $("#new-results").hidden = true;
+  } finally {
+    $("#new-run").disabled = false;
+  }
+}
+
+function renderNew(data, body) {
+  const q = data.query, n = data.predictions.length;
+  const what = q.predict === "tail" ? `(<b>${esc(q.text)}</b>, <b>${esc(q.relation)}</b>, <b>?</b>)`
+    : `(<b>?</b>, <b>${esc(q.relation)}</b>, <b>${esc(q.text)}</b>)`;
+  const facts = (body.facts || []).length;
+  $("#new-results-title").innerHTML = `Top ${n} ${q.predict}s for ${what}` +
+    (facts ? ` given ${facts} fact${facts > 1 ? "s" : ""}` : "") + (body.description ? " and a description" : "") +
+    (n < q.k ? ` <span class="muted">(the beam found ${n} of the ${q.k} asked for)</span>` : "");
+  document.title = `${q.predict === "tail" ? q.text : "?"} ${q.relation} ${q.predict === "tail" ? "?" : q.text} · kgcomplete`;
+  $("#new-table tbody").innerHTML = data.predictions.map((r) =>
+    `<tr data-entity="${esc(r.entity)}" class="clickable">` +
+    `<td class="num rank">${esc(r.rank)}</td>` +
+    `<td>${entityLink(r.entity, r.name)}</td>` +
+    `<td class="num">${fmt(r.score)}</td></tr>`).join("");
+  explainScores();
+  $("#new-results").hidden = false;
+}
+
+function setupNewView(info) {  // after /api/run: the tab only for KGT5; fields the run cannot read are disabled
+  $(".tabs a[data-tab=new]").hidden = !isKGT5();
+  const cfg = (info.config || {}).kgt5;
+  if (!isKGT5() || !cfg) return;
+  const facts = $("#new-facts"), desc = $("#new-description");
+  facts.disabled = !cfg.context;
+  if (!cfg.context) facts.placeholder = "this run was trained without kgt5.context: it reads no facts";
+  desc.disabled = !cfg.descriptions;
+  if (!cfg.descriptions) desc.placeholder = "this run was trained without kgt5.descriptions";
+}
+
 // ------------------------------------------------------------------ run info
 function metricRows(m) {
   const rows = [["both", m], ["head", m.head], ["tail", m.tail]].filter(([, x]) => x);
@@ -374,6 +478,7 @@ async function loadRun() {
     const ds = info.dataset || {};
     RUN = { model: String(info.model || "").toLowerCase(), entities: ds.entities || 0 };
     explainScores();
+    setupNewView(info);
     const path = info.path ? info.path.split("/").filter(Boolean).pop() : info.run_type;
     $("#run-summary").innerHTML = `<b>${esc(path)}</b> · ${esc(info.model)} on ${esc(ds.name)} · ` +
       `${(ds.entities ?? "?").toLocaleString()} entities · ${(ds.relations ?? "?").toLocaleString()} relations`;
@@ -430,6 +535,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#ask-tails").addEventListener("click", (ev) => { navigate({ head: ev.target.dataset.label }); $("#relation").focus(); });
   $("#ask-heads").addEventListener("click", (ev) => { navigate({ tail: ev.target.dataset.label }); $("#relation").focus(); });
   $("#batch-form").addEventListener("submit", (ev) => { ev.preventDefault(); runBatch(); });
+  $("#new-form").addEventListener("submit", (ev) => { ev.preventDefault(); submitNew(); });
+  $("#new-k").addEventListener("change", () => { if (!$("#new-results").hidden) submitNew(); });
+  $("#new-side").addEventListener("change", () => { if (!$("#new-results").hidden) submitNew(); });
   $("#batch-file").addEventListener("change", async (ev) => {
     const f = ev.target.files[0];
     if (f) $("#batch-text").value = await f.text();
@@ -438,6 +546,6 @@ document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("resize", debounce(() => {  // keep the graph inside its box (phone rotated, window resized)
     if (window.kgcGraph && !$("#view-entity").hidden) { window.kgcGraph.resize(); window.kgcGraph.fit(undefined, 24); }
   }, 100));
-  loadRun();
+  runReady = loadRun();
   route();
 });
