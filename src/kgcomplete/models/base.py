@@ -71,6 +71,10 @@ class KGEModel(nn.Module):
     #: through the declared hooks - ``similarity``, ``tail_query``, ``candidate_features`` with its
     #: bias column - and keeps the generic entry point.)
     custom_candidate_scoring = False
+    #: lookups give dense gradients: set by the trainer for the modes that score every entity
+    #: (1vsAll, KvsAll), whose table gradient is dense anyway; a sparse one there costs a coalesce of
+    #: the whole table per step and keeps the optimizer off its fused kernel (training/optimizers.py)
+    dense_gradients = False
     #: the distance vector separates: ``f = q + sum_j A_j * X_j`` with ``(q, A) = distance_terms(...)``
     #: from the query and ``X = candidate_terms(c)`` from the candidate; the score is ``-||f||_p``
     #: (:func:`~kgcomplete.models.kernels.separable_scores`). Declared by the model.
@@ -169,21 +173,24 @@ class KGEModel(nn.Module):
 
     def entities(self, ids: Optional[Tensor] = None) -> Tensor:
         """Float32 entity rows ``(*ids.shape, We)``; all rows ``(E, We)`` when ids is None."""
-        if ids is None:
-            if torch.is_grad_enabled():  # through the lookup so gradients stay sparse
-                ids = torch.arange(self.num_entities, device=self.entity_emb.weight.device)
-            else:
-                return self.entity_emb.weight.float()  # no copy for float32 tables
         w = self.entity_emb.weight
+        dense = self.dense_gradients and w.dtype == torch.float32
+        if ids is None:
+            if torch.is_grad_enabled() and not dense:  # through the lookup so gradients stay sparse
+                ids = torch.arange(self.num_entities, device=w.device)
+            else:
+                return w.float()  # no copy for float32 tables
         if w.device != ids.device:  # a table in host memory (training.entity_table=host): gather there
             return w.detach()[ids.to(w.device)].to(ids.device, non_blocking=True).float()
         if w.dtype == torch.float32:
-            return self.entity_emb(ids)
+            return nn.functional.embedding(ids, w) if dense else self.entity_emb(ids)
         if torch.is_grad_enabled() and w.requires_grad:
             return _LowPrecisionLookup.apply(ids, w)
         return w[ids].float()
 
     def relations(self, ids: Tensor) -> Tensor:
+        if self.dense_gradients:
+            return nn.functional.embedding(ids, self.relation_emb.weight)
         return self.relation_emb(ids)
 
     def inverse(self, r: Tensor) -> Tensor:

@@ -160,7 +160,10 @@ class CombinedOptimizer:
 
     def load_state_dict(self, state: dict) -> None:
         for o, s in zip(self.optimizers, state["optimizers"]):
+            kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in o.param_groups]
             o.load_state_dict(s)
+            for g, k in zip(o.param_groups, kernels):  # this process's choice (device, gradients), not the saver's
+                g.update(k)
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float) -> CombinedOptimizer:
@@ -176,7 +179,11 @@ def build_optimizer(name: str, model: nn.Module, lr: float) -> CombinedOptimizer
                          f"(float32 row state, float32 updates), not {name!r}")
     opts: list[torch.optim.Optimizer] = []
     if name == "adagrad":
-        opts.append(torch.optim.Adagrad(sparse + dense, lr=lr))
+        params = sparse + dense
+        # dense gradients on the CPU (model.dense_gradients: 1vsAll, KvsAll): the fused kernel, one
+        # pass over each table without temporaries (about 6x faster than the per-tensor loop)
+        fused = getattr(model, "dense_gradients", False) and all(p.device.type == "cpu" for p in params)
+        opts.append(torch.optim.Adagrad(params, lr=lr, fused=True) if fused else torch.optim.Adagrad(params, lr=lr))
     elif name == "rowadagrad":
         opts.append(RowAdagrad(sparse + dense, lr=lr))
     elif name == "adam":

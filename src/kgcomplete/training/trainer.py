@@ -80,10 +80,13 @@ class Trainer(EpochLoop):
         self.device = model.relation_emb.weight.device  # (the entity table may be in host memory)
         self._init_loop_state(checkpoint, log_epoch, checkpoint_every_s)
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.mode = cfg.mode.lower()
+        # every entity row gets a gradient in these modes: dense ones (Adam keeps its sparse tables)
+        model.dense_gradients = (self.mode in ("1vsall", "kvsall") and cfg.optimizer.lower() in ("adagrad", "sgd")
+                                 and not host_table)
         self.optimizer = build_optimizer(cfg.optimizer, model, cfg.lr)
         self.base_lr = cfg.lr
         self.train = torch.as_tensor(dataset.train).to(self.device)
-        self.mode = cfg.mode.lower()
         if self.mode not in ("1vsall", "kvsall", "negatives"):
             raise ValueError(f"training.mode={cfg.mode!r}: expected 1vsAll, KvsAll or negatives")
         if self.mode == "negatives":
