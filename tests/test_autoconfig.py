@@ -20,11 +20,11 @@ def test_small_graphs_keep_the_tuned_defaults():
 def test_a_mid_size_graph_gets_a_smaller_dim_larger_batches_and_a_cadence():
     cfg = build_config("complex", None, {})
     lines = fit_defaults(cfg, 14_541, 272_115, gflops=100.0)  # FB15k-237 size, 2 CPU cores (~100 GFLOP/s)
-    assert cfg.model.dim == 128 and cfg.training.batch_size == 1000
-    seconds = epoch_flops(272_115, 14_541, 2 * 128) / 100e9
-    assert seconds <= 180 < epoch_flops(272_115, 14_541, 2 * 256) / 100e9
+    assert cfg.model.dim == 64 and cfg.training.batch_size == 1000
+    seconds = epoch_flops(272_115, 14_541, 2 * 64) / 100e9
+    assert seconds <= 180 < epoch_flops(272_115, 14_541, 2 * 128) / 100e9
     assert cfg.training.eval_every == max(1, min(5, round(600 / seconds)))
-    assert lines[0].startswith("model.dim 512 -> 128: one epoch would take about") and "100 GFLOP/s" in lines[0]
+    assert lines[0].startswith("model.dim 512 -> 64: one epoch would take about") and "100 GFLOP/s" in lines[0]
     assert any(l.startswith("training.batch_size 256 -> 1000") for l in lines)
 
 
@@ -36,7 +36,7 @@ def test_values_the_user_set_are_kept_and_a_budget_tightens_the_aim():
     fit_defaults(cfg, 2_034, 32_888, gflops=40.0)
     loose = cfg.model.dim
     cfg = build_config("complex", None, {})
-    fit_defaults(cfg, 2_034, 32_888, gflops=40.0, time_budget_s=300)  # 10 s epochs
+    fit_defaults(cfg, 2_034, 32_888, gflops=40.0, time_budget_s=120)  # 15 s epochs
     assert cfg.model.dim < loose
     cfg = build_config("complex", None, {"training.mode": "negatives"})
     assert fit_defaults(cfg, 14_541, 272_115, gflops=1.0) == []  # cost does not grow with E x N there
