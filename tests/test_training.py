@@ -210,7 +210,7 @@ def test_kvsall_regularizes_each_query_anchor_and_relation_once(umls):
 
 
 @pytest.mark.parametrize("mode", ["1vsAll", "KvsAll"])
-def test_dense_gradient_steps_equal_the_sparse_lookup_steps(umls, mode, monkeypatch):
+def test_dense_gradient_steps_equal_the_sparse_lookup_steps(umls, mode):
     """Modes that score every entity train on dense gradients with the fused Adagrad kernel; the
     weights after a few steps equal those of the sparse lookups and torch's per-tensor Adagrad."""
     from kgcomplete.config import build_config

@@ -98,7 +98,7 @@ const SCORE_MEANING = {
   boxe: "the negative distance of head and tail points to the relation's boxes (0 is best)",
   kgt5: "the log-probability of generating the entity's text (−∞ for entities not generated)",
 };
-let RUN = { model: "", entities: 0, kgt5: null };
+let RUN = { model: "", entities: 0 };
 let runReady = Promise.resolve();  // loadRun(): route() waits for it before deciding on the new-entity view
 
 function explainScores() {
@@ -311,9 +311,12 @@ async function drawGraph(g) {
 }
 
 // ------------------------------------------------------------------ batch view
-function batchText() {  // tabs as typed; a line without tabs may use commas or runs of 2+ spaces
-  return $("#batch-text").value.split(/\r?\n/).map((line) =>
-    line.includes("\t") ? line : line.split(/\s*,\s*|\s{2,}/).join("\t")).join("\n").replace(/\n+$/, "") + "\n";
+function splitFields(line) {  // tabs as typed; a line without tabs may use commas or runs of 2+ spaces
+  return line.includes("\t") ? line.split("\t") : line.split(/\s*,\s*|\s{2,}/);
+}
+
+function batchText() {
+  return $("#batch-text").value.split(/\r?\n/).map((line) => splitFields(line).join("\t")).join("\n").replace(/\n+$/, "") + "\n";
 }
 
 async function runBatch() {
@@ -365,15 +368,11 @@ function renderBatch(data) {
 // ------------------------------------------------------------------ new entity (KGT5 runs)
 const isKGT5 = () => RUN.model === "kgt5";
 
-function splitFields(line) {  // as the batch view: tabs as typed, else commas or runs of 2+ spaces
-  return (line.includes("\t") ? line.split("\t") : line.split(/\s*,\s*|\s{2,}/)).map((x) => x.trim());
-}
-
 function newFacts() {  // the textarea -> [[h, r, t], ...]; throws with the line number on a bad line
   const facts = [];
   $("#new-facts").value.split(/\r?\n/).forEach((line, i) => {
     if (!line.trim()) return;
-    const f = splitFields(line.trim());
+    const f = splitFields(line.trim()).map((x) => x.trim());
     if (f.length !== 3) throw new Error(`facts, line ${i + 1}: expected head, relation, tail (tab-separated), found ${f.length} field(s)`);
     if ((f[0] === "?") === (f[2] === "?")) throw new Error(`facts, line ${i + 1}: exactly one of head or tail must be ? (the new entity)`);
     facts.push(f);
