@@ -180,6 +180,8 @@ class WandbTracker(RunObserver):
             self.run.summary[k] = v
         with report_figures(metrics, folder) as figs:
             if figs:
+                import matplotlib.pyplot  # noqa: F401  (wandb.Image reads a figure through matplotlib.pyplot,
+                # which the report's figures do not import: without it the image, and the run's end, fail)
                 self.run.log({f"report/{name}": self.wandb.Image(fig) for name, fig in figs.items()})
 
     def close(self) -> None:
