@@ -149,6 +149,12 @@ class KGEModel(nn.Module):
         """Candidate embeddings ``(..., We)`` -> (vectors compared with a query, additive bias or None)."""
         return e, None
 
+    def relation_query(self, h: Tensor, t: Tensor) -> Optional[Tensor]:
+        """Models whose score is linear in the relation row: ``(B, We), (B, We) -> (B, Wr)`` such that
+        the score of ``(h, r, t)`` is ``<relation_query(h, t), r>`` (:meth:`score_relations` is then one
+        matrix product); None for the others."""
+        return None
+
     def distance_terms(self, anchor: Tensor, rel: Tensor, tails: bool) -> tuple[Optional[Tensor], ...]:
         """``separable`` models: anchor ``(*Q, We)`` and relation ``(*Q, Wr)`` rows of queries whose
         candidates fill the tail (``tails``) or head slot -> ``q (*Q, W)`` and ``A (J, *Q, W)`` (None:
@@ -235,10 +241,15 @@ class KGEModel(nn.Module):
 
     def score_relations(self, h: Tensor, t: Tensor) -> Tensor:
         """Score ``(h, ?, t)``: every base relation for each pair, ``(B,)`` ids -> ``(B, R)`` (the
-        relation-prediction objective, ``training.relation_prediction``). Broadcasts ``score_emb``
-        over blocks of relations of at most ``CHUNK_ELEMENTS`` elements."""
-        he, te = self.entities(h).unsqueeze(1), self.entities(t).unsqueeze(1)  # (B, 1, We)
+        relation-prediction objective, ``training.relation_prediction``): one matrix product for the
+        models with a :meth:`relation_query`, else ``score_emb`` broadcast over blocks of relations of at
+        most ``CHUNK_ELEMENTS`` elements."""
+        he, te = self.entities(h), self.entities(t)  # (B, We)
         rels = self.relations(torch.arange(self.num_base_relations, device=h.device))  # (R, Wr)
+        q = self.relation_query(he, te)
+        if q is not None:
+            return q @ rels.T
+        he, te = he.unsqueeze(1), te.unsqueeze(1)  # (B, 1, We)
         chunk = max(1, CHUNK_ELEMENTS // max(1, len(h) * rels.shape[1]))
         return torch.cat([self.score_emb(he, rels[s : s + chunk].unsqueeze(0), te)
                           for s in range(0, len(rels), chunk)], dim=1)

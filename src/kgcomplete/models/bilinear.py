@@ -24,6 +24,9 @@ class DistMult(KGEModel):
     def head_query(self, r, t):
         return r * t
 
+    def relation_query(self, h, t):
+        return h * t
+
 
 class ComplEx(KGEModel):
     """ComplEx (Trouillon et al. 2016): ``Re(<h, r, conj(t)>)``; We = Wr = 2*dim ([re | im])."""
@@ -49,6 +52,10 @@ class ComplEx(KGEModel):
     def head_query(self, r, t):
         # Re(h r conj(t)) = Re(conj(h) conj(r) t) = <[re h | im h], [re(conj(r) t) | im(conj(r) t)]>
         return complex_mul(complex_conj(r), t)
+
+    def relation_query(self, h, t):
+        # Re(h r conj(t)) = Re(r conj(h conj(t))) = <[re r | im r], [re(conj(h) t) | im(conj(h) t)]>
+        return complex_mul(complex_conj(h), t)
 
 
 class ConvE(KGEModel):
