@@ -42,13 +42,21 @@ def test_values_the_user_set_are_kept_and_a_budget_tightens_the_aim():
     assert fit_defaults(cfg, 14_541, 272_115, gflops=1.0) == []  # cost does not grow with E x N there
 
 
-def test_sparse_graphs_get_the_stronger_n3_weight_unless_set():
+def test_sparse_and_mid_size_graphs_get_stronger_n3_weights_unless_set():
     cfg = build_config("complex", None, {})
     lines = fit_defaults(cfg, 40_943, 86_835, gflops=1e6)  # WN18RR: 2.1 triples per entity
     assert cfg.training.reg_weight == 0.1 and any(l.startswith("training.reg_weight 0.005 -> 0.1: a sparse graph (2.1 train triples") for l in lines)
     cfg = build_config("complex", None, {})
-    fit_defaults(cfg, 17_050, 185_584, gflops=1e6)  # CoDEx-M: 10.9 per entity
-    assert cfg.training.reg_weight == 0.005
+    lines = fit_defaults(cfg, 17_050, 185_584, gflops=1e6)  # CoDEx-M: 10.9 per entity
+    assert cfg.training.reg_weight == 0.01 and any(l.startswith("training.reg_weight 0.005 -> 0.01: a graph of 17,050 entities") for l in lines)
+    assert (cfg.training.lr_schedule, cfg.training.lr_decay) == ("plateau", 0.5)
+    assert any(l.startswith("training.lr_schedule none -> plateau (lr_decay 0.95 -> 0.5)") for l in lines)
+    cfg = build_config("complex", None, {})
+    assert fit_defaults(cfg, 135, 5_216, gflops=1e6) == [] and cfg.training.reg_weight == 0.005  # umls
+    assert cfg.training.lr_schedule == "none"
+    cfg = build_config("complex", None, {"training.lr_decay": 0.9})
+    fit_defaults(cfg, 17_050, 185_584, gflops=1e6)
+    assert (cfg.training.lr_schedule, cfg.training.lr_decay) == ("none", 0.9)  # the user's decay is kept
     cfg = build_config("complex", None, {"training.reg_weight": 0.01})
     fit_defaults(cfg, 40_943, 86_835, gflops=1e6)
     assert cfg.training.reg_weight == 0.01  # the user's value is kept

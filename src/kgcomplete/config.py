@@ -81,6 +81,10 @@ class ModelConfig:
     LIMITS: ClassVar[dict[str, Limit]] = {"dim": POSITIVE_INT, "init_scale": POSITIVE, "p_norm": POSITIVE_INT}
 
 
+#: ``training.mode`` values (lower case) that score every entity for each query
+ALL_ENTITY_MODES = ("1vsall", "kvsall")
+
+
 @dataclass
 class TrainingConfig:
     epochs: int = 100
@@ -712,7 +716,7 @@ def explain(cfg: "Config") -> str:
 
 
 __all__ = [
-    "CORE_SECTIONS", "Cadence", "Config", "ConfigError", "DataConfig", "EvalConfig", "MODEL_DEFAULTS",
+    "ALL_ENTITY_MODES", "CORE_SECTIONS", "Cadence", "Config", "ConfigError", "DataConfig", "EvalConfig", "MODEL_DEFAULTS",
     "Limit", "ModelConfig", "TrainingConfig", "apply_dict", "validate", "apply_override", "build_config", "explain", "flatten", "parse_cadence", "parse_duration",
     "feature_sections", "load_feature_sections", "model_defaults", "parse_override", "register_model_defaults",
     "register_section", "section_class", "section_from_dict", "section_names",

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..config import Config, parse_cadence, parse_duration
+from ..config import ALL_ENTITY_MODES, Config, parse_cadence, parse_duration
 from ..device import describe, resolve_device
 from ..data.dataset import Dataset
 from ..evaluation.evaluator import evaluate as evaluate_scorer
@@ -251,7 +251,7 @@ def fit_to_graph(cfg: Config, ds: Dataset) -> list[str]:
 
     import copy
 
-    if cfg.training.mode.lower() not in ("1vsall", "kvsall"):
+    if cfg.training.mode.lower() not in ALL_ENTITY_MODES:
         return []
     args = (ds.num_entities, len(ds.train))
     kw = dict(time_budget_s=parse_duration(cfg.training.time_budget, "training.time_budget"),

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..config import parse_cadence
+from ..config import ALL_ENTITY_MODES, parse_cadence
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def estimate_training_memory(
         parts["epoch order + KvsAll index"] = 2 * N * 8 * 4
     else:
         parts["epoch order"] = N * 8
-    if mode in ("1vsall", "kvsall"):
+    if mode in ALL_ENTITY_MODES:
         # (B, E) scores, softmax / targets and their gradients per side; every entity row is
         # looked up, so its gathered copy, sparse gradient and coalesced gradient exist too
         parts["batch buffers"] = sides * B * E * 4 * 4 + 3 * E * we * 4

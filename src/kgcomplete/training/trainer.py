@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import TrainingConfig
+from ..config import ALL_ENTITY_MODES, TrainingConfig
 from ..data.dataset import Dataset
 from ..evaluation.evaluator import Evaluator
 from ..evaluation.filter_index import CSRIndex, FilterIndex
@@ -82,7 +82,7 @@ class Trainer(EpochLoop):
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.mode = cfg.mode.lower()
         # every entity row gets a gradient in these modes: dense ones (Adam keeps its sparse tables)
-        model.dense_gradients = (self.mode in ("1vsall", "kvsall") and cfg.optimizer.lower() in ("adagrad", "sgd")
+        model.dense_gradients = (self.mode in ALL_ENTITY_MODES and cfg.optimizer.lower() in ("adagrad", "sgd")
                                  and not host_table)
         self.optimizer = build_optimizer(cfg.optimizer, model, cfg.lr)
         self.base_lr = cfg.lr
