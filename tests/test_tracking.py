@@ -98,3 +98,18 @@ def test_a_tracker_that_fails_mid_run_is_dropped_with_a_warning(tmp_path, caplog
     obs.epoch({"epoch": 2})
     assert Flaky.calls == 1 and not obs
     assert "flaky stopped following this run (epoch failed: OSError: tracker server gone)" in caplog.text
+
+
+def test_validations_inside_epochs_get_steps_of_their_own(tmp_path):
+    """eval_every 0.5: two validations per epoch; at step = int(epoch) they would share a step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    kgc.train("nations", out=out, **{**FAST, "epochs": 2, "eval_every": 0.5}, **{"tracking.kind": "tensorboard"})
+    positions = [r["epoch"] for r in _log(out) if "valid_mrr" in r]
+    assert len(positions) == 4 and positions[1::2] == [1, 2] and 0 < positions[0] < 1 < positions[2] < 2  # at batch ends
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    steps = [e.step for e in acc.Scalars("valid/mrr")]
+    assert steps == [round(p * 10_000) for p in positions] and steps == sorted(set(steps))
+    assert [e.value for e in acc.Scalars("valid/mrr")] == pytest.approx(
+        [r["valid_mrr"] for r in _log(out) if "valid_mrr" in r], rel=1e-6)

@@ -1,7 +1,8 @@
 """TensorBoard, MLflow and Weights & Biases as run observers (:class:`~kgcomplete.runs.observers.RunObserver`).
 
 Each logs the resolved config at the start, every epoch's loss / learning rate / speed and, after
-validations, the validation MRR (step = epoch), then the final metrics (``test/mrr``,
+validations, the validation MRR (step = epoch; :func:`steps_per_epoch` when validations fall inside
+epochs), then the final metrics (``test/mrr``,
 ``valid/hits@10``, ...) and the report's plots (training curve, head vs tail, per relation) as
 images. A missing library is a one-line error naming the extra to install.
 """
@@ -39,6 +40,19 @@ def _need(module: str, kind: str):
     except ImportError as e:
         raise TrackerUnavailable(f"--tracker {kind} needs {module.split('.')[0]} ({e}); install the extra: "
                           f"pip install 'kgcomplete[{EXTRAS[kind]}]'") from None
+
+
+#: tracker steps per epoch when validations fall inside epochs: positions are floored to 4 decimals
+STEPS_WITHIN_EPOCHS = 10_000
+
+
+def steps_per_epoch(cfg) -> int:
+    """Tracker steps per epoch: 1 (step = epoch), or ``STEPS_WITHIN_EPOCHS`` when ``training.eval_every``
+    is a fraction of an epoch or a duration, so that two validations inside one epoch (positions 3.25
+    and 3.5) get steps of their own, in order, and a resumed run continues the same axis."""
+    from ..config import parse_cadence
+
+    return STEPS_WITHIN_EPOCHS if parse_cadence(cfg.training.eval_every).within_epochs else 1
 
 
 def epoch_scalars(record: dict) -> dict[str, float]:
@@ -96,21 +110,22 @@ class TensorBoardTracker(RunObserver):
 
     def __init__(self, opts):
         _need("tensorboard", "tensorboard")
-        self.opts, self.writer = opts, None
+        self.opts, self.writer, self.scale = opts, None, 1
 
     def start(self, cfg, folder: Path) -> None:
         import yaml
         from torch.utils.tensorboard import SummaryWriter
 
+        self.scale = steps_per_epoch(cfg)
         self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
         self.writer.add_text("config", "```\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "\n```")
 
     def epoch(self, record: dict) -> None:
         for k, v in epoch_scalars(record).items():
-            self.writer.add_scalar(k, v, int(record["epoch"]))
+            self.writer.add_scalar(k, v, round(float(record["epoch"]) * self.scale))
 
     def end(self, metrics: dict, folder: Path) -> None:
-        step = int(metrics.get("epochs", 0) or 0)
+        step = int(metrics.get("epochs", 0) or 0) * self.scale
         for k, v in final_scalars(metrics).items():
             self.writer.add_scalar(f"final/{k}", v, step)
         with report_figures(metrics, folder) as figs:
@@ -129,9 +144,10 @@ class MLflowTracker(RunObserver):
 
     def __init__(self, opts):
         self.mlflow = _need("mlflow", "mlflow")
-        self.opts, self.run = opts, None
+        self.opts, self.run, self.scale = opts, None, 1
 
     def start(self, cfg, folder: Path) -> None:
+        self.scale = steps_per_epoch(cfg)
         mlflow = self.mlflow
         uri = self.opts.uri or os.environ.get("MLFLOW_TRACKING_URI") or Path("mlruns").resolve().as_uri()
         if uri.startswith("file:") or "://" not in uri:  # the local file store: MLflow 3 wants an opt-in
@@ -145,7 +161,7 @@ class MLflowTracker(RunObserver):
 
     def epoch(self, record: dict) -> None:
         self.mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in epoch_scalars(record).items()},
-                                step=int(record["epoch"]))
+                                step=round(float(record["epoch"]) * self.scale))
 
     def end(self, metrics: dict, folder: Path) -> None:
         self.mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in final_scalars(metrics).items()})
@@ -165,15 +181,17 @@ class WandbTracker(RunObserver):
 
     def __init__(self, opts):
         self.wandb = _need("wandb", "wandb")
-        self.opts, self.run = opts, None
+        self.opts, self.run, self.scale = opts, None, 1
 
     def start(self, cfg, folder: Path) -> None:
+        self.scale = steps_per_epoch(cfg)
         mode = os.environ.get("WANDB_MODE", "offline")  # offline unless the user chose to upload
         self.run = self.wandb.init(project=self.opts.project, name=self.opts.run_name or folder.name,
                                    dir=str(folder), mode=mode, config=cfg.to_dict(), reinit="finish_previous")
 
     def epoch(self, record: dict) -> None:
-        self.run.log({**epoch_scalars(record), "epoch": int(record["epoch"])}, step=int(record["epoch"]))
+        self.run.log({**epoch_scalars(record), "epoch": float(record["epoch"])},
+                     step=round(float(record["epoch"]) * self.scale))
 
     def end(self, metrics: dict, folder: Path) -> None:
         for k, v in final_scalars(metrics).items():
