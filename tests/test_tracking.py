@@ -64,7 +64,11 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     (records,) = runs[0].glob("run-*.wandb")  # what `wandb sync` uploads: protobuf records, keys and JSON values
-    data = records.read_bytes()
+    import time
+
+    deadline = time.monotonic() + 30  # W&B's service process writes the file; it may lag the run's end
+    while b"test/mrr" not in (data := records.read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.5)
     metrics = json.loads((out / "metrics.json").read_text())
     assert b"train/loss" in data and b"valid/mrr" in data
     assert b"test/mrr" in data and json.dumps(metrics["test"]["mrr"]).encode() in data
