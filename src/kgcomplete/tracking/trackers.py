@@ -55,6 +55,12 @@ def steps_per_epoch(cfg) -> int:
     return STEPS_WITHIN_EPOCHS if parse_cadence(cfg.training.eval_every).within_epochs else 1
 
 
+def tracker_step(record: dict, scale: int) -> int:
+    """The tracker step of an epoch's log record: its epoch position (3 or 3.25) times ``scale``
+    (``steps_per_epoch``)."""
+    return round(float(record["epoch"]) * scale)
+
+
 def epoch_scalars(record: dict) -> dict[str, float]:
     """An epoch's log record as named scalars (``train/loss``, ``valid/mrr``, ...)."""
     names = {"loss": "train/loss", "lr": "train/lr", "time_s": "train/epoch_seconds",
@@ -122,7 +128,7 @@ class TensorBoardTracker(RunObserver):
 
     def epoch(self, record: dict) -> None:
         for k, v in epoch_scalars(record).items():
-            self.writer.add_scalar(k, v, round(float(record["epoch"]) * self.scale))
+            self.writer.add_scalar(k, v, tracker_step(record, self.scale))
 
     def end(self, metrics: dict, folder: Path) -> None:
         step = int(metrics.get("epochs", 0) or 0) * self.scale
@@ -161,7 +167,7 @@ class MLflowTracker(RunObserver):
 
     def epoch(self, record: dict) -> None:
         self.mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in epoch_scalars(record).items()},
-                                step=round(float(record["epoch"]) * self.scale))
+                                step=tracker_step(record, self.scale))
 
     def end(self, metrics: dict, folder: Path) -> None:
         self.mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in final_scalars(metrics).items()})
@@ -191,7 +197,7 @@ class WandbTracker(RunObserver):
 
     def epoch(self, record: dict) -> None:
         self.run.log({**epoch_scalars(record), "epoch": float(record["epoch"])},
-                     step=round(float(record["epoch"]) * self.scale))
+                     step=tracker_step(record, self.scale))
 
     def end(self, metrics: dict, folder: Path) -> None:
         for k, v in final_scalars(metrics).items():

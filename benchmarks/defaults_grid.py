@@ -1,0 +1,87 @@
+"""The validation runs behind the fitted defaults (``training/autoconfig.py``): each variant is the
+defaults plus a few ``--set`` overrides, trained within the dataset's leaderboard budget, and judged
+by its best **validation** MRR (the test split chooses nothing).
+
+    python benchmarks/defaults_grid.py --dataset codex-s [--only baseline n3-0.01 ...] [--threads 2]
+                                       [--budget-scale 1.0] [--out /tmp/defaults-grid]
+
+Prints one row per variant: best valid MRR, the epoch it came at, the epochs run, why training stopped
+and the training time (from the run's log.jsonl and metrics.json). The variants pin every value the
+fitted defaults decide that the comparison is about, so the grid means the same after the defaults
+change (``baseline`` is the defaults as they were before N3 0.01 and the plateau schedule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from leaderboard import BUDGET_MIN, SHARED  # noqa: E402
+
+OLD = ["training.reg_weight=0.005", "training.lr_schedule=none"]
+N3 = ["training.reg_weight=0.01", "training.lr_schedule=none"]
+#: dataset -> variant -> ``--set`` overrides
+GRIDS = {
+    "codex-s": {
+        "baseline": OLD,
+        "n3-0.01": N3,
+        "n3-0.01+rp-0.125": N3 + ["training.relation_prediction=0.125"],
+        "n3-0.01+dim-1024": N3 + ["model.dim=1024"],
+        "n3-0.01+plateau-0.5": ["training.reg_weight=0.01", "training.lr_schedule=plateau", "training.lr_decay=0.5"],
+    },
+    "codex-m": {
+        "defaults": [],
+        "batch-500": ["training.batch_size=500"],
+    },
+}
+
+
+def run_variant(dataset: str, name: str, sets: list[str], threads: int, budget_min: float, out: Path) -> dict:
+    folder = out / f"{dataset}-{name}"
+    cmd = [sys.executable, "-m", "kgcomplete", "train", "--dataset", str(SHARED / dataset), "--out", str(folder),
+           "--time-budget", f"{budget_min * 60:.0f}s", "--threads", str(threads), "--no-progress", "--json"]
+    for s in sets:
+        cmd += ["--set", s]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        return {"variant": name, "error": (res.stderr.strip().splitlines() or ["?"])[-1]}
+    metrics = json.loads(res.stdout)
+    valid = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    valid = [r for r in valid if "valid_mrr" in r]
+    best = max(valid, key=lambda r: r["valid_mrr"]) if valid else {}
+    return {"variant": name, "sets": " ".join(sets) or "(none)", "valid_mrr": best.get("valid_mrr"),
+            "best_epoch": best.get("epoch"), "epochs": metrics.get("epochs"), "stopped": metrics.get("stopped"),
+            "train_min": (metrics.get("train_time_s") or 0) / 60}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=sorted(GRIDS), required=True)
+    ap.add_argument("--only", nargs="+", help="variants to run (default: all of the dataset's grid)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--budget-scale", type=float, default=1.0)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/defaults-grid"))
+    args = ap.parse_args(argv)
+    grid = GRIDS[args.dataset]
+    names = args.only or list(grid)
+    unknown = [n for n in names if n not in grid]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown} for {args.dataset}; known: {list(grid)}")
+    budget = BUDGET_MIN[args.dataset] * args.budget_scale
+    print(f"| {args.dataset} variant | overrides | best valid MRR | at epoch | epochs | stopped | training |")
+    print("|---|---|---:|---:|---:|---|---:|")
+    for name in names:
+        r = run_variant(args.dataset, name, grid[name], args.threads, budget, args.out)
+        if "error" in r:
+            print(f"| {name} | error: {r['error']} | | | | | |", flush=True)
+            continue
+        print(f"| {name} | {r['sets']} | {r['valid_mrr']:.4f} | {r['best_epoch']} | {r['epochs']} | {r['stopped']} | "
+              f"{r['train_min']:.1f} min |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
