@@ -8,6 +8,7 @@ from kgcomplete.config import build_config
 from kgcomplete.training.autoconfig import epoch_flops, fit_defaults, measured_gflops
 
 import kgcomplete as kgc
+import kgcomplete.training.autoconfig as auto
 import torch
 
 
@@ -67,12 +68,35 @@ def test_sparse_and_mid_size_graphs_get_stronger_n3_weights_unless_set():
 
 def test_measured_speed_is_positive():
     assert measured_gflops(torch.device("cpu"), seconds=0.02) > 0.1
+    assert measured_gflops(torch.device("cpu"), seconds=0.02, dtype=torch.bfloat16) > 0.01
+
+
+def test_bf16_autocast_where_the_device_multiplies_bf16_faster_and_epochs_are_long():
+    cfg = build_config("complex", None, {})  # CoDEx-M, 90 min: float32 products at 40 GFLOP/s, bf16 at 160
+    lines = fit_defaults(cfg, 17_050, 185_584, gflops=40.0, time_budget_s=5400, bf16_gflops=160.0)
+    assert cfg.training.autocast == "bf16" and lines[0].startswith("training.autocast none -> bf16: this device "
+                                                                   "multiplies bfloat16 matrices 4.0x as fast")
+    f32 = build_config("complex", None, {})
+    fit_defaults(f32, 17_050, 185_584, gflops=40.0, time_budget_s=5400)
+    assert f32.training.autocast == "none" and cfg.model.dim > f32.model.dim  # the faster epochs fit a larger model
+    # epochs of products at 4x: 1/4 of the products' time plus the rest of a step (EPOCH_OVERHEAD - 1)
+    ratio = (0.25 + auto.EPOCH_OVERHEAD - 1) / auto.EPOCH_OVERHEAD
+    assert f"{epoch_flops(185_584, 17_050, 2 * 512) / 40e9 * ratio / 60:.1f} min with the products in bf16" in lines[0]
+    for slow_bf16 in (None, 48.0):  # not measured, or emulated/barely faster: float32 stays
+        cfg = build_config("complex", None, {})
+        fit_defaults(cfg, 17_050, 185_584, gflops=40.0, time_budget_s=5400, bf16_gflops=slow_bf16)
+        assert cfg.training.autocast == "none"
+    cfg = build_config("complex", None, {})
+    assert fit_defaults(cfg, 135, 5_216, gflops=100.0, bf16_gflops=1e4) == []  # umls: nothing to gain
+    cfg = build_config("complex", None, {"training.autocast": "none"})  # the user's choice is kept
+    fit_defaults(cfg, 17_050, 185_584, gflops=100.0, bf16_gflops=400.0)
+    assert cfg.training.autocast == "none"
 
 
 def test_a_run_records_and_prints_what_was_fitted(tmp_path, capsys, monkeypatch):
     import kgcomplete.training.autoconfig as auto
 
-    monkeypatch.setattr(auto, "measured_gflops", lambda device, seconds=0.15: 1e-4)  # a very slow device
+    monkeypatch.setattr(auto, "measured_gflops", lambda device, seconds=0.15, dtype=None: 1e-4)  # a very slow device
     monkeypatch.setattr(auto, "SLOW_GFLOPS", 1e-4)
     kgc.train("nations", out=tmp_path / "r", epochs=1, threads=1)
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())

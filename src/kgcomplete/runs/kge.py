@@ -260,7 +260,9 @@ def fit_to_graph(cfg: Config, ds: Dataset) -> list[str]:
         return []  # the defaults fit even a slow device: no need to measure this one
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
-    changes = fit_defaults(cfg, *args, gflops=measured_gflops(resolve_device(cfg.training.device)), **kw)
+    device = resolve_device(cfg.training.device)
+    changes = fit_defaults(cfg, *args, gflops=measured_gflops(device),
+                           bf16_gflops=measured_gflops(device, dtype=torch.bfloat16), **kw)
     for line in changes:
         log.info("defaults fitted to this graph: %s", line)
     return changes

@@ -66,12 +66,17 @@ MID_GRAPH_ENTITIES = 1000
 MID_REG_WEIGHT = 0.01
 #: the plateau schedule's factor on those graphs
 PLATEAU_DECAY = 0.5
+#: bf16 autocast is chosen where bfloat16 matrix products run at least this many times faster than
+#: float32 ones (CPUs with AVX512-BF16 or AMX, GPUs with tensor cores; emulated bf16 is slower) ...
+BF16_MIN_SPEEDUP = 1.5
+#: ... and a float32 epoch would take at least this long (small graphs keep float32: nothing to gain)
+BF16_MIN_EPOCH_S = 60.0
 
 
-def measured_gflops(device: torch.device, seconds: float = 0.15) -> float:
-    """Float32 matrix-product speed of ``device`` with the current torch threads, in GFLOP/s."""
-    a = torch.randn(1024, 512, device=device)
-    b = torch.randn(512, 2048, device=device)
+def measured_gflops(device: torch.device, seconds: float = 0.15, dtype: torch.dtype = torch.float32) -> float:
+    """Matrix-product speed of ``device`` in ``dtype`` with the current torch threads, in GFLOP/s."""
+    a = torch.randn(1024, 512, device=device).to(dtype)
+    b = torch.randn(512, 2048, device=device).to(dtype)
     torch.mm(a, b)  # warm-up
     reps, t0 = 0, time.perf_counter()
     while True:
@@ -96,9 +101,10 @@ def _user_set(cfg, key: str) -> bool:
 
 
 def fit_defaults(cfg, n_entities: int, n_train: int, gflops: float, time_budget_s: Optional[float] = None,
-                 entity_width: Optional[int] = None) -> list[str]:
+                 entity_width: Optional[int] = None, bf16_gflops: Optional[float] = None) -> list[str]:
     """Adjust the values of ``cfg`` the user did not set to the graph's size and the device's speed
-    (``gflops``); returns one line per change ("model.dim 512 -> 128: ..."), empty when the defaults fit.
+    (``gflops``: float32 products; ``bf16_gflops``: bfloat16 ones, None when not measured); returns one
+    line per change ("model.dim 512 -> 128: ..."), empty when the defaults fit.
 
     ``entity_width``: the model's entity row width at ``cfg.model.dim`` (default 2 x dim, ComplEx)."""
     tc = cfg.training
@@ -108,18 +114,32 @@ def fit_defaults(cfg, n_entities: int, n_train: int, gflops: float, time_budget_
     per_dim = width / max(1, int(cfg.model.dim))
     sides = 2 if tc.corrupt == "both" else 1
     target = time_budget_s * BUDGET_SHARE if time_budget_s else TARGET_EPOCH_S
+    #: the matrix products' time relative to float32 ones (gflops / bf16_gflops once bf16 is chosen)
+    product_share = 1.0
 
     def seconds(dim: int) -> float:
-        return epoch_flops(n_train, n_entities, int(dim * per_dim), sides) / (gflops * 1e9)
+        flops = epoch_flops(n_train, n_entities, int(dim * per_dim), sides)
+        return flops / (gflops * 1e9) * (product_share + EPOCH_OVERHEAD - 1) / EPOCH_OVERHEAD
 
     changes = []
     now = seconds(int(cfg.model.dim))
+    if (bf16_gflops and bf16_gflops >= BF16_MIN_SPEEDUP * gflops and now >= BF16_MIN_EPOCH_S
+            and str(tc.autocast).lower() == "none" and not _user_set(cfg, "training.autocast")):
+        product_share = gflops / bf16_gflops
+        changes.append(f"training.autocast none -> bf16: this device multiplies bfloat16 matrices "
+                       f"{bf16_gflops / gflops:.1f}x as fast as float32 ({bf16_gflops:,.0f} against {gflops:,.0f} "
+                       f"GFLOP/s measured); an epoch at dim {cfg.model.dim} takes about {now / 60:.1f} min in float32, "
+                       f"{seconds(int(cfg.model.dim)) / 60:.1f} min with the products in bf16 (tables, optimizer and "
+                       f"loss stay float32)")
+        tc.autocast = "bf16"
+        now = seconds(int(cfg.model.dim))
     if now > target and not _user_set(cfg, "model.dim"):
         fits = [d for d in DIMS if d <= int(cfg.model.dim) and seconds(d) <= target]
         dim = fits[0] if fits else DIMS[-1]
         if dim != int(cfg.model.dim):
             changes.append(f"model.dim {cfg.model.dim} -> {dim}: one epoch would take about {now / 60:.1f} min at "
-                           f"dim {cfg.model.dim} on this device ({gflops:,.0f} GFLOP/s measured), "
+                           f"dim {cfg.model.dim} on this device ({gflops:,.0f} GFLOP/s measured"
+                           f"{', products in bf16' if product_share < 1 else ''}), "
                            f"{seconds(dim) / 60:.1f} min at {dim} (aim: {target / 60:.1f} min)")
             cfg.model.dim = dim
             now = seconds(dim)
