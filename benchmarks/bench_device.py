@@ -65,12 +65,16 @@ def speed_config(model: str, mode: str, batch: int, dim: int):
 
 
 def train_speed(ds, device, model: str, mode: str, batch: int, batches: int, dim: int,
-                host_table: bool = False) -> float:
+                host_table: bool = False, training: dict | None = None) -> float:
+    """Positive triples/s of ``batches`` training steps after 3 warm-up steps; ``training``:
+    ``training.*`` values to set over :func:`speed_config`'s."""
     from kgcomplete.models import from_config
     from kgcomplete.training.placement import move_to_host
     from kgcomplete.training.trainer import Trainer
 
     cfg = speed_config(model, mode, batch, dim)
+    for key, value in (training or {}).items():
+        setattr(cfg.training, key, value)
     kge = from_config(cfg, ds.num_entities, ds.num_relations).to(device)
     if host_table:
         move_to_host(kge.entity_emb.weight)

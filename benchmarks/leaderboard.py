@@ -42,10 +42,19 @@ def published(dataset: str) -> list[str]:
     return rows
 
 
-def run_entry(dataset: str, config: str, threads: int, budget_min: float, out_dir: Path) -> dict:
-    run = out_dir / f"{dataset}-{config}"
+def train_cmd(dataset: str, run: Path, budget_min: float, threads: int, sets: tuple[str, ...] = ()) -> list[str]:
+    """``kgc train`` of the shared dataset ``dataset`` into ``run`` within ``budget_min`` minutes
+    (metrics.json printed on stdout), with ``--set`` overrides."""
     cmd = [sys.executable, "-m", "kgcomplete", "train", "--dataset", str(SHARED / dataset), "--out", str(run),
            "--time-budget", f"{budget_min * 60:.0f}s", "--threads", str(threads), "--no-progress", "--json"]
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd
+
+
+def run_entry(dataset: str, config: str, threads: int, budget_min: float, out_dir: Path) -> dict:
+    run = out_dir / f"{dataset}-{config}"
+    cmd = train_cmd(dataset, run, budget_min, threads)
     if config == "published":
         cmd += ["--config", "published"]
     elif dataset == "wn18rr":

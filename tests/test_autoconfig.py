@@ -104,3 +104,22 @@ def test_a_run_records_and_prints_what_was_fitted(tmp_path, capsys, monkeypatch)
     assert "fitted to this graph: model.dim 512 -> 32" in capsys.readouterr().err
     kgc.train("nations", out=tmp_path / "s", epochs=1, threads=1, dim=64)  # set: kept
     assert "dim: 64" in (tmp_path / "s" / "config.yaml").read_text()
+
+
+def test_a_run_on_a_fast_bf16_device_gets_bf16_for_dot_product_models_only(tmp_path, monkeypatch):
+    """fit_to_graph measures bf16 products and passes them on; distance models are not offered bf16."""
+    monkeypatch.setattr(auto, "measured_gflops", lambda device, seconds=0.15, dtype=torch.float32:
+                        4e-4 if dtype == torch.bfloat16 else 1e-4)  # a slow device, 4x in bf16
+    monkeypatch.setattr(auto, "SLOW_GFLOPS", 1e-4)
+    monkeypatch.setattr(auto, "BF16_MIN_EPOCH_S", 0.0)  # nations' epochs are short
+    kgc.train("nations", out=tmp_path / "c", epochs=1, threads=1)
+    metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert metrics["auto_defaults"][0].startswith("training.autocast none -> bf16: this device multiplies bfloat16 "
+                                                  "matrices 4.0x as fast")
+    assert "autocast: bf16" in (tmp_path / "c" / "config.yaml").read_text()
+    kgc.train("nations", model="rotate", out=tmp_path / "r", epochs=1, threads=1, **{"training.mode": "1vsAll"})
+    fitted = json.loads((tmp_path / "r" / "metrics.json").read_text())["auto_defaults"]
+    assert fitted and not any("autocast" in line for line in fitted)  # fitted, but no bf16 products to gain
+    assert "autocast: none" in (tmp_path / "r" / "config.yaml").read_text()
+    kgc.train("nations", out=tmp_path / "n", epochs=1, threads=1, **{"training.autocast": "none"})  # the user's
+    assert "autocast: none" in (tmp_path / "n" / "config.yaml").read_text()

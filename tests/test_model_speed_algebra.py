@@ -133,7 +133,7 @@ def test_zero_distance_gives_the_broadcast_gradient_not_nan(case):
             torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["pairre", "transh"])
+@pytest.mark.parametrize("name", ["pairre", "transh", "transe"])
 def test_l2_kernel_ignores_bf16_autocast(name):
     """The expansion ||q||^2 + ||x||^2 - 2 q.x cancels: it runs in float32 under bf16 autocast."""
     m = build_model(name, E, R, dim=D, p_norm=2)

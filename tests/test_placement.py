@@ -133,3 +133,28 @@ def test_open_with_the_table_in_host_memory(umls, tmp_path):
     run = kgc.load_run(tmp_path / "r", device="cuda", entity_table="host")
     assert run.model.entity_emb.weight.device.type == "cpu" and run.device.type == "cuda"
     assert run.evaluate("test")["mrr"] == pytest.approx(on_cpu, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", __import__("kgcomplete.models", fromlist=["model_names"]).model_names())
+def test_every_model_takes_a_1vsall_step_under_bf16_autocast(umls, name):
+    """The fitted defaults may choose bf16 for any 1vsAll run: every model's step runs and learns."""
+    from kgcomplete.models import from_config
+    from kgcomplete.training.trainer import Trainer
+
+    cfg = build_config(name, None, {"model.dim": 40, "training.mode": "1vsAll", "training.autocast": "bf16",
+                                    "training.batch_size": 64})
+    model = from_config(cfg, umls.num_entities, umls.num_relations)
+    trainer = Trainer(model, umls, cfg.training)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, n = trainer.train_batch(torch.arange(64))
+    assert loss == loss and abs(loss) < float("inf") and n == 64
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters()))
+
+
+def test_the_memory_estimate_counts_bf16_copies_of_the_products():
+    f32 = estimate_training_memory(build_config("complex", None, {"training.mode": "1vsAll"}), 17_050, 51, 185_584)
+    bf16 = estimate_training_memory(build_config("complex", None, {"training.mode": "1vsAll", "training.autocast": "bf16"}),
+                                    17_050, 51, 185_584)
+    B, E, W = 256, 17_050, 2 * 512
+    assert bf16.parts["batch buffers"] - f32.parts["batch buffers"] == 2 * B * E * 2 + E * W * 2
+    assert "bf16 copies" in bf16.notes["batch buffers"]

@@ -127,7 +127,8 @@ class TrainingConfig:
     entity_table: str = "auto"
     #: cap on the training device's memory for the placement choice ("" = its free memory)
     max_device_memory: str = ""
-    #: "bf16": score batches under bfloat16 autocast (matrix products in bf16, loss in float32); "none"
+    #: "bf16": score batches under bfloat16 autocast (matrix products in bf16, loss in float32); "none".
+    #: Left at none, the defaults fitted to a large graph may choose bf16 (training/autoconfig.py)
     autocast: str = "none"
     #: deterministic kernels (torch.use_deterministic_algorithms) for seeded runs on a GPU; ops
     #: without one warn. The CPU is deterministic either way.

@@ -482,6 +482,10 @@ class _NegL2(torch.autograd.Function):
 def _similarity(q: Tensor, cand: Tensor, kind: str) -> Tensor:
     """q ``(B, W)`` vs cand ``(C, W)`` or ``(B, C, W)`` -> ``(B, C)``; q ``(G, B, W)`` vs cand
     ``(G, C, W)`` -> ``(G, B, C)`` (batched matrix products)."""
+    if kind == "l2" and torch.is_autocast_enabled(q.device.type):
+        # the expansion ||q||^2 + ||c||^2 - 2 q.c cancels: never in bf16 (nor through _NegL2's float32 backward)
+        with torch.autocast(q.device.type, enabled=False):
+            return _similarity(q.float(), cand.float(), kind)
     if q.dim() == 3:
         if kind == "dot":
             return torch.bmm(q, cand.transpose(1, 2))

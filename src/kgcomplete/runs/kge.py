@@ -243,6 +243,26 @@ def _restore(folder: RunFolder, trainer: Trainer) -> None:
     trainer.history = trim_log(folder.path, int(state["epoch"]), rows=int((state.get("epoch_progress") or {}).get("rows", 0)))
 
 
+def _bf16_gflops(cfg: Config, device: torch.device) -> Optional[float]:
+    """bfloat16 matrix-product speed on ``device`` when bf16 autocast is open to the fitted defaults
+    (the user left ``training.autocast`` at none and the model scores by dot products, whose products
+    autocast runs in bf16; distance kernels stay float32), else None."""
+    from ..models import ALIASES, MODELS
+    from ..training.autoconfig import measured_gflops, user_set
+
+    name = cfg.model.name.lower().replace("-", "_")
+    model_cls = MODELS.get(ALIASES.get(name, (name,))[0])
+    if (str(cfg.training.autocast).lower() != "none" or user_set(cfg, "training.autocast")
+            or getattr(model_cls, "similarity", None) != "dot"):
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return None
+    try:
+        return measured_gflops(device, dtype=torch.bfloat16)
+    except RuntimeError:  # no bf16 products on this device
+        return None
+
+
 def fit_to_graph(cfg: Config, ds: Dataset) -> list[str]:
     """The defaults the user did not set, fitted to the graph and the device
     (:func:`~kgcomplete.training.autoconfig.fit_defaults`); the changes, one line each."""
@@ -261,8 +281,7 @@ def fit_to_graph(cfg: Config, ds: Dataset) -> list[str]:
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
     device = resolve_device(cfg.training.device)
-    changes = fit_defaults(cfg, *args, gflops=measured_gflops(device),
-                           bf16_gflops=measured_gflops(device, dtype=torch.bfloat16), **kw)
+    changes = fit_defaults(cfg, *args, gflops=measured_gflops(device), bf16_gflops=_bf16_gflops(cfg, device), **kw)
     for line in changes:
         log.info("defaults fitted to this graph: %s", line)
     return changes

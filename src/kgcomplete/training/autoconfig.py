@@ -20,11 +20,15 @@ MRR within ten epochs on WN18RR, and a larger model gains more than further epoc
   .4756 at 0.005, .4813 at 0.01). The default (0.005) was chosen on umls and nations;
 - ``training.lr_schedule``: ``plateau`` with ``lr_decay`` 0.5 on graphs of more than 1,000 entities:
   the learning rate halves at each validation that does not improve (codex-s, N3 0.01: best valid
-  MRR .4813 at a constant rate, .4843 halving).
+  MRR .4813 at a constant rate, .4843 halving);
+- ``training.autocast``: ``bf16`` (matrix products in bfloat16; tables, optimizer and loss in
+  float32) for models that score by dot products (ComplEx, DistMult, ConvE) when a float32 epoch
+  would take ``BF16_MIN_EPOCH_S`` or more and the device multiplies bfloat16 matrices at least
+  ``BF16_MIN_SPEEDUP`` times as fast (``bf16_gflops``; docs/scale.md has the measurements).
 
 The codex-s validation figures come from ``python benchmarks/defaults_grid.py --dataset codex-s``
-(each variant pins the values compared; dim 1024's .4773 was read at epoch 45, where that run was
-stopped by hand).
+(each variant pins the values compared). dim 1024's .4773 is the best up to epoch 45, where that
+run was stopped by hand; the script runs it to its budget or early stop.
 
 Each change comes with its reason, printed at the start of the run and kept in metrics.json
 (``auto_defaults``). Runs whose defaults fit are left alone.
@@ -98,7 +102,8 @@ def epoch_flops(n_train: int, n_entities: int, width: int, sides: int = 2) -> fl
     return 2.0 * sides * n_train * n_entities * width * 3 * EPOCH_OVERHEAD
 
 
-def _user_set(cfg, key: str) -> bool:
+def user_set(cfg, key: str) -> bool:
+    """Whether ``key`` was set by the user (a flag, --set, a config file), not left at a default."""
     source = (getattr(cfg, "sources", None) or {}).get(key, "default")
     return not (source == "default" or source.startswith("model default"))
 
@@ -127,7 +132,7 @@ def fit_defaults(cfg, n_entities: int, n_train: int, gflops: float, time_budget_
     changes = []
     now = seconds(int(cfg.model.dim))
     if (bf16_gflops and bf16_gflops >= BF16_MIN_SPEEDUP * gflops and now >= BF16_MIN_EPOCH_S
-            and str(tc.autocast).lower() == "none" and not _user_set(cfg, "training.autocast")):
+            and str(tc.autocast).lower() == "none" and not user_set(cfg, "training.autocast")):
         product_share = gflops / bf16_gflops
         changes.append(f"training.autocast none -> bf16: this device multiplies bfloat16 matrices "
                        f"{bf16_gflops / gflops:.1f}x as fast as float32 ({bf16_gflops:,.0f} against {gflops:,.0f} "
@@ -136,35 +141,35 @@ def fit_defaults(cfg, n_entities: int, n_train: int, gflops: float, time_budget_
                        f"loss stay float32)")
         tc.autocast = "bf16"
         now = seconds(int(cfg.model.dim))
-    if now > target and not _user_set(cfg, "model.dim"):
+    if now > target and not user_set(cfg, "model.dim"):
         fits = [d for d in DIMS if d <= int(cfg.model.dim) and seconds(d) <= target]
         dim = fits[0] if fits else DIMS[-1]
         if dim != int(cfg.model.dim):
             changes.append(f"model.dim {cfg.model.dim} -> {dim}: one epoch would take about {now / 60:.1f} min at "
-                           f"dim {cfg.model.dim} on this device ({gflops:,.0f} GFLOP/s measured"
-                           f"{', products in bf16' if product_share < 1 else ''}), "
+                           f"dim {cfg.model.dim} on this device ({gflops:,.0f} GFLOP/s measured in float32"
+                           f"{f', {bf16_gflops:,.0f} in bf16, the products run in bf16' if product_share < 1 else ''}), "
                            f"{seconds(dim) / 60:.1f} min at {dim} (aim: {target / 60:.1f} min)")
             cfg.model.dim = dim
             now = seconds(dim)
-    if n_train * n_entities > LARGE_GRAPH and tc.batch_size < LARGE_BATCH and not _user_set(cfg, "training.batch_size"):
+    if n_train * n_entities > LARGE_GRAPH and tc.batch_size < LARGE_BATCH and not user_set(cfg, "training.batch_size"):
         changes.append(f"training.batch_size {tc.batch_size} -> {LARGE_BATCH}: a graph of {n_entities:,} entities and "
                        f"{n_train:,} triples trains faster in larger batches (as the published ComplEx-N3 runs do)")
         tc.batch_size = LARGE_BATCH
     cadence = parse_cadence(tc.eval_every)
-    if cadence.epochs > 0 and now > VALIDATION_EVERY_S and not _user_set(cfg, "training.eval_every"):
+    if cadence.epochs > 0 and now > VALIDATION_EVERY_S and not user_set(cfg, "training.eval_every"):
         part = float(f"{1.0 / math.ceil(now / VALIDATION_EVERY_S):.4g}")
         changes.append(f"training.eval_every {tc.eval_every} -> {part:g}: one epoch would take about {now / 60:.0f} "
                        f"min on this device; validating every {part:g} epoch (about {part * now / 60:.0f} min, at "
                        f"a batch boundary inside the epoch) keeps the best weights and early stopping in reach")
         tc.eval_every = part
-    elif cadence.epochs > 0 and not _user_set(cfg, "training.eval_every"):
+    elif cadence.epochs > 0 and not user_set(cfg, "training.eval_every"):
         every = max(1, min(int(tc.eval_every), round(VALIDATION_EVERY_S / max(now, 1e-9))))
         if every != tc.eval_every:
             changes.append(f"training.eval_every {tc.eval_every} -> {every}: a validation about every "
                            f"{every * now / 60:.0f} min")
             tc.eval_every = every
     density = n_train / max(1, n_entities)
-    if tc.regularizer == "n3" and not _user_set(cfg, "training.reg_weight"):
+    if tc.regularizer == "n3" and not user_set(cfg, "training.reg_weight"):
         if density < SPARSE_TRIPLES_PER_ENTITY and tc.reg_weight < SPARSE_REG_WEIGHT:
             changes.append(f"training.reg_weight {tc.reg_weight:g} -> {SPARSE_REG_WEIGHT:g}: a sparse graph "
                            f"({density:.1f} train triples per entity) overfits with the default N3 weight (the "
@@ -176,12 +181,12 @@ def fit_defaults(cfg, n_entities: int, n_train: int, gflops: float, time_budget_
                            f"{n_entities:,} entities overfits with the default N3 weight, chosen on graphs of a "
                            f"few hundred (the published ComplEx-N3 runs on CoDEx-S and -M use {MID_REG_WEIGHT:g})")
             tc.reg_weight = MID_REG_WEIGHT
-    if (n_entities > MID_GRAPH_ENTITIES and tc.lr_schedule == "none" and not _user_set(cfg, "training.lr_schedule")
-            and not _user_set(cfg, "training.lr_decay")):
+    if (n_entities > MID_GRAPH_ENTITIES and tc.lr_schedule == "none" and not user_set(cfg, "training.lr_schedule")
+            and not user_set(cfg, "training.lr_decay")):
         changes.append(f"training.lr_schedule none -> plateau (lr_decay {tc.lr_decay:g} -> {PLATEAU_DECAY:g}): the "
                        f"learning rate halves at each validation that does not improve")
         tc.lr_schedule, tc.lr_decay = "plateau", PLATEAU_DECAY
     return changes
 
 
-__all__ = ["SLOW_GFLOPS", "TARGET_EPOCH_S", "epoch_flops", "fit_defaults", "measured_gflops"]
+__all__ = ["SLOW_GFLOPS", "TARGET_EPOCH_S", "epoch_flops", "fit_defaults", "measured_gflops", "user_set"]

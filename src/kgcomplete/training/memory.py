@@ -177,6 +177,9 @@ def estimate_training_memory(
         # looked up, so its gathered copy, sparse gradient and coalesced gradient exist too
         parts["batch buffers"] = sides * B * E * 4 * 4 + 3 * E * we * 4
         notes["batch buffers"] = f"{mode}: {sides} x ({B:,} x {E:,}) scores + full-table gradient"
+        if str(tc.autocast).lower() == "bf16":  # the products' bf16 operands and results
+            parts["batch buffers"] += sides * B * E * 2 + E * we * 2
+            notes["batch buffers"] += " + their bf16 copies (autocast)"
     else:
         n_neg = tc.num_negatives * (B if tc.negative_sampler == "type" else 1)
         rows = 2 * B + sides * n_neg
