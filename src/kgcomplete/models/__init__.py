@@ -22,15 +22,19 @@ def model_names() -> list[str]:
     return sorted(MODELS) + sorted(ALIASES)
 
 
-def build_model(name: str, num_entities: int, num_relations: int, **options) -> KGEModel:
-    """Instantiate a model by name (case-insensitive), e.g. ``build_model("complex", E, R, dim=100)``."""
+def resolve_model(name: str) -> tuple[type[KGEModel], dict]:
+    """The class a model name (case-insensitive, or an alias) stands for, with the alias's fixed options."""
     key = name.lower().replace("-", "_")
-    if key in ALIASES:
-        key, fixed = ALIASES[key]
-        options = {**options, **fixed}
+    key, fixed = ALIASES.get(key, (key, {}))
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(model_names())}")
-    return MODELS[key](num_entities, num_relations, **options)
+    return MODELS[key], fixed
+
+
+def build_model(name: str, num_entities: int, num_relations: int, **options) -> KGEModel:
+    """Instantiate a model by name (case-insensitive), e.g. ``build_model("complex", E, R, dim=100)``."""
+    cls, fixed = resolve_model(name)
+    return cls(num_entities, num_relations, **{**options, **fixed})
 
 
 def from_config(cfg, num_entities: int, num_relations: int) -> KGEModel:
@@ -42,4 +46,4 @@ def from_config(cfg, num_entities: int, num_relations: int) -> KGEModel:
                        init_scale=m.init_scale, p_norm=m.p_norm, storage_dtype=m.storage_dtype, **m.options)
 
 
-__all__ = ["KGEModel", "MODELS", "build_model", "from_config", "model_names", *[c.__name__ for c in MODELS.values()]]
+__all__ = ["KGEModel", "MODELS", "build_model", "resolve_model", "from_config", "model_names", *[c.__name__ for c in MODELS.values()]]

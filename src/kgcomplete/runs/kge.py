@@ -247,11 +247,10 @@ def _bf16_gflops(cfg: Config, device: torch.device) -> Optional[float]:
     """bfloat16 matrix-product speed on ``device`` when bf16 autocast is open to the fitted defaults
     (the user left ``training.autocast`` at none and the model scores by dot products, whose products
     autocast runs in bf16; distance kernels stay float32), else None."""
-    from ..models import ALIASES, MODELS
+    from ..models import resolve_model
     from ..training.autoconfig import measured_gflops, user_set
 
-    name = cfg.model.name.lower().replace("-", "_")
-    model_cls = MODELS.get(ALIASES.get(name, (name,))[0])
+    model_cls, _ = resolve_model(cfg.model.name)
     if (str(cfg.training.autocast).lower() != "none" or user_set(cfg, "training.autocast")
             or getattr(model_cls, "similarity", None) != "dot"):
         return None
