@@ -136,8 +136,7 @@ def test_train_help_names_the_family_of_each_option():
 
     helps = {p.name: p.help or "" for p in train.params}
     kge_only = {"dim", "mode", "loss", "num_negatives", "reciprocal", "hogwild", "workers", "max_memory",
-                "entity_table", "max_device_memory", "autocast", "deterministic", "time_budget",
-                "relation_prediction"}
+                "entity_table", "max_device_memory", "autocast", "deterministic", "relation_prediction"}
     assert {name for name, h in helps.items() if h.startswith("[KGE]")} == kge_only
     assert {name for name, h in helps.items() if not h} == set(), "every flag has a help text"
     assert helps["optimizer"].startswith("KGE: adagrad|rowadagrad|adam|sgd; KGT5: adamw|adafactor")

@@ -142,6 +142,35 @@ def test_training_lr_and_optimizer_reach_kgt5():
     assert resolve_config(cfg)["kgt5"]["lr"] == 0.05
 
 
+def test_the_time_budget_of_every_model_kind_reaches_kgt5():
+    """--time-budget 30m (training.time_budget) is KGT5's wall-clock budget too; the same budget given
+    twice is fine, two different ones are an error naming both keys."""
+    cfg = kgc.build_config("kgt5", None, {"training.time_budget": "1h30m"})
+    assert resolve_config(cfg)["kgt5"]["time_budget_s"] == 5400.0
+    cfg = kgc.build_config("kgt5", None, {"training.time_budget": "90s", "kgt5.time_budget_s": 90})
+    assert resolve_config(cfg)["kgt5"]["time_budget_s"] == 90.0
+    with pytest.raises(ValueError, match=r"training.time_budget='90s' \(90 s\) and kgt5.time_budget_s=60 disagree"):
+        resolve_config(kgc.build_config("kgt5", None, {"training.time_budget": "90s", "kgt5.time_budget_s": 60}))
+    with pytest.raises(ValueError, match="training.time_budget 'soon'"):
+        resolve_config({"training": {"time_budget": "soon"}})
+    assert resolve_config({})["kgt5"]["time_budget_s"] is None
+
+
+def test_cli_time_budget_stops_kgt5(tmp_path):
+    from click.testing import CliRunner
+
+    from kgcomplete.cli import main
+
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main.cli, [
+        "train", "--model", "kgt5", "--dataset", "nations", "--out", str(out), "--epochs", "50", "--batch-size", "64",
+        "--threads", "1", "--time-budget", "1s", "--set", "kgt5.preset=micro", "--set", "kgt5.decoding.beam_size=2",
+        "--no-progress", "--json"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] < 50 and "time budget of 1 s" in metrics["stopped"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["kgt5"]["time_budget_s"] == 1.0
+
 
 def test_a_kge_optimizer_is_refused_for_kgt5_through_set_too(tmp_path):
     """The API keeps ignoring a KGE optimizer in a KGT5 config (a full Config carries training's

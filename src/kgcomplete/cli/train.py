@@ -41,7 +41,7 @@ TRAIN_FLAGS: dict[str, TrainFlag] = {
     "seed": TrainFlag("training.seed", (KGE, KGT5)),
     "patience": TrainFlag("training.patience", (KGE, KGT5)),
     "eval_every": TrainFlag("training.eval_every", (KGE, KGT5)),
-    "time_budget": TrainFlag("training.time_budget", (KGE,)),
+    "time_budget": TrainFlag("training.time_budget", (KGE, KGT5)),
     "relation_prediction": TrainFlag("training.relation_prediction", (KGE,)),
     "threads": TrainFlag("training.threads", (KGE, KGT5)),
     "hogwild": TrainFlag("training.hogwild", (KGE,)),
@@ -144,8 +144,8 @@ def check_flags(model_name: Optional[str], given: dict) -> None:
               help=_kge("Also predict the relation of (h, ?, t), with this weight (Chen et al. 2021; "
                         "modes 1vsAll and negatives; default 0)."))
 @click.option("--time-budget", default=None, metavar="DURATION",
-              help=_kge("Stop after the epoch that crosses this wall-clock budget (30m, 2h, 1h30m, 90s), keeping "
-                        "the best validated weights (KGT5: --set kgt5.time_budget_s=SECONDS)."))
+              help="Stop after the epoch that crosses this wall-clock budget (30m, 2h, 1h30m, 90s), keeping "
+                   "the best validated weights (KGT5: sets kgt5.time_budget_s).")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads.")
 @click.option("--hogwild", type=int, default=None, metavar="N",
               help=_kge("Train N batches at once in threads sharing the tables without locks (mode negatives, "

@@ -81,6 +81,8 @@ def resolve_config(config) -> dict:
       KGE optimizers (adagrad, ...) and their lr are ignored. The resolved ``kgt5.optimizer``/``lr``
       are mirrored into ``training``.
     * Unknown keys in ``training``/``kgt5``/``data`` raise :class:`~kgcomplete.config.ConfigError`.
+    * ``training.time_budget`` (a duration, ``--time-budget``) sets ``kgt5.time_budget_s`` (both given
+      and different: an error).
     * KGE-only keys (``model.dim``, ``training.regularizer``, the ``evaluation`` and ``distributed``
       sections, ...) do not apply: they are dropped, with a warning when they differ from their
       defaults.
@@ -104,16 +106,22 @@ def resolve_config(config) -> dict:
         raise ValueError(f"kgt5.optimizer={kgt5['optimizer']!r}: expected {' | '.join(KGT5_OPTIMIZERS)} | auto")
     if kgt5["optimizer"] == "adamw" and kgt5["lr"] is None:
         kgt5["lr"] = ADAMW_DEFAULT_LR
+    from ..config import parse_cadence, parse_duration
+
+    budget = parse_duration(tr_in.get("time_budget") or "", "training.time_budget")
+    if budget is not None:  # --time-budget: the wall-clock budget of every model kind
+        if kgt5["time_budget_s"] is not None and float(kgt5["time_budget_s"]) != budget:
+            raise ValueError(f"training.time_budget={tr_in['time_budget']!r} ({budget:g} s) and "
+                             f"kgt5.time_budget_s={kgt5['time_budget_s']:g} disagree: give one of them")
+        kgt5["time_budget_s"] = budget
     training = {k: getattr(tr_sec, k) if k in tr_in else v for k, v in TRAINING_DEFAULTS.items()}
     training["optimizer"], training["lr"] = kgt5["optimizer"], kgt5["lr"]
-    from ..config import parse_cadence
-
     cadence = parse_cadence(training["eval_every"])
     if cadence.fraction is not None or cadence.seconds is not None:
         raise ValueError(f"training.eval_every={training['eval_every']!r}: KGT5 validates between epochs; "
                          "give a whole number of epochs (0 = never)")
 
-    ignored = [f"training.{k}" for k in tr_in if k not in TRAINING_KEYS
+    ignored = [f"training.{k}" for k in tr_in if k not in (*TRAINING_KEYS, "time_budget")
                and getattr(tr_sec, k) != getattr(TrainingConfig(), k)]
     model = dict(cfg.get("model") or {})
     for k in [k for k in model if k != "name" and k in ModelConfig.__dataclass_fields__]:
