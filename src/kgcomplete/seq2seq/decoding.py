@@ -58,8 +58,12 @@ class DecoderStepper:
         self.hidden, self.mask = hidden, attention_mask
         self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         self.device = dev
-        # transformers >= 5.2x names the KV cache argument and output ``cache`` (``past_key_values`` deprecated)
-        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        # transformers >= 5.2x names the KV cache argument and output ``cache`` (``past_key_values`` deprecated);
+        # asked of T5's own forward (the query-attention subclass passes its keywords through)
+        from transformers import T5ForConditionalGeneration
+
+        t5_forward = inspect.signature(T5ForConditionalGeneration.forward).parameters
+        self._cache_arg = "cache" if "cache" in t5_forward else "past_key_values"
 
     def step(self, tokens: Tensor) -> Tensor:
         out = self.model(
