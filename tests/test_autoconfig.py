@@ -123,3 +123,27 @@ def test_a_run_on_a_fast_bf16_device_gets_bf16_for_dot_product_models_only(tmp_p
     assert "autocast: none" in (tmp_path / "r" / "config.yaml").read_text()
     kgc.train("nations", out=tmp_path / "n", epochs=1, threads=1, **{"training.autocast": "none"})  # the user's
     assert "autocast: none" in (tmp_path / "n" / "config.yaml").read_text()
+
+
+def test_large_graphs_grow_the_dim_up_to_twice_the_default_when_the_budget_allows():
+    """Above 10,000 entities (the published ComplEx-N3 runs there use rank 1000) a budget that fits
+    dim 1024 gets it; smaller graphs, small budgets and a dim the user set keep theirs."""
+    cfg = build_config("complex", None, {})  # CoDEx-M, 90 min, bf16 products 5x float32
+    lines = fit_defaults(cfg, 17_050, 185_584, gflops=160.0, time_budget_s=5400, bf16_gflops=800.0)
+    assert cfg.model.dim == 1024 and cfg.training.eval_every == 2
+    grew = next(l for l in lines if l.startswith("model.dim 512 -> 1024: a graph of 17,050 entities fits a larger"))
+    assert "aim: 11.2 min" in grew
+    cfg = build_config("complex", None, {})  # ... 30 minutes: dim 1024 would not fit 3.75-minute epochs
+    fit_defaults(cfg, 17_050, 185_584, gflops=160.0, time_budget_s=1800, bf16_gflops=800.0)
+    assert cfg.model.dim == 512
+    cfg = build_config("complex", None, {})  # CoDEx-S (2,034 entities) keeps the default however long
+    assert not any(l.startswith("model.dim") for l in fit_defaults(cfg, 2_034, 32_888, gflops=160.0,
+                                                                    time_budget_s=5400))
+    assert cfg.model.dim == 512
+    cfg = build_config("complex", None, {"model.dim": 256})
+    fit_defaults(cfg, 17_050, 185_584, gflops=160.0, time_budget_s=5400, bf16_gflops=800.0)
+    assert cfg.model.dim == 256
+    cfg = build_config("distmult", None, {})  # twice the model's own default, whatever it is
+    default = cfg.model.dim
+    fit_defaults(cfg, 17_050, 185_584, gflops=1e6, time_budget_s=5400)
+    assert cfg.model.dim == max(d for d in auto.DIMS if d <= 2 * default)
