@@ -15,9 +15,11 @@ MRR within ten epochs on WN18RR, and a larger model gains more than further epoc
   FB15k-237; a rank-1000 CoDEx-M run is at validation MRR .345 after 10 epochs, where dim 512 here
   was at .339 after 12), while on CoDEx-S (2,034 entities) dim 1024 was lower than 512;
 - ``training.batch_size``: 1000 triples instead of 256 on graphs above 10^8 (triples x entities):
-  an epoch is faster (CoDEx-M, dim 512, bf16, 2 threads: 157 s against 229 s at 250 triples), and
-  per epoch Adagrad learns about as much (CoDEx-M validation MRR after 4 epochs .3272 at 1000,
-  .3274 at 256). The published runs count a triple's two queries (reciprocal examples) in their
+  an epoch is faster (CoDEx-M, dim 512, bf16, 2 threads: 157 s against 229 s at 250 triples,
+  ``python benchmarks/bench_autocast.py --batch 1000`` and ``--batch 250``), and per epoch Adagrad
+  learns about as much (CoDEx-M validation MRR after 4 epochs .3272 at 1000, .3274 at 256: variant
+  ``batch-256`` of ``benchmarks/defaults_grid.py --dataset codex-m``, stopped by hand after that
+  validation). The published runs count a triple's two queries (reciprocal examples) in their
   batches of 100 to 1000 queries, i.e. 50 to 500 triples here;
 - ``training.eval_every``: validation about every 10 minutes, at most every 5 epochs;
 - ``training.reg_weight``: 0.1 instead of the default N3 weight on sparse graphs (fewer than 4 train
