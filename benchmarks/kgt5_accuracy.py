@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from kgcomplete.config import parse_override  # noqa: E402
+from kgcomplete.config import build_config, parse_override  # noqa: E402
 from kgcomplete.data.registry import load_dataset  # noqa: E402
 from kgcomplete.seq2seq.run import KGT5Run, train_kgt5  # noqa: E402
 
@@ -50,18 +50,6 @@ METHODS = {"beam10": {"method": "beam", "beam_size": 10, "constrained": True},
 
 def row(name: str, m: dict) -> str:
     return f"| {name:<22} | " + " | ".join(f"{m[k]:.3f}" if k != "mr" else f"{m[k]:.1f}" for k in KEYS) + " |"
-
-
-def nested(pairs: list[tuple[str, object]]) -> dict:
-    """``[("kgt5.context", True), ...]`` -> ``{"kgt5": {"context": True}}``."""
-    out: dict = {}
-    for key, value in pairs:
-        *path, last = key.split(".")
-        node = out
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return out
 
 
 def decoding_time(score, triples: np.ndarray) -> dict:
@@ -100,12 +88,12 @@ def main() -> None:
     out = Path(args.out)
     results: dict = {"dataset": args.dataset, "threads": args.threads, "sets": args.sets}
     if not args.skip_train:
-        given = nested([parse_override(s) for s in args.sets])
-        cfg = {"data": {"source": args.dataset, "unknown": "drop" if folder else "error"},
-               "training": {"epochs": args.epochs, "batch_size": args.batch_size, "eval_every": 0,
-                            "threads": args.threads, "progress": False, "seed": 0, **given.get("training", {})},
-               "kgt5": {"preset": "tiny", "time_budget_s": args.budget, "cpu_budget_s": args.cpu_budget,
-                        **given.get("kgt5", {})}}
+        overrides = {"data.source": args.dataset, "data.unknown": "drop" if folder else "error",
+                     "training.epochs": args.epochs, "training.batch_size": args.batch_size, "training.eval_every": 0,
+                     "training.threads": args.threads, "training.progress": False, "training.seed": 0,
+                     "kgt5.preset": "tiny", "kgt5.time_budget_s": args.budget, "kgt5.cpu_budget_s": args.cpu_budget}
+        overrides.update(parse_override(s) for s in args.sets)  # --set wins, as on the command line
+        cfg = build_config("kgt5", None, {k: v for k, v in overrides.items() if v is not None})
         t0 = time.time()
         train_kgt5(ds, out, cfg)
         results["wall_s_train_and_eval"] = time.time() - t0
