@@ -147,19 +147,3 @@ def test_large_graphs_grow_the_dim_up_to_twice_the_default_when_the_budget_allow
     default = cfg.model.dim
     fit_defaults(cfg, 17_050, 185_584, gflops=1e6, time_budget_s=5400)
     assert cfg.model.dim == max(d for d in auto.DIMS if d <= 2 * default)
-
-
-def test_relation_prediction_on_large_graphs_with_many_relations():
-    """CoDEx-M (17,050 entities, 51 relations) gets the published weight; WN18RR (11 relations),
-    CoDEx-S (2,034 entities), KvsAll, a weight the user set and an unknown relation count do not."""
-    cfg = build_config("complex", None, {})
-    lines = fit_defaults(cfg, 17_050, 185_584, gflops=1e6, n_relations=51)
-    assert cfg.training.relation_prediction == auto.RP_WEIGHT == 0.125
-    assert any(l.startswith("training.relation_prediction 0 -> 0.125: a graph of 17,050 entities and 51") for l in lines)
-    for n_ent, n_train, n_rel, sets in [(40_943, 86_835, 11, {}), (2_034, 32_888, 42, {}),
-                                        (17_050, 185_584, 51, {"training.mode": "KvsAll"}),
-                                        (17_050, 185_584, 51, {"training.relation_prediction": 0.0}),
-                                        (17_050, 185_584, None, {})]:
-        cfg = build_config("complex", None, sets)
-        fit_defaults(cfg, n_ent, n_train, gflops=1e6, n_relations=n_rel)
-        assert cfg.training.relation_prediction == 0, (n_ent, n_rel, sets)

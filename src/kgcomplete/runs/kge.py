@@ -274,7 +274,7 @@ def fit_to_graph(cfg: Config, ds: Dataset) -> list[str]:
         return []
     args = (ds.num_entities, len(ds.train))
     kw = dict(time_budget_s=parse_duration(cfg.training.time_budget, "training.time_budget"),
-              entity_width=entity_width(cfg), n_relations=ds.num_relations)
+              entity_width=entity_width(cfg))
     if not fit_defaults(copy.deepcopy(cfg), *args, gflops=SLOW_GFLOPS, **kw):
         return []  # the defaults fit even a slow device: no need to measure this one
     if cfg.training.threads:

@@ -30,10 +30,6 @@ MRR within ten epochs on WN18RR, and a larger model gains more than further epoc
 - ``training.lr_schedule``: ``plateau`` with ``lr_decay`` 0.5 on graphs of more than 1,000 entities:
   the learning rate halves at each validation that does not improve (codex-s, N3 0.01: best valid
   MRR .4813 at a constant rate, .4843 halving);
-- ``training.relation_prediction``: 0.125 in 1vsAll on graphs of more than ``LARGE_GRAPH_ENTITIES``
-  entities and at least ``RP_MIN_RELATIONS`` relations, the weight of the published ComplEx-N3 run on
-  CoDEx-M (ssl-relation-prediction; the auxiliary objective gains most with many relations: FB15k-237
-  (237) .366 -> .388, CoDEx-L (69) .342 -> .345, and nothing on WN18RR (11) or, here, on CoDEx-S);
 - ``training.autocast``: ``bf16`` (matrix products in bfloat16; tables, optimizer and loss in
   float32) for models that score by dot products (ComplEx, DistMult, ConvE) when a float32 epoch
   would take ``BF16_MIN_EPOCH_S`` or more and the device multiplies bfloat16 matrices at least
@@ -83,9 +79,6 @@ SPARSE_REG_WEIGHT = 0.1
 #: choice on CoDEx-S and CoDEx-M)
 MID_GRAPH_ENTITIES = 1000
 MID_REG_WEIGHT = 0.01
-#: relations from which a graph of more than LARGE_GRAPH_ENTITIES entities gets relation prediction
-RP_MIN_RELATIONS = 20
-RP_WEIGHT = 0.125
 #: the plateau schedule's factor on those graphs
 PLATEAU_DECAY = 0.5
 #: bf16 autocast is chosen where bfloat16 matrix products run at least this many times faster than
@@ -127,14 +120,12 @@ def user_set(cfg, key: str) -> bool:
 
 
 def fit_defaults(cfg, n_entities: int, n_train: int, gflops: float, time_budget_s: Optional[float] = None,
-                 entity_width: Optional[int] = None, bf16_gflops: Optional[float] = None,
-                 n_relations: Optional[int] = None) -> list[str]:
+                 entity_width: Optional[int] = None, bf16_gflops: Optional[float] = None) -> list[str]:
     """Adjust the values of ``cfg`` the user did not set to the graph's size and the device's speed
     (``gflops``: float32 products; ``bf16_gflops``: bfloat16 ones, None when not measured); returns one
     line per change ("model.dim 512 -> 128: ..."), empty when the defaults fit.
 
-    ``entity_width``: the model's entity row width at ``cfg.model.dim`` (default 2 x dim, ComplEx);
-    ``n_relations``: the graph's relations (None: relation prediction is left alone)."""
+    ``entity_width``: the model's entity row width at ``cfg.model.dim`` (default 2 x dim, ComplEx)."""
     tc = cfg.training
     if tc.mode.lower() not in ALL_ENTITY_MODES or gflops <= 0:
         return []
@@ -215,13 +206,6 @@ def fit_defaults(cfg, n_entities: int, n_train: int, gflops: float, time_budget_
         changes.append(f"training.lr_schedule none -> plateau (lr_decay {tc.lr_decay:g} -> {PLATEAU_DECAY:g}): the "
                        f"learning rate halves at each validation that does not improve")
         tc.lr_schedule, tc.lr_decay = "plateau", PLATEAU_DECAY
-    if (n_relations is not None and n_relations >= RP_MIN_RELATIONS and n_entities > LARGE_GRAPH_ENTITIES
-            and tc.mode.lower() == "1vsall" and tc.relation_prediction == 0
-            and not user_set(cfg, "training.relation_prediction")):
-        changes.append(f"training.relation_prediction 0 -> {RP_WEIGHT:g}: a graph of {n_entities:,} entities and "
-                       f"{n_relations} relations gains from also predicting the relation of (h, ?, t) (Chen et al. "
-                       f"2021; their CoDEx-M run uses {RP_WEIGHT:g})")
-        tc.relation_prediction = RP_WEIGHT
     return changes
 
 
