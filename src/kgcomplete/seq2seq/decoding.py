@@ -21,6 +21,7 @@ scores, and memory does not grow with the number of entities (WikiKG90Mv2: 91M).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Optional, Sequence
 
@@ -33,6 +34,16 @@ from .tokenizer import EOS_ID, PAD_ID
 from .trie import EntityTrie
 
 METHODS = ("beam", "sample", "greedy", "exhaustive")
+
+
+@functools.cache
+def _kv_cache_argument() -> str:
+    """The name of T5's KV-cache argument and output: ``cache`` in transformers >= 5.2x,
+    ``past_key_values`` (deprecated there) before; asked once of T5's own forward (the query-attention
+    subclass passes its keywords through)."""
+    from transformers import T5ForConditionalGeneration
+
+    return "cache" if "cache" in inspect.signature(T5ForConditionalGeneration.forward).parameters else "past_key_values"
 
 
 class DecoderStepper:
@@ -58,12 +69,7 @@ class DecoderStepper:
         self.hidden, self.mask = hidden, attention_mask
         self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         self.device = dev
-        # transformers >= 5.2x names the KV cache argument and output ``cache`` (``past_key_values`` deprecated);
-        # asked of T5's own forward (the query-attention subclass passes its keywords through)
-        from transformers import T5ForConditionalGeneration
-
-        t5_forward = inspect.signature(T5ForConditionalGeneration.forward).parameters
-        self._cache_arg = "cache" if "cache" in t5_forward else "past_key_values"
+        self._cache_arg = _kv_cache_argument()
 
     def step(self, tokens: Tensor) -> Tensor:
         out = self.model(
