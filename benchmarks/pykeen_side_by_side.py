@@ -2,6 +2,7 @@
 
     python benchmarks/pykeen_side_by_side.py [--datasets wn18rr codex-m] [--budgets 10 30] [--threads 2]
                                              [--pykeen-python PYTHON] [--out benchmarks/results/pykeen_side_by_side]
+                                             [--reuse]
 
 For each dataset and budget (minutes), one after the other, each in its own process with the same
 torch threads:
@@ -44,8 +45,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 
 
-def ours(dataset: str, budget_min: float, threads: int, runs: Path) -> dict:
+def ours(dataset: str, budget_min: float, threads: int, runs: Path, reuse: bool = False) -> dict:
+    """Our defaults trained into ``RUNS/D-ours-Bmin``; with ``reuse``, a finished run there (its
+    metrics.json has the test figures) is read instead of trained again."""
     run = runs / f"{dataset}-ours-{budget_min:g}min"
+    if reuse and (run / "metrics.json").exists():
+        return _ours_row(json.loads((run / "metrics.json").read_text()), run, wall_s=None)
     cmd = [sys.executable, "-m", "kgcomplete", "train", "--dataset", str(SHARED / dataset), "--out", str(run),
            "--drop-unknown", "--time-budget", f"{budget_min * 60:.0f}s", "--threads", str(threads),
            "--no-progress", "--json"]
@@ -53,13 +58,17 @@ def ours(dataset: str, budget_min: float, threads: int, runs: Path) -> dict:
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"ours on {dataset}: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
-    m = json.loads(res.stdout)
+    return _ours_row(json.loads(res.stdout), run, wall_s=time.time() - t0)
+
+
+def _ours_row(m: dict, run: Path, wall_s: float | None) -> dict:
+    """The table row of our run ``run`` from its metrics ``m``, with the config PyKEEN is given."""
     import yaml
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     return {"library": "kgcomplete", "mrr": m["test"]["mrr"], "hits@1": m["test"]["hits@1"],
             "hits@10": m["test"]["hits@10"], "train_time_s": m.get("train_time_s"), "epochs": m.get("epochs"),
-            "wall_s": time.time() - t0, "config": {"model": cfg["model"], "training": cfg["training"]}}
+            "wall_s": wall_s, "config": {"model": cfg["model"], "training": cfg["training"]}}
 
 
 def pykeen_worker(spec: dict) -> dict:
@@ -153,6 +162,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pykeen-python", default=sys.executable, help="an interpreter with pykeen 1.11 installed")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pykeen_side_by_side"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="read our finished runs in OUT-runs (metrics.json) instead of training them again")
     args = ap.parse_args()
     out = Path(args.out)
     runs = Path(f"{out}-runs")
@@ -161,7 +172,7 @@ def main() -> None:
     for dataset in args.datasets:
         for budget in args.budgets:
             print(f"{dataset}, {budget:g} min: kgcomplete ...", file=sys.stderr, flush=True)
-            a = ours(dataset, budget, args.threads, runs)
+            a = ours(dataset, budget, args.threads, runs, reuse=args.reuse)
             tr, mo = a["config"]["training"], a["config"]["model"]
             hyper = (f"{mo['name']} dim {mo['dim']}, batch {tr['batch_size']} triples = {2 * tr['batch_size']} queries, "
                      f"{tr['optimizer']} lr {tr['lr']}, "
