@@ -1,5 +1,5 @@
 """Crash consistency of checkpoints: a training process killed at random moments of its file writes
-(20 seeded kill points, a real ``os._exit`` in a subprocess: no cleanup runs), and a disk that fills
+(8 seeded kill points in CI, 20 with ``-m slow``; a real ``os._exit`` in a subprocess: no cleanup runs), and a disk that fills
 up during a save (a small tmpfs), each resumed to the end and compared with an uninterrupted run:
 every tensor, the counters and the log equal.
 
@@ -26,6 +26,8 @@ from test_lifecycle import BASE, assert_same_run
 
 KW = dict(BASE, evaluate_test=False)
 KILL_POINTS = 20
+#: kill points in the CI run (about 4 s each); the 20 are a slow test
+CI_KILL_POINTS = 8
 
 SCRIPT = r'''
 import json, os, sys
@@ -82,12 +84,14 @@ def counted_reference(tmp_path_factory):
     return ref, json.loads(done.stdout.strip().splitlines()[-1])["calls"]
 
 
-def test_kills_at_seeded_points_during_writes_resume_to_the_same_run(counted_reference, tmp_path):
+def kill_and_resume(counted_reference, tmp_path, n_points: int) -> None:
+    """``n_points`` seeded kill points (alternately before and after the call), each resumed to the end
+    and compared with the uninterrupted run."""
     ref, total = counted_reference
     assert total >= 30, f"only {total} write calls: the kill points would not cover the checkpoints"
     rng = np.random.default_rng(2026)
-    points = sorted(set(int(x) for x in rng.integers(1, total + 1, 3 * KILL_POINTS)))
-    points = [int(p) for p in rng.choice(points, KILL_POINTS, replace=False)]
+    points = sorted(set(int(x) for x in rng.integers(1, total + 1, 3 * n_points)))
+    points = [int(p) for p in rng.choice(points, n_points, replace=False)]
     report = []
     for i, k in enumerate(points):
         when = ("before", "after")[i % 2]
@@ -98,7 +102,16 @@ def test_kills_at_seeded_points_during_writes_resume_to_the_same_run(counted_ref
         resume_to_the_end(out)
         assert_same_run(out, ref)
         report.append(f"{when} {op}")
-    assert len(report) == KILL_POINTS
+    assert len(report) == n_points
+
+
+def test_kills_at_seeded_points_during_writes_resume_to_the_same_run(counted_reference, tmp_path):
+    kill_and_resume(counted_reference, tmp_path, CI_KILL_POINTS)
+
+
+@pytest.mark.slow
+def test_kills_at_20_seeded_points_resume_to_the_same_run(counted_reference, tmp_path):
+    kill_and_resume(counted_reference, tmp_path, KILL_POINTS)
 
 
 # ---------------------------------------------------------------- a full disk

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
@@ -97,18 +98,19 @@ def _check_yaml(body: str, where: str) -> None:
                 assert hasattr(cfg.section(name), key), f"{where}: {name}.{key} is not a config key"
 
 
-@pytest.mark.parametrize("path", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])
-def test_blocks_run_as_written(path, tmp_path):
+def run_file(path: Path, tmp_path: Path) -> Optional[str]:
+    """Run the blocks of one markdown file in order in ``tmp_path``; None when every block passed,
+    else what failed (the block's place, body and output)."""
     todo = [b for b in blocks(path) if not b["mark"].startswith("skip")]
     if not any(b["lang"] in ("bash", "python", "yaml") for b in todo):
-        return  # nothing to run in this file (layouts and output only)
+        return None  # nothing to run in this file (layouts and output only)
     shared = ROOT.parent / "shared"
     if shared.is_dir():
         (tmp_path / "shared").symlink_to(shared)
     env, t0, servers = _env(tmp_path), time.time(), []
     try:
         for b in todo:
-            where = f"{path.relative_to(ROOT)}:{b['line']}"
+            where = f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{b['line']}"
             if b["lang"] == "yaml":
                 _check_yaml(b["body"], where)
                 continue
@@ -124,10 +126,57 @@ def test_blocks_run_as_written(path, tmp_path):
                 _wait_for_server(f"http://127.0.0.1:{port[1] if port else 8000}/api/health", proc)
                 continue
             left = FILE_TIMEOUT - (time.time() - t0)
-            res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=max(1, left))
-            assert res.returncode == 0, f"{where} failed ({res.returncode}):\n{b['body']}\n--- stdout\n" \
-                                        f"{res.stdout[-3000:]}\n--- stderr\n{res.stderr[-3000:]}"
+            try:
+                res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=max(1, left))
+            except subprocess.TimeoutExpired:
+                return f"{where}: the file's blocks took more than {FILE_TIMEOUT} s:\n{b['body']}"
+            if res.returncode != 0:
+                return (f"{where} failed ({res.returncode}):\n{b['body']}\n--- stdout\n{res.stdout[-3000:]}\n"
+                        f"--- stderr\n{res.stderr[-3000:]}")
+    except AssertionError as e:  # a yaml block or a server that did not come up
+        return str(e)
     finally:
         for proc in servers:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+    return None
+
+
+def _runnable_chars(path: Path) -> int:
+    return sum(len(b["body"]) for b in blocks(path) if b["lang"] in ("bash", "python") and not b["mark"].startswith("skip"))
+
+
+@pytest.fixture(scope="module")
+def doc_results(request, tmp_path_factory) -> dict:
+    """Every selected file's :func:`run_file` result, the files run side by side (their commands use one
+    thread each, ``OMP_NUM_THREADS=1``): one process per core instead of one for the whole suite. Each
+    file has its own folder; only docs/serving.md starts a server (its own port)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chosen = {item.callspec.params["path"] for item in request.session.items
+              if getattr(item, "originalname", "") == "test_blocks_run_as_written"}
+    files = sorted(chosen, key=_runnable_chars, reverse=True)  # the longest first: the pool ends together
+    with ThreadPoolExecutor(max_workers=max(1, min(len(files), os.cpu_count() or 1))) as pool:
+        futures = {f: pool.submit(run_file, f, tmp_path_factory.mktemp(f.stem)) for f in files}
+        return {f: fut.result() for f, fut in futures.items()}
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])
+def test_blocks_run_as_written(path, doc_results):
+    failure = doc_results[path]
+    assert failure is None, failure
+
+
+def test_a_failing_block_is_reported_with_its_place_and_output(tmp_path):
+    """The runner itself: blocks run in order in one folder, and the first failing one is named with
+    its line, body and output (the rest are not run)."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("# t\n\n```bash\necho one > a.txt\n```\n\n```bash\ncat a.txt; echo oops >&2; false\n```\n\n"
+                   "```bash\ntouch never\n```\n")
+    (tmp_path / "run").mkdir()
+    failure = run_file(doc, tmp_path / "run")
+    assert failure.startswith(f"{doc}:7 failed (1):") and "--- stdout\none" in failure and "oops" in failure
+    assert not (tmp_path / "run" / "never").exists()
+    doc.write_text("```bash\necho fine\n```\n")
+    (tmp_path / "run2").mkdir()
+    assert run_file(doc, tmp_path / "run2") is None

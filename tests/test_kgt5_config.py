@@ -24,7 +24,7 @@ DOCUMENTED_TRAINING = {"epochs": 100, "batch_size": 256, "seed": 0, "eval_every"
 DOCUMENTED_KGT5 = {
     "preset": "tiny", "model": {}, "tokenizer": "train", "tokenizer_model": "bpe", "vocab_size": 8000,
     "description_words": 8, "max_length": 128, "context": False, "context_size": 100, "descriptions": False,
-    "description_max_words": 32, "context_attention": "query", "optimizer": "auto", "lr": None, "warmup_steps": 100,
+    "description_max_words": 32, "context_attention": "query", "optimizer": "auto", "lr": None, "warmup_steps": 100, "lr_decay": "none",
     "weight_decay": 0.0, "time_budget_s": None, "cpu_budget_s": None, "mixed_precision": "auto",
     "valid_max_triples": 500,
     "decoding": {"method": "beam", "beam_size": 50, "num_samples": 50, "constrained": True, "temperature": 1.0,
@@ -192,3 +192,51 @@ def test_kgt5_refuses_a_cadence_inside_epochs():
         with pytest.raises(ValueError, match=r"training.eval_every=.*KGT5 validates between epochs"):
             resolve_config({"model": {"name": "kgt5"}, "training": {"eval_every": value}})
     assert resolve_config({"model": {"name": "kgt5"}, "training": {"eval_every": 2}})["training"]["eval_every"] == 2
+
+
+def test_mixed_precision_no_as_yaml_reads_it():
+    """`--set kgt5.mixed_precision=no` (YAML reads an unquoted no as false) means "no"; an unknown value
+    is one line naming the key, before anything trains (accelerate's own error came mid-run)."""
+    from kgcomplete.config import parse_override
+
+    key, value = parse_override("kgt5.mixed_precision=no")
+    assert value is False
+    assert resolve_config(kgc.build_config("kgt5", None, {key: value}))["kgt5"]["mixed_precision"] == "no"
+    assert resolve_config({"kgt5": {"mixed_precision": "BF16"}})["kgt5"]["mixed_precision"] == "bf16"
+    with pytest.raises(ValueError, match=r"kgt5.mixed_precision='fp8': expected auto \| no \| bf16 \| fp16"):
+        resolve_config({"kgt5": {"mixed_precision": "fp8"}})
+
+
+def test_auto_mixed_precision_follows_the_measured_cpu_and_a_resume_keeps_its_choice(monkeypatch):
+    """On a CPU, auto is bf16 where bfloat16 products are measured >= 1.5x as fast as float32 ones (the
+    KGE runs' rule), else no; a resumed run takes the mode its log.jsonl records, whatever it measures now."""
+    import torch
+
+    from kgcomplete.seq2seq.train import resolve_mixed_precision
+    from kgcomplete.training import autoconfig
+
+    from kgcomplete.seq2seq import train
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train, "_cpu_bf16_is_fast", train._cpu_bf16_is_fast.__wrapped__)  # measured each call here
+    speeds = {torch.float32: 100.0, torch.bfloat16: 400.0}
+    monkeypatch.setattr(autoconfig, "measured_gflops", lambda device, dtype=torch.float32: speeds[dtype])
+    assert resolve_mixed_precision("auto", cpu) == "bf16"
+    speeds[torch.bfloat16] = 120.0  # emulated or slow bf16
+    assert resolve_mixed_precision("auto", cpu) == "no"
+    assert resolve_mixed_precision("auto", cpu, [{"epoch": 1, "mixed_precision": "bf16"}]) == "bf16"
+    assert resolve_mixed_precision("no", cpu, [{"epoch": 1, "mixed_precision": "bf16"}]) == "no"  # a setting wins
+    assert resolve_mixed_precision("bf16", cpu) == "bf16"
+
+
+def test_one_process_trains_runs_of_different_precisions(tmp_path):
+    """accelerate keeps one state per process and refused a second mixed precision in it (a notebook
+    training a bf16 run after a float32 one failed deep in accelerate)."""
+    from kgcomplete.seq2seq.run import train_kgt5
+
+    for mp in ("no", "bf16", "no"):
+        cfg = {"training": {"epochs": 1, "batch_size": 16, "eval_every": 0, "threads": 1, "progress": False},
+               "kgt5": {"preset": "micro", "mixed_precision": mp}}
+        train_kgt5(tiny_kg(), tmp_path / f"r-{mp}", cfg, evaluate_test=False)
+        log = json.loads((tmp_path / f"r-{mp}" / "log.jsonl").read_text().splitlines()[0])
+        assert log["mixed_precision"] == mp

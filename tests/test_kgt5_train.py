@@ -35,6 +35,7 @@ def test_run_folder_contents(trained_kgt5):
     m = json.loads((out / "metrics.json").read_text())
     assert {"mrr", "mr", "hits@1", "hits@3", "hits@10"} <= set(m["test"])
     assert m["train_time_s"] > 0 and m["throughput"] > 0
+    assert m["mixed_precision"] in ("no", "bf16") and {e["mixed_precision"] for e in log} == {m["mixed_precision"]}
 
 
 def test_model_learns_training_triples(trained_kgt5):
@@ -231,3 +232,15 @@ def test_evaluate_test_false_skips_the_final_ranking(tmp_path):
               **{"training.epochs": 1, "kgt5.preset": "micro", "progress": False})
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert "test" not in m and "valid" not in m and m["epochs"] == 1
+
+
+def test_linear_lr_decay_anneals_to_zero_at_the_last_epoch(tmp_path):
+    """kgt5.lr_decay: linear (AdamW): the lr falls linearly with the steps done of the planned epochs and is
+    0 after the last one (each log record shows the lr of the next step); other values are refused."""
+    cfg = {"training": {"epochs": 4, "batch_size": 16, "eval_every": 0, "threads": 1, "progress": False},
+           "kgt5": {"preset": "micro", "optimizer": "adamw", "lr": 0.01, "warmup_steps": 1, "lr_decay": "linear"}}
+    train_kgt5(tiny_kg(), tmp_path / "r", cfg, evaluate_test=False)
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.0075, 0.005, 0.0025, 0.0], abs=1e-12)
+    with pytest.raises(ValueError, match=r"kgt5.lr_decay='cosine': expected none \| linear"):
+        resolve_config({"kgt5": {"lr_decay": "cosine"}})

@@ -70,6 +70,22 @@ def _without_none(d: dict) -> dict:
     return {k: _without_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
 
 
+#: ``kgt5.mixed_precision`` values (accelerate's, plus ``auto``)
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+#: ``kgt5.lr_decay`` values
+LR_DECAYS = ("none", "linear")
+
+
+def _mixed_precision(value) -> str:
+    """``kgt5.mixed_precision`` checked; YAML reads an unquoted ``no`` (or ``off``) as false, which
+    means ``no`` here, not an error from accelerate deep inside training."""
+    if value is False:
+        return "no"
+    if not isinstance(value, str) or value.lower() not in MIXED_PRECISION:
+        raise ValueError(f"kgt5.mixed_precision={value!r}: expected {' | '.join(MIXED_PRECISION)}")
+    return value.lower()
+
+
 def resolve_config(config) -> dict:
     """The full KGT5 config dict of ``config`` (a :class:`~kgcomplete.config.Config` or a config dict;
     returns a new dict): ``data``, ``model`` (``name: kgt5``), ``training`` (:data:`TRAINING_KEYS`
@@ -106,6 +122,9 @@ def resolve_config(config) -> dict:
         raise ValueError(f"kgt5.optimizer={kgt5['optimizer']!r}: expected {' | '.join(KGT5_OPTIMIZERS)} | auto")
     if kgt5["optimizer"] == "adamw" and kgt5["lr"] is None:
         kgt5["lr"] = ADAMW_DEFAULT_LR
+    kgt5["mixed_precision"] = _mixed_precision(kgt5["mixed_precision"])
+    if kgt5["lr_decay"] not in LR_DECAYS:
+        raise ValueError(f"kgt5.lr_decay={kgt5['lr_decay']!r}: expected {' | '.join(LR_DECAYS)}")
     from ..config import parse_cadence, parse_duration
 
     budget = parse_duration(tr_in.get("time_budget") or "", "training.time_budget")
@@ -398,7 +417,7 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
     metrics.update(train_time_s=stats["train_time_s"], train_cpu_s=stats["cpu_s"], throughput=stats["examples_per_s"],
                    train_examples_per_s=stats["examples_per_s"], train_tokens_per_s=stats["tokens_per_s"], epochs=stats["epochs"],
                    parameters=num_parameters(run.model), model="kgt5", preset=k["preset"])
-    metrics["stopped"] = stats["stopped"]
+    metrics["stopped"], metrics["mixed_precision"] = stats["stopped"], stats["mixed_precision"]
     metrics["device"] = str(resolve_device(tr.get("device") or "auto"))
     folder.update_metrics(**metrics)
     return run

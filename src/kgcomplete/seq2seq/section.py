@@ -56,10 +56,12 @@ class KGT5Config:
     optimizer: str = "auto"
     lr: Optional[float] = None  #: None: Adafactor relative step size / AdamW 2e-3
     warmup_steps: int = 100  #: AdamW linear warm-up
+    #: AdamW: none (constant after the warm-up) | linear (to 0 at the last epoch or where a budget ends)
+    lr_decay: str = "none"
     weight_decay: float = 0.0
     time_budget_s: Optional[float] = None  #: wall-clock training budget (s)
     cpu_budget_s: Optional[float] = None  #: process CPU-time training budget (s)
-    mixed_precision: str = "auto"  #: auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16
+    mixed_precision: str = "auto"  #: auto (bf16/fp16 on GPU, bf16 on CPUs that multiply it fast, else no) | no | fp16 | bf16
     valid_max_triples: int = 500  #: validation subset used during training (final metrics use all)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
 

@@ -26,6 +26,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import queue
 import threading
@@ -40,11 +42,13 @@ from torch import Tensor
 
 from ..config import TrainingConfig
 from ..device import resolve_device
-from ..runs.files import RunFolder, atomic_write_file, commit_files, recover_checkpoint, trim_log, verify
+from ..runs.files import RunFolder, atomic_write_file, commit_files, read_log, recover_checkpoint, trim_log, verify
 from ..training.loop import EpochLoop
 from .section import TRAINING_DEFAULTS, KGT5Config
 from .tokenizer import PAD_ID
 from ..console import bars_wanted
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.safetensors"
 STATE = "checkpoint_state.pt"
@@ -67,6 +71,7 @@ class TrainOptions:
     optimizer: str = "adafactor"  #: adafactor | adamw (a resolved ``kgt5.optimizer``: no ``auto``)
     lr: Optional[float] = None  #: None: Adafactor relative step / AdamW 1e-3 (the config resolves it to 2e-3)
     warmup_steps: int = _KGT5.warmup_steps  #: AdamW linear warm-up
+    lr_decay: str = _KGT5.lr_decay  #: AdamW: none | linear (to 0 at the last epoch or the end of a budget)
     weight_decay: float = _KGT5.weight_decay
     grad_clip: float = 1.0  #: AdamW only (Adafactor clips its updates itself); not a config key
     seed: int = TRAINING_DEFAULTS["seed"]
@@ -76,7 +81,7 @@ class TrainOptions:
     #: stop after the epoch that crosses this much process CPU time (e.g. 2 cores x 15 min = 1800;
     #: a machine-independent budget when the cores are shared with other work)
     cpu_budget_s: Optional[float] = None
-    mixed_precision: str = _KGT5.mixed_precision  #: auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16
+    mixed_precision: str = _KGT5.mixed_precision  #: auto (bf16/fp16 on GPU, bf16 on CPUs that multiply it fast, else no) | no | fp16 | bf16
     progress: bool = TRAINING_DEFAULTS["progress"]
     device: str = TRAINING_DEFAULTS["device"]  #: auto | cpu | cuda | cuda:N (``training.device``)
 
@@ -89,7 +94,7 @@ class TrainOptions:
             raise ValueError(f"kgt5.optimizer={k['optimizer']!r}: expected adafactor | adamw (resolve the config first)")
         return cls(
             epochs=int(tr["epochs"]), batch_size=int(tr["batch_size"]), optimizer=k["optimizer"], lr=k["lr"],
-            warmup_steps=int(k["warmup_steps"]), weight_decay=float(k["weight_decay"]), seed=int(tr["seed"]),
+            warmup_steps=int(k["warmup_steps"]), lr_decay=str(k["lr_decay"]), weight_decay=float(k["weight_decay"]), seed=int(tr["seed"]),
             eval_every=int(tr["eval_every"] or 0), patience=int(tr["patience"] or 0),
             time_budget_s=k["time_budget_s"], cpu_budget_s=k["cpu_budget_s"], mixed_precision=k["mixed_precision"],
             progress=bool(tr["progress"]), device=str(tr.get("device") or "auto"),
@@ -299,6 +304,7 @@ class KGT5Trainer(EpochLoop):
         self.step, self.cpu_s = 0, 0.0  # optimizer steps; process CPU seconds over all resumes
         self.train_tokens = 0  # input + target tokens trained on, over all resumes
         self.scheduler = None
+        self._steps_per_epoch = 1  # batches per epoch (this process), set by run_epoch
         self._started, self._cpu_mark = time.time(), time.process_time()
 
     # ------------------------------------------------------------- EpochLoop
@@ -326,12 +332,24 @@ class KGT5Trainer(EpochLoop):
             return f"CPU budget of {o.cpu_budget_s:g} s"
         return None
 
+    def lr_factor(self, step: int) -> float:
+        """AdamW's lr multiplier for optimizer step ``step`` (1-based): a linear warm-up over ``warmup_steps``; with
+        ``lr_decay: linear``, times ``1 - progress``, where progress is the larger of the steps done of
+        ``epochs`` epochs and the share of a wall-clock or CPU budget used (a budgeted run anneals to 0
+        where the budget ends, not where the epochs would)."""
+        o = self.opts
+        factor = min(1.0, step / max(1, o.warmup_steps))
+        if o.lr_decay == "linear":
+            progress = (step - 1) / max(1, o.epochs * self._steps_per_epoch)  # the first step at the full lr
+            if o.time_budget_s:
+                progress = max(progress, (time.time() - self._started) / o.time_budget_s)
+            if o.cpu_budget_s:
+                progress = max(progress, self._cpu_total() / o.cpu_budget_s)
+            factor *= max(0.0, 1.0 - progress)
+        return factor
+
     def run_epoch(self) -> dict:
         acc, opts, model = self.acc, self.opts, self.model
-        if self.scheduler is None and opts.optimizer.lower() == "adamw":  # linear warm-up from the saved step
-            step0 = self.step
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer, lambda s: min(1.0, (s + 1 + step0) / max(1, opts.warmup_steps)))
         model.train()
         t0, c0 = time.time(), time.process_time()
         world, rank = acc.num_processes, acc.process_index
@@ -340,6 +358,10 @@ class KGT5Trainer(EpochLoop):
         rng = np.random.default_rng([opts.seed & 0xFFFFFFFF, self.epoch])
         batches = bucketed_batches(data.lengths(state), opts.batch_size, rng)
         batches = batches[rank::world][:len(batches) // world]
+        self._steps_per_epoch = len(batches)
+        if self.scheduler is None and opts.optimizer.lower() == "adamw":  # warm-up (and decay) from the saved step
+            step0 = self.step
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: self.lr_factor(s + 1 + step0))
         pin = acc.device.type == "cuda"
 
         def prepared():
@@ -388,11 +410,12 @@ class KGT5Trainer(EpochLoop):
         self.train_time_s += dt
         self.train_triples += count * world
         self.train_tokens += tokens * world
-        return {"epoch": self.epoch, "loss": total / max(count, 1), "lr": _current_lr(opts, self.step),
+        lr = self.optimizer.param_groups[0]["lr"] if self.scheduler is not None else _current_lr(opts, self.step)
+        return {"epoch": self.epoch, "loss": total / max(count, 1), "lr": lr,
                 "time_s": round(dt, 3), "cpu_s": round(time.process_time() - c0, 3),
                 "examples_per_s": round(count * world / max(dt, 1e-9), 1),
                 "tokens_per_s": round(tokens * world / max(dt, 1e-9), 1),
-                "padding": round(1.0 - real / max(padded, 1), 4)}
+                "padding": round(1.0 - real / max(padded, 1), 4), "mixed_precision": str(acc.mixed_precision)}
 
     # ------------------------------------------------------------- state
     def _cpu_total(self) -> float:
@@ -456,13 +479,53 @@ def _restore(folder: RunFolder, trainer: KGT5Trainer) -> None:
     acc.print(f"resuming KGT5 training from epoch {trainer.epoch}")
 
 
+def _accelerator(accelerator_cls, mixed_precision: str, cuda: bool):
+    """An ``Accelerator``; accelerate keeps one state per process and refuses another mixed precision in
+    it, so a process that trains runs of different precisions one after the other (a notebook, a
+    sweep, the tests) starts that state again. The process group (``PartialState``) stays."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state.get("_mixed_precision") not in (None, mixed_precision):
+        AcceleratorState._reset_state()
+    return accelerator_cls(mixed_precision=mixed_precision, cpu=not cuda)
+
+
+@functools.cache
+def _cpu_bf16_is_fast(device: torch.device) -> tuple[bool, float, float]:
+    """Measured once per process (one answer for every run of a process)."""
+    from ..training.autoconfig import BF16_MIN_SPEEDUP, measured_gflops
+
+    f32, bf16 = measured_gflops(device), measured_gflops(device, dtype=torch.bfloat16)
+    return bf16 >= BF16_MIN_SPEEDUP * f32, bf16, f32
+
+
+def resolve_mixed_precision(setting: str, device: torch.device, log: Iterable[dict] = ()) -> str:
+    """``kgt5.mixed_precision`` for accelerate: ``auto`` is bf16 on GPUs that have it (fp16 on older
+    ones) and on CPUs whose bfloat16 matrix products are measured at least
+    :data:`~kgcomplete.training.autoconfig.BF16_MIN_SPEEDUP` times as fast as float32 ones (AVX512-BF16,
+    AMX; the KGE runs' rule), else ``no``. A resumed run keeps the choice its ``log`` records."""
+    if setting != "auto":
+        return setting
+    kept = [r["mixed_precision"] for r in log if "mixed_precision" in r]
+    if kept:
+        return kept[-1]
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type != "cpu":
+        return "no"
+    fast, bf16, f32 = _cpu_bf16_is_fast(device)
+    mode = "bf16" if fast else "no"
+    logger.info("KGT5 mixed precision %s: bfloat16 products at %.0f GFLOP/s, float32 at %.0f", mode, bf16, f32)
+    return mode
+
+
 def fit(model, inputs, targets: Optional[Tensor], encoder, opts: TrainOptions, out_dir: Path,
         resume: bool = False, evaluate_fn: Optional[Callable[[object], float]] = None) -> dict:
     """Train ``model`` (see :class:`KGT5Trainer`) into the run folder ``out_dir``, resuming from its
     checkpoint with ``resume``. ``inputs``: :class:`QueryExamples` (``targets`` None) or ready
     ``(n, L)`` input ids with ``targets (n,)`` entity ids (:class:`TensorExamples`). Returns
     ``{"epochs", "train_time_s", "examples_per_s", "tokens_per_s", "best_valid_mrr", "steps",
-    "cpu_s", "stopped"}``."""
+    "cpu_s", "stopped", "mixed_precision"}``."""
     from accelerate import Accelerator
 
     folder = RunFolder(out_dir)
@@ -470,10 +533,8 @@ def fit(model, inputs, targets: Optional[Tensor], encoder, opts: TrainOptions, o
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(device)
-    mp = opts.mixed_precision
-    if mp == "auto":
-        mp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
-    acc = Accelerator(mixed_precision=mp, cpu=not cuda)
+    mp = resolve_mixed_precision(opts.mixed_precision, device, read_log(out_dir) if resume else [])
+    acc = _accelerator(Accelerator, mp, cuda)
     examples = inputs if targets is None else TensorExamples(inputs, targets, encoder)
     trainer = KGT5Trainer(model, examples, opts, acc, evaluate_fn,
                           checkpoint=lambda t, reason: _save_checkpoint(folder, t, reason),
@@ -490,4 +551,4 @@ def fit(model, inputs, targets: Optional[Tensor], encoder, opts: TrainOptions, o
             "examples_per_s": trainer.train_triples / max(trainer.train_time_s, 1e-9),
             "tokens_per_s": trainer.train_tokens / max(trainer.train_time_s, 1e-9),
             "best_valid_mrr": trainer.best_mrr if trainer.best_mrr >= 0 else None, "steps": trainer.step,
-            "cpu_s": trainer._cpu_total(), "stopped": trainer.stop_reason}
+            "cpu_s": trainer._cpu_total(), "stopped": trainer.stop_reason, "mixed_precision": mp}
