@@ -153,11 +153,11 @@ def make_optimizer(model, opts: TrainOptions):
     raise ValueError(f"unknown KGT5 optimizer {opts.optimizer!r}: adafactor | adamw")
 
 
-def _current_lr(opts: TrainOptions, step: int) -> float:
-    if opts.optimizer.lower() == "adafactor" and opts.lr is None:
+def _adafactor_lr(opts: TrainOptions, step: int) -> float:
+    """The lr Adafactor used at ``step`` (AdamW's is its scheduler's, read from the optimizer)."""
+    if opts.lr is None:
         return min(1e-2, 1.0 / math.sqrt(max(step, 1)))  # relative step (times the parameter RMS)
-    base = opts.lr or 1e-3
-    return base * min(1.0, step / max(1, opts.warmup_steps)) if opts.optimizer.lower() == "adamw" else base
+    return opts.lr
 
 
 def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
@@ -410,7 +410,7 @@ class KGT5Trainer(EpochLoop):
         self.train_time_s += dt
         self.train_triples += count * world
         self.train_tokens += tokens * world
-        lr = self.optimizer.param_groups[0]["lr"] if self.scheduler is not None else _current_lr(opts, self.step)
+        lr = self.optimizer.param_groups[0]["lr"] if self.scheduler is not None else _adafactor_lr(opts, self.step)
         return {"epoch": self.epoch, "loss": total / max(count, 1), "lr": lr,
                 "time_s": round(dt, 3), "cpu_s": round(time.process_time() - c0, 3),
                 "examples_per_s": round(count * world / max(dt, 1e-9), 1),
@@ -493,10 +493,10 @@ def _accelerator(accelerator_cls, mixed_precision: str, cuda: bool):
 @functools.cache
 def _cpu_bf16_is_fast(device: torch.device) -> tuple[bool, float, float]:
     """Measured once per process (one answer for every run of a process)."""
-    from ..training.autoconfig import BF16_MIN_SPEEDUP, measured_gflops
+    from ..training.autoconfig import bf16_is_fast, measured_gflops
 
     f32, bf16 = measured_gflops(device), measured_gflops(device, dtype=torch.bfloat16)
-    return bf16 >= BF16_MIN_SPEEDUP * f32, bf16, f32
+    return bf16_is_fast(f32, bf16), bf16, f32
 
 
 def resolve_mixed_precision(setting: str, device: torch.device, log: Iterable[dict] = ()) -> str:

@@ -107,6 +107,12 @@ def measured_gflops(device: torch.device, seconds: float = 0.15, dtype: torch.dt
             return 2 * 1024 * 512 * 2048 / best / 1e9
 
 
+def bf16_is_fast(gflops: float, bf16_gflops: float) -> bool:
+    """Whether bfloat16 products (``bf16_gflops``) run at least :data:`BF16_MIN_SPEEDUP` times as fast as
+    float32 ones (``gflops``): the rule for bf16 autocast of every model kind."""
+    return bf16_gflops >= BF16_MIN_SPEEDUP * gflops
+
+
 def epoch_flops(n_train: int, n_entities: int, width: int, sides: int = 2) -> float:
     """Multiply-adds x 2 of one 1vsAll/KvsAll epoch: every query against every entity, forward and
     the two products of the backward pass, times ``EPOCH_OVERHEAD`` for the rest of a step."""
@@ -142,7 +148,7 @@ def fit_defaults(cfg, n_entities: int, n_train: int, gflops: float, time_budget_
 
     changes = []
     now = seconds(int(cfg.model.dim))
-    if (bf16_gflops and bf16_gflops >= BF16_MIN_SPEEDUP * gflops and now >= BF16_MIN_EPOCH_S
+    if (bf16_gflops and bf16_is_fast(gflops, bf16_gflops) and now >= BF16_MIN_EPOCH_S
             and str(tc.autocast).lower() == "none" and not user_set(cfg, "training.autocast")):
         product_share = gflops / bf16_gflops
         changes.append(f"training.autocast none -> bf16: this device multiplies bfloat16 matrices "
@@ -209,4 +215,4 @@ def fit_defaults(cfg, n_entities: int, n_train: int, gflops: float, time_budget_
     return changes
 
 
-__all__ = ["SLOW_GFLOPS", "TARGET_EPOCH_S", "epoch_flops", "fit_defaults", "measured_gflops", "user_set"]
+__all__ = ["SLOW_GFLOPS", "TARGET_EPOCH_S", "bf16_is_fast", "epoch_flops", "fit_defaults", "measured_gflops", "user_set"]
