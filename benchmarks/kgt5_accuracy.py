@@ -97,9 +97,10 @@ def main() -> None:
         overrides.update(parse_override(s) for s in args.sets)  # --set wins, as on the command line
         cfg = build_config("kgt5", None, {k: v for k, v in overrides.items() if v is not None})
         t0 = time.time()
-        train_kgt5(ds, out, cfg)
+        run = train_kgt5(ds, out, cfg)  # keeps its valid/test decodings for the rows and the ensemble below
         results["wall_s_train_and_eval"] = time.time() - t0
-    run = KGT5Run.load(out, dataset=ds)
+    else:
+        run = KGT5Run.load(out, dataset=ds)
     metrics = json.loads((out / "metrics.json").read_text())
     results.update(train_time_s=metrics["train_time_s"], train_cpu_s=metrics.get("train_cpu_s"),
                    epochs=metrics["epochs"], parameters=metrics.get("parameters"))

@@ -135,3 +135,37 @@ def test_scorers_through_shared_evaluator(setup):
         m = evaluate(scorer, ds, "test", per_relation=False)
         assert m["mrr"] == pytest.approx(np.mean(1 / np.array(ref)), abs=1e-12)
         assert m["hits@1"] == pytest.approx(np.mean(np.array(ref) <= 1), abs=1e-12)
+
+
+def test_beam_decodings_are_kept_and_reused(setup, monkeypatch):
+    """A scorer decodes each (anchor, relation, side) once: the ensemble's tuning and test evaluation
+    reuse what the run's own metrics decoded; outputs equal a fresh scorer's, in any batch order."""
+    import kgcomplete.seq2seq.decoding as dec
+
+    ds, texts, tok, enc, trie, model = setup
+    calls = []
+    real = dec.beam_search
+    monkeypatch.setattr(dec, "beam_search", lambda m, ids, *a, **k: calls.append(len(ids)) or real(m, ids, *a, **k))
+    a, r = torch.as_tensor(ds.test[:, 0]), torch.as_tensor(ds.test[:, 1])
+    fresh = KGT5Scorer(model, enc, trie, method="beam", beam_size=3, memo_queries=0)
+    want_e, want_s = fresh.topk(a, r, head=False)
+    calls.clear()
+    sc = KGT5Scorer(model, enc, trie, method="beam", beam_size=3)
+    first = sc.topk(a[:5], r[:5], head=False)
+    assert sum(calls) == len(np.unique(ds.test[:5, :2], axis=0))
+    calls.clear()
+    perm = torch.randperm(len(a), generator=torch.Generator().manual_seed(0))
+    e, s = sc.topk(a[perm], r[perm], head=False)  # only the queries not seen yet are decoded
+    assert sum(calls) == len(np.unique(ds.test[:, :2], axis=0)) - len(np.unique(ds.test[:5, :2], axis=0))
+    assert torch.equal(e, want_e[perm]) and torch.allclose(s, want_s[perm])
+    assert torch.equal(first[0], want_e[:5])
+    calls.clear()
+    assert torch.equal(sc.topk(a, r, head=False)[0], want_e) and not calls
+    sc.topk(a[:3], r[:3], head=True)  # the other side is another query
+    assert sum(calls) == len(np.unique(ds.test[:3, 1:], axis=0))
+    calls.clear()  # a full memo keeps what it had and decodes the rest every time
+    small = KGT5Scorer(model, enc, trie, method="beam", beam_size=3, memo_queries=2)
+    small.topk(a, r, head=False)
+    small.topk(a, r, head=False)
+    assert sum(calls) == 2 * len(np.unique(ds.test[:, :2], axis=0))
+    assert torch.equal(small.topk(a, r, head=False)[0], want_e)

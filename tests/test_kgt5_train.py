@@ -157,6 +157,28 @@ def test_ensemble_tuned_on_valid(trained_kgt5):
         assert s[i][gen[i]].min() > s[i][~gen[i]].max()
 
 
+def test_run_decodes_each_split_once(trained_kgt5, monkeypatch):
+    """A run's metrics, an evaluation asking for its own decoding and an ensemble reuse one decoding of
+    each split (wn18rr: minutes per split); another decoding is decoded afresh."""
+    import kgcomplete.seq2seq.decoding as dec
+
+    ds, out, _ = trained_kgt5
+    run = KGT5Run.load(out)
+    calls = []
+    real = dec.beam_search
+    monkeypatch.setattr(dec, "beam_search", lambda m, ids, *a, **k: calls.append(len(ids)) or real(m, ids, *a, **k))
+    first = run.evaluate("test")
+    n = sum(calls)
+    assert n > 0
+    d = run.config_dict()["kgt5"]["decoding"]
+    again = run.evaluate("test", method=d["method"], beam_size=d["beam_size"])
+    assert sum(calls) == n and again["mrr"] == first["mrr"]
+    EnsembleRun(run, _FakeKGE(ds), weight=0.5).evaluate("test")
+    assert sum(calls) == n
+    run.evaluate("test", beam_size=d["beam_size"] - 1)
+    assert sum(calls) == 2 * n
+
+
 def test_cli_train_kgt5(tmp_path):
     from kgcomplete.cli import main
     from click.testing import CliRunner

@@ -236,11 +236,16 @@ class KGT5Scorer:
         beam_size, num_samples, temperature: decoding parameters.
         constrained: restrict beam/sample/greedy to entity texts (trie).
         max_rows: hypotheses decoded at once (queries per chunk = max_rows // width).
+        memo_queries: deterministic decodings (beam, greedy) of this many distinct queries are kept
+            and reused: a run decodes its valid and test queries once for its metrics, then again
+            for an ensemble's tuning and evaluation (0 = keep none). The model must not change
+            while a scorer holds them.
     """
 
     def __init__(self, model, encoder, trie: EntityTrie, method: str = "beam", beam_size: int = 10,
                  num_samples: int = 50, constrained: bool = True, temperature: float = 1.0,
-                 max_rows: int = 2048, seed: int = 0, max_length: Optional[int] = None):
+                 max_rows: int = 2048, seed: int = 0, max_length: Optional[int] = None,
+                 memo_queries: int = 200_000):
         if method not in METHODS:
             raise ValueError(f"unknown decoding method {method!r}; choose from {METHODS}")
         self.model, self.encoder, self.trie = model, encoder, trie
@@ -251,6 +256,8 @@ class KGT5Scorer:
         self.seed = seed
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.training = False
+        self.memo_queries = int(memo_queries)
+        self._memo: Optional[tuple[np.ndarray, Tensor, Tensor]] = None  # sorted keys, (Q, K) ids, (Q, K) log-probs
 
     @property
     def num_entities(self) -> int:
@@ -275,6 +282,44 @@ class KGT5Scorer:
         (QA); otherwise built from ``anchor``/``relation``."""
         if self.method == "exhaustive":
             raise ValueError("topk needs a decoding method; exhaustive scores all entities")
+        if inputs is None and self.method != "sample" and self.memo_queries > 0 and \
+                (len(relation) == 0 or int(relation.max()) < 2 ** 21):
+            return self._memoised_topk(anchor, relation, head)
+        return self._decode(anchor, relation, head, inputs)
+
+    def _memoised_topk(self, anchor: Tensor, relation: Tensor, head: bool) -> tuple[Tensor, Tensor]:
+        """:meth:`_decode` for the queries not decoded before (keys: anchor, relation, side)."""
+        a, r = anchor.cpu().numpy().astype(np.int64), relation.cpu().numpy().astype(np.int64)
+        keys = (a << 22) | (r << 1) | int(head)  # relations < 2**21
+        memo = self._memo
+        if memo is None:
+            hit = np.zeros(len(keys), dtype=bool)
+        else:
+            pos = np.searchsorted(memo[0], keys).clip(0, len(memo[0]) - 1)
+            hit = memo[0][pos] == keys
+        if not hit.all():
+            new_keys, first = np.unique(keys[~hit], return_index=True)
+            rows = torch.as_tensor(np.flatnonzero(~hit)[first])
+            e, s = self._decode(anchor[rows], relation[rows], head)
+            if memo is None:
+                memo = (new_keys, e, s)
+            else:
+                width = max(memo[1].shape[1], e.shape[1])
+                pad = lambda x, v: torch.nn.functional.pad(x, (0, width - x.shape[1]), value=v)  # noqa: E731
+                order = np.argsort(np.concatenate([memo[0], new_keys]), kind="stable")
+                o = torch.as_tensor(order)
+                memo = (np.concatenate([memo[0], new_keys])[order], torch.cat([pad(memo[1], -1), pad(e, -1)])[o],
+                        torch.cat([pad(memo[2], float("-inf")), pad(s, float("-inf"))])[o])
+            if len(memo[0]) <= self.memo_queries:
+                self._memo = memo
+            pos = np.searchsorted(memo[0], keys)
+        if len(keys) == 0:
+            return self._decode(anchor, relation, head)
+        p = torch.as_tensor(pos)
+        return memo[1][p], memo[2][p]
+
+    def _decode(self, anchor: Tensor, relation: Tensor, head: bool,
+                inputs: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
         if inputs is None:
             inputs = self.encoder.queries(anchor, relation, head)
         ids_all, mask_all = inputs

@@ -295,7 +295,8 @@ class KGT5Run(RunBase):
         ``exhaustive`` and OGB candidates go through the shared evaluator."""
         from ..evaluation.evaluator import evaluate
 
-        sc = self.scorer(**decoding) if decoding else self.default_scorer
+        same = _merge(self.config["kgt5"]["decoding"], decoding) == self.config["kgt5"]["decoding"]
+        sc = self.default_scorer if same else self.scorer(**decoding)  # the default one keeps its decodings
         t0 = time.time()
         fi = self.filter_index("all") if filtered else None
         if sc.method != "exhaustive" and not (self.dataset.candidates or {}).get(split):
