@@ -177,6 +177,11 @@ def test_run_decodes_each_split_once(trained_kgt5, monkeypatch):
     assert sum(calls) == n
     run.evaluate("test", beam_size=d["beam_size"] - 1)
     assert sum(calls) == 2 * n
+    fresh = run.scorer(memo_queries=0)  # what a decoding-time benchmark times: no decoding kept
+    t = ds.splits["test"][:4]
+    for _ in range(2):
+        fresh.topk(torch.as_tensor(t[:, 0]), torch.as_tensor(t[:, 1]))
+    assert sum(calls) == 2 * n + 2 * len(t)
 
 
 def test_cli_train_kgt5(tmp_path):

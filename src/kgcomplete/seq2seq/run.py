@@ -258,13 +258,14 @@ class KGT5Run(RunBase):
         return cls(path, cfg, dataset, model, tok, texts)
 
     # ---------------------------------------------------------------- scoring
-    def scorer(self, **decoding) -> KGT5Scorer:
-        """A :class:`KGT5Scorer` with the run's decoding options, overridden by ``decoding``."""
+    def scorer(self, memo_queries: int = 200_000, **decoding) -> KGT5Scorer:
+        """A :class:`KGT5Scorer` with the run's decoding options, overridden by ``decoding``;
+        ``memo_queries=0`` decodes every call afresh (timing)."""
         opts = _merge(self.config["kgt5"]["decoding"], decoding)
         return KGT5Scorer(self.model, self.encoder, self.trie, method=opts["method"], beam_size=opts["beam_size"],
                           num_samples=opts["num_samples"], constrained=opts["constrained"],
                           temperature=opts["temperature"], max_rows=opts["max_rows"],
-                          seed=int(self.config["training"].get("seed") or 0))
+                          seed=int(self.config["training"].get("seed") or 0), memo_queries=memo_queries)
 
     @property
     def default_scorer(self) -> KGT5Scorer:
