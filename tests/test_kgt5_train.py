@@ -15,7 +15,7 @@ pytest.importorskip("accelerate")
 import reference  # noqa: E402
 from kgt5_fixtures import micro_config, one_thread, tiny_kg, trained_kgt5  # noqa: E402,F401
 
-from kgcomplete.seq2seq.ensemble import EnsembleRun, combine  # noqa: E402
+from kgcomplete.seq2seq.ensemble import EnsembleRun, combine, unseen_logp  # noqa: E402
 from kgcomplete.seq2seq.run import KGT5Run, resolve_config, train_kgt5  # noqa: E402
 
 
@@ -106,15 +106,28 @@ class _FakeKGE:
         return s
 
 
-def test_combine_rule():
+def test_combine_rules():
     kge = torch.tensor([[3.0, 1.0, 2.0, 0.0]])
     t5 = torch.tensor([[float("-inf"), -0.1, float("-inf"), -2.0]])
-    assert combine(kge, t5, 0.0).argsort(descending=True).tolist() == [[0, 2, 1, 3]]  # KGE alone
-    assert combine(kge, t5, 1.0).argsort(descending=True).tolist() == [[1, 3, 0, 2]]  # KGT5 candidates first
+    for rule in ("product", "paper"):
+        assert combine(kge, t5, 0.0, rule).argsort(descending=True).tolist() == [[0, 2, 1, 3]]  # KGE alone
+    assert combine(kge, t5, 1.0, "paper").argsort(descending=True).tolist() == [[1, 3, 0, 2]]  # candidates first
+    # product: log p_KGE + w l; not generated -> the lowest generated log-prob - 1 = -3
+    lse = torch.logsumexp(kge, 1).item()
+    want = torch.tensor([[3.0, 1.0, 2.0, 0.0]]) - lse + 0.5 * torch.tensor([[-3.0, -0.1, -3.0, -2.0]])
+    torch.testing.assert_close(combine(kge, t5, 0.5), want)
+    assert combine(kge, t5, 10.0).argsort(descending=True).tolist() == [[1, 3, 0, 2]]  # KGT5 dominates
+    none = torch.full((1, 4), float("-inf"))  # nothing generated: KGE's order at any weight
+    assert combine(kge, none, 10.0).argsort(descending=True).tolist() == [[0, 2, 1, 3]]
+    # a subset of columns keeps the query's floor when it is passed
+    torch.testing.assert_close(combine(kge[:, :3], t5[:, :3], 0.5, unseen=unseen_logp(t5)),
+                               want[:, :3] + torch.logsumexp(kge, 1) - torch.logsumexp(kge[:, :3], 1))
+    with pytest.raises(ValueError, match="unknown ensemble rule"):
+        combine(kge, t5, 0.5, "sum")
 
 
-def _numpy_ensemble_mrr(run, kge, ds, split, w):
-    """Filtered MRR of the ensemble rule computed in NumPy from the two score tables."""
+def _numpy_ensemble_mrr(run, kge, ds, split, w, rule="product"):
+    """Filtered MRR of an ensemble rule computed in NumPy from the two score tables."""
     def score_fn(anchor, rel, head):
         a, r = torch.as_tensor(anchor), torch.as_tensor(rel)
         k = kge.score_queries(a, r, None, head).double().numpy()
@@ -122,17 +135,22 @@ def _numpy_ensemble_mrr(run, kge, ds, split, w):
         p = np.exp(k - k.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
         gen = np.isfinite(t5)
-        return p + w * np.where(gen, 1.0 + np.exp(np.minimum(np.where(gen, t5, 0.0), 0.0)), 0.0)
+        if rule == "paper":
+            return p + w * np.where(gen, 1.0 + np.exp(np.minimum(np.where(gen, t5, 0.0), 0.0)), 0.0)
+        low = np.where(gen, t5, np.inf).min(1, keepdims=True)
+        low = np.where(np.isfinite(low), low - 1.0, 0.0)
+        return np.log(p) + w * np.where(gen, t5, low)
 
     return reference.metrics(score_fn, getattr(ds, split), ds.all_triples(), ds.num_entities)["mrr"]
 
 
-def test_ensemble_tuned_on_valid(trained_kgt5):
+@pytest.mark.parametrize("rule", ["product", "paper"])
+def test_ensemble_tuned_on_valid(trained_kgt5, rule):
     ds, out, run = trained_kgt5
     kge = _FakeKGE(ds)
-    ens = EnsembleRun(run, kge)
+    ens = EnsembleRun(run, kge, rule=rule)
     w = ens.weight
-    brute = {g: _numpy_ensemble_mrr(run, kge, ds, "valid", g) for g in ens.grid}
+    brute = {g: _numpy_ensemble_mrr(run, kge, ds, "valid", g, rule) for g in ens.grid}
     assert set(ens.tuning) == set(brute)
     for g in brute:
         assert ens.tuning[g] == pytest.approx(brute[g], abs=1e-6), g
@@ -143,17 +161,17 @@ def test_ensemble_tuned_on_valid(trained_kgt5):
     kge_valid = evaluate(kge, ds, "valid", per_relation=False)["mrr"]
     assert ens.tuning[0.0] == pytest.approx(kge_valid)  # w = 0 is the KGE model alone
     m = ens.evaluate("test")
-    assert m["ensemble"]["weight"] == w
-    assert m["mrr"] == pytest.approx(_numpy_ensemble_mrr(run, kge, ds, "test", w), abs=1e-6)
+    assert m["ensemble"]["weight"] == w and m["ensemble"]["rule"] == rule
+    assert m["mrr"] == pytest.approx(_numpy_ensemble_mrr(run, kge, ds, "test", w, rule), abs=1e-6)
     rows = ens.predict(head="e0", relation="next", k=3)
     assert len(rows) == 3 and rows[0]["score"] >= rows[-1]["score"]
     small = KGT5Run.load(out)
     small._scorer = small.scorer(beam_size=3)  # 3 of the 10 entities are KGT5 candidates
-    fixed = EnsembleRun(small, kge, weight=1.0)
+    fixed = EnsembleRun(small, kge, weight=1.0 if rule == "paper" else 1e3, rule=rule)
     s = fixed.score_queries(torch.tensor([0, 4]), torch.tensor([0, 1]))
     gen = torch.isfinite(small.score_queries(torch.tensor([0, 4]), torch.tensor([0, 1])))
     assert (gen.sum(1) == 3).all()
-    for i in range(2):  # with w = 1 KGT5's candidates outrank everything else
+    for i in range(2):  # with w = 1 (paper; product: w large) KGT5's candidates outrank everything else
         assert s[i][gen[i]].min() > s[i][~gen[i]].max()
 
 
