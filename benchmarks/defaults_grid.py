@@ -35,6 +35,9 @@ GRIDS = {
         "n3-0.01+rp-0.125": N3 + ["training.relation_prediction=0.125"],
         "n3-0.01+dim-1024": N3 + ["model.dim=1024"],
         "n3-0.01+plateau-0.5": ["training.reg_weight=0.01", "training.lr_schedule=plateau", "training.lr_decay=0.5"] + F32,
+        # the published best run's learning rate (ssl-relation-prediction, CoDEx-S: Adagrad 1e-2, 500 epochs)
+        "n3-0.01+plateau-0.5+lr-0.01": ["training.reg_weight=0.01", "training.lr_schedule=plateau", "training.lr_decay=0.5",
+                                        "training.lr=0.01"] + F32,
     },
     "codex-m": {
         "defaults": [],

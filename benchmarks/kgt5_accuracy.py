@@ -108,6 +108,8 @@ def main() -> None:
     results.update(train_time_s=metrics["train_time_s"], train_cpu_s=metrics.get("train_cpu_s"),
                    epochs=metrics["epochs"], parameters=metrics.get("parameters"))
     results["metrics_json_test"] = metrics["test"]  # the run's configured decoding (beam 50, constrained)
+    # the figure to choose recipes by (the test rows below choose nothing): the run's configured decoding
+    results["valid"] = run.evaluate("valid")
     for name in args.methods:
         results[name] = run.evaluate("test", **METHODS[name])
     rng = np.random.default_rng(0)
@@ -134,6 +136,7 @@ def main() -> None:
     results["input"] = f"{kind}{' + descriptions' if k['descriptions'] else ''}, {k['preset']}, max_length {k['max_length']}"
     print(f"{args.dataset}: {results['input']}: trained {results['epochs']} epochs in {results['train_time_s']:.0f}s "
           f"wall ({results['train_cpu_s'] or 0:.0f}s CPU) on {args.threads} threads")
+    print(f"valid, filtered, the run's decoding: MRR {results['valid']['mrr']:.3f}, Hits@1 {results['valid']['hits@1']:.3f}")
     print(f"| test, filtered         | " + " | ".join(KEYS) + " |")
     print("|" + "---|" * (len(KEYS) + 1))
     ensembles = ["ensemble"] + [f"ensemble_{rule}" for rule in args.rules[1:]]
