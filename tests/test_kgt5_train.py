@@ -221,6 +221,26 @@ def test_cli_train_kgt5(tmp_path):
     for k in ("mrr", "hits@1", "hits@10"):
         assert got[k] == pytest.approx(ref[k], abs=1e-9), k
     reference.assert_user_error(CliRunner().invoke(main.cli, ["export", str(tmp_path / "n")]), "no embedding tables")
+    # --ensemble-rule reaches the ensemble: each rule's metrics equal the API's EnsembleRun under that rule
+    from kgcomplete.api import load_run
+    from kgcomplete.cli.common import ENSEMBLE_RULES
+    from kgcomplete.seq2seq.ensemble import RULES
+
+    assert ENSEMBLE_RULES == RULES
+    res = CliRunner().invoke(main.cli, ["train", "--model", "distmult", "--dataset", "nations", "--out",
+                                        str(tmp_path / "k"), "--epochs", "2", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    for rule in RULES:
+        res = CliRunner().invoke(main.cli, ["evaluate", str(tmp_path / "n"), "--ensemble", str(tmp_path / "k"),
+                                            "--ensemble-rule", rule, "--json"])
+        assert res.exit_code == 0, res.output
+        got = json.loads(res.output[res.output.index("{"):])
+        want = EnsembleRun(KGT5Run.load(tmp_path / "n"), load_run(tmp_path / "k"), rule=rule).evaluate("test")
+        assert got["ensemble"]["rule"] == rule and got["ensemble"]["weight"] == want["ensemble"]["weight"]
+        assert got["mrr"] == pytest.approx(want["mrr"], abs=1e-9), rule
+    res = CliRunner().invoke(main.cli, ["evaluate", str(tmp_path / "n"), "--ensemble", str(tmp_path / "k"),
+                                        "--ensemble-rule", "mean"])
+    assert res.exit_code != 0 and "mean" in res.output
 
 
 def _t5_tokenizer_folder(folder, corpus: list[str]):

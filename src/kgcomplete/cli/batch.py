@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 
 import click
 
-from .common import device_option, fail, open_run
+from .common import device_option, ensemble_rule_option, fail, open_run
 
 FORMATS = click.Choice(["tsv", "jsonl", "csv"])
 
@@ -72,11 +72,11 @@ def stream_results(results: Iterator[dict], path: Path, fmt: str, kind: str, out
 
 
 def predict_file(run_path: str, file: str, k: int, exclude_known: bool, fmt: str, output: Optional[str],
-                 ensemble: Optional[str], device: Optional[str], probabilities: bool) -> None:
+                 ensemble: Optional[str], device: Optional[str], probabilities: bool, rule: str = "product") -> None:
     """``kgc predict RUN --file QUERIES``: top-k answers of every query line."""
     from ..serving.batch import iter_prediction_results
 
-    r = open_run(run_path, ensemble, device)
+    r = open_run(run_path, ensemble, device, rule)
     results = iter_prediction_results(r, file, k=k, exclude_known=exclude_known, probabilities=probabilities)
     n = stream_results(results, Path(file), fmt, "predict", output)
     if output:
@@ -93,8 +93,9 @@ def predict_file(run_path: str, file: str, k: int, exclude_known: bool, fmt: str
               help="Write here (atomically) instead of stdout.")
 @click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None,
               help="KGE run to ensemble with this KGT5 run.")
+@ensemble_rule_option()
 @device_option()
-def score(run, file, fmt, output, ensemble, device) -> None:
+def score(run, file, fmt, output, ensemble, ensemble_rule, device) -> None:
     """Score every triple of a file with RUN (streamed: any file size).
 
     Each output row gives the model's raw score of the triple (higher = more plausible; comparable
@@ -103,7 +104,7 @@ def score(run, file, fmt, output, ensemble, device) -> None:
     """
     from ..serving.batch import iter_score_results
 
-    r = open_run(run, ensemble, device)
+    r = open_run(run, ensemble, device, ensemble_rule)
     n = stream_results(iter_score_results(r, file), Path(file), fmt, "score", output)
     if output:
         click.echo(f"{n:,} triples scored -> {output}", err=True)

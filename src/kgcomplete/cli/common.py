@@ -82,10 +82,21 @@ def device_option(help_text: str = "Where the model runs: auto (a GPU when there
     return click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N", help=help_text)
 
 
-def open_run(run_path: str, ensemble: str | None = None, device: str | None = None):
+#: ``seq2seq.ensemble.RULES`` (a test keeps them equal; the CLI does not import the KGT5 extra to list them)
+ENSEMBLE_RULES = ("product", "paper")
+
+
+def ensemble_rule_option():
+    """The ``--ensemble-rule`` option of the commands that take ``--ensemble``."""
+    return click.option("--ensemble-rule", type=click.Choice(ENSEMBLE_RULES), default="product", show_default=True,
+                        help="With --ensemble: product (log p_KGE + w * KGT5 log-prob) or paper (KGT5's bonus rule); "
+                             "the weight is tuned on the validation split either way.")
+
+
+def open_run(run_path: str, ensemble: str | None = None, device: str | None = None, rule: str = "product"):
     """Open any run folder on ``device`` (default auto; optionally ensembled with the KGE run
-    ``ensemble``) or stop with a one-line error; a missing optional extra (e.g. the KGT5 one for
-    ``--ensemble``) says so."""
+    ``ensemble`` under the ensemble ``rule``) or stop with a one-line error; a missing optional extra
+    (e.g. the KGT5 one for ``--ensemble``) says so."""
     from ..api import load_run
 
     try:
@@ -93,7 +104,7 @@ def open_run(run_path: str, ensemble: str | None = None, device: str | None = No
         if ensemble:
             from ..seq2seq.ensemble import EnsembleRun
 
-            run = EnsembleRun(run, load_run(ensemble, device=device or "auto"))
+            run = EnsembleRun(run, load_run(ensemble, device=device or "auto"), rule=rule)
         return run
     except ImportError as e:  # e.g. --ensemble without the KGT5 extra
         raise click.ClickException(f"cannot open {run_path}: {e}")

@@ -10,7 +10,7 @@ import json
 
 import click
 
-from .common import device_option, fail, metrics_table, open_run
+from .common import device_option, ensemble_rule_option, fail, metrics_table, open_run
 
 
 @click.command()
@@ -19,12 +19,13 @@ from .common import device_option, fail, metrics_table, open_run
 @click.option("--raw", is_flag=True, help="Raw instead of filtered ranking.")
 @click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None,
               help="KGE run to ensemble with this KGT5 run.")
+@ensemble_rule_option()
 @click.option("--per-relation", is_flag=True, help="Also print MRR per relation.")
 @click.option("--json", "as_json", is_flag=True)
 @device_option()
-def evaluate(run, split, raw, ensemble, per_relation, as_json, device) -> None:
+def evaluate(run, split, raw, ensemble, ensemble_rule, per_relation, as_json, device) -> None:
     """Evaluate a trained run on a split (filtered MRR, MR, Hits@k)."""
-    r = open_run(run, ensemble, device)
+    r = open_run(run, ensemble, device, ensemble_rule)
     if split not in r.dataset.splits:
         fail(ValueError(f"no split {split!r}; available: {', '.join(r.dataset.splits)}"))
     m = r.evaluate(split, filtered=not raw, progress=not as_json)
@@ -61,11 +62,13 @@ def evaluate(run, split, raw, ensemble, per_relation, as_json, device) -> None:
               help="With --file: write here (atomically) instead of stdout.")
 @click.option("--probabilities", is_flag=True,
               help="With --file: add each answer's softmax probability over all entities (one more scoring pass).")
-@click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None)
+@click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None,
+              help="KGE run to ensemble with this KGT5 run.")
+@ensemble_rule_option()
 @click.option("--json", "as_json", is_flag=True, help="JSON output (with --file: the same as --format jsonl).")
 @device_option()
 def predict(run, head, relation, tail, head_text, tail_text, facts, description, file, k, exclude_known, fmt, output,
-            probabilities, ensemble, as_json, device) -> None:
+            probabilities, ensemble, ensemble_rule, as_json, device) -> None:
     """Top-k tails for (--head, --relation) or heads for (--relation, --tail); or, with --file, for
     every line of a query file (streamed: any file size).
 
@@ -99,13 +102,13 @@ def predict(run, head, relation, tail, head_text, tail_text, facts, description,
         from .batch import predict_file
 
         predict_file(run, file, k, exclude_known, "jsonl" if as_json else fmt, output, ensemble, device,
-                     probabilities)
+                     probabilities, ensemble_rule)
         return
     if relation is None:
         fail(ValueError("give --relation (and --head or --tail), or --file"))
     if (head is None) == (tail is None):
         fail(ValueError("give exactly one of --head or --tail"))
-    r = open_run(run, ensemble, device)
+    r = open_run(run, ensemble, device, ensemble_rule)
     try:
         rows = r.predict(head=head, relation=relation, tail=tail, k=k, exclude_known=exclude_known)
     except (KeyError, ValueError) as e:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from .common import device_option, need, open_run
+from .common import device_option, ensemble_rule_option, need, open_run
 
 
 @click.command()
@@ -18,6 +18,7 @@ from .common import device_option, need, open_run
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None,
               help="KGE run to ensemble with this KGT5 run.")
+@ensemble_rule_option()
 @click.option("--max-k", type=int, default=1000, show_default=True, help="Largest k a request may ask for.")
 @click.option("--max-batch", type=int, default=256, show_default=True, help="Most queries/triples per POST.")
 @click.option("--batch-wait-ms", type=float, default=3.0, show_default=True,
@@ -25,7 +26,7 @@ from .common import device_option, need, open_run
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
 @device_option("Where the model scores: auto (a GPU when there is one) | cpu | cuda | cuda:N.")
-def serve(run, host, port, ensemble, max_k, max_batch, batch_wait_ms, log_level, device) -> None:
+def serve(run, host, port, ensemble, ensemble_rule, max_k, max_batch, batch_wait_ms, log_level, device) -> None:
     """Serve a trained RUN: JSON API (/api/...) and web explorer (/) on HOST:PORT."""
     for mod in ("fastapi", "uvicorn"):
         need(mod)
@@ -36,7 +37,7 @@ def serve(run, host, port, ensemble, max_k, max_batch, batch_wait_ms, log_level,
 
     if max_k < 1 or max_batch < 1:
         raise click.ClickException("--max-k and --max-batch must be at least 1")
-    r = open_run(run, ensemble, device)
+    r = open_run(run, ensemble, device, ensemble_rule)
     app = create_app(r, Limits(max_k=max_k, max_batch=max_batch, max_wait_ms=batch_wait_ms))
     click.echo(f"serving {run} ({type(r).__name__}, on {r.device}) on http://{host}:{port}/  (API docs: /docs)",
                err=True)
