@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 
 import click
 
-from .common import device_option, ensemble_rule_option, fail, open_run
+from .common import device_option, ensemble_options, fail, open_run
 
 FORMATS = click.Choice(["tsv", "jsonl", "csv"])
 
@@ -91,9 +91,7 @@ def predict_file(run_path: str, file: str, k: int, exclude_known: bool, fmt: str
               help="tsv/csv: a header, then line, head, relation, tail, score, known; jsonl: one object a line.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write here (atomically) instead of stdout.")
-@click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None,
-              help="KGE run to ensemble with this KGT5 run.")
-@ensemble_rule_option()
+@ensemble_options
 @device_option()
 def score(run, file, fmt, output, ensemble, ensemble_rule, device) -> None:
     """Score every triple of a file with RUN (streamed: any file size).

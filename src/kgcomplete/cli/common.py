@@ -82,15 +82,17 @@ def device_option(help_text: str = "Where the model runs: auto (a GPU when there
     return click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N", help=help_text)
 
 
-#: ``seq2seq.ensemble.RULES`` (a test keeps them equal; the CLI does not import the KGT5 extra to list them)
-ENSEMBLE_RULES = ("product", "paper")
+def ensemble_options(command):
+    """``--ensemble KGE_RUN`` and ``--ensemble-rule`` (parameters ``ensemble``, ``ensemble_rule``) of the
+    commands that open a KGT5 run, for :func:`open_run`."""
+    from ..seq2seq import ENSEMBLE_RULES  # the package module only: no KGT5 dependency
 
-
-def ensemble_rule_option():
-    """The ``--ensemble-rule`` option of the commands that take ``--ensemble``."""
-    return click.option("--ensemble-rule", type=click.Choice(ENSEMBLE_RULES), default="product", show_default=True,
-                        help="With --ensemble: product (log p_KGE + w * KGT5 log-prob) or paper (KGT5's bonus rule); "
-                             "the weight is tuned on the validation split either way.")
+    command = click.option("--ensemble-rule", type=click.Choice(ENSEMBLE_RULES), default=ENSEMBLE_RULES[0],
+                           show_default=True,
+                           help="With --ensemble: product (log p_KGE + w * KGT5 log-prob) or paper (KGT5's bonus "
+                                "rule); the weight is tuned on the validation split either way.")(command)
+    return click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None,
+                        help="KGE run to ensemble with this KGT5 run.")(command)
 
 
 def open_run(run_path: str, ensemble: str | None = None, device: str | None = None, rule: str = "product"):

@@ -10,16 +10,14 @@ import json
 
 import click
 
-from .common import device_option, ensemble_rule_option, fail, metrics_table, open_run
+from .common import device_option, ensemble_options, fail, metrics_table, open_run
 
 
 @click.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--split", default="test", show_default=True)
 @click.option("--raw", is_flag=True, help="Raw instead of filtered ranking.")
-@click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None,
-              help="KGE run to ensemble with this KGT5 run.")
-@ensemble_rule_option()
+@ensemble_options
 @click.option("--per-relation", is_flag=True, help="Also print MRR per relation.")
 @click.option("--json", "as_json", is_flag=True)
 @device_option()
@@ -62,9 +60,7 @@ def evaluate(run, split, raw, ensemble, ensemble_rule, per_relation, as_json, de
               help="With --file: write here (atomically) instead of stdout.")
 @click.option("--probabilities", is_flag=True,
               help="With --file: add each answer's softmax probability over all entities (one more scoring pass).")
-@click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None,
-              help="KGE run to ensemble with this KGT5 run.")
-@ensemble_rule_option()
+@ensemble_options
 @click.option("--json", "as_json", is_flag=True, help="JSON output (with --file: the same as --format jsonl).")
 @device_option()
 def predict(run, head, relation, tail, head_text, tail_text, facts, description, file, k, exclude_known, fmt, output,

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import click
 
-from .common import device_option, ensemble_rule_option, need, open_run
+from .common import device_option, ensemble_options, need, open_run
 
 
 @click.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 exposes it).")
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--ensemble", type=click.Path(exists=True, file_okay=False), default=None,
-              help="KGE run to ensemble with this KGT5 run.")
-@ensemble_rule_option()
+@ensemble_options
 @click.option("--max-k", type=int, default=1000, show_default=True, help="Largest k a request may ask for.")
 @click.option("--max-batch", type=int, default=256, show_default=True, help="Most queries/triples per POST.")
 @click.option("--batch-wait-ms", type=float, default=3.0, show_default=True,

@@ -5,3 +5,6 @@ Modules: :mod:`.verbalize` (unique entity texts), :mod:`.tokenizer`, :mod:`.enco
 ranking scorer), :mod:`.train`, :mod:`.run` (``train_kgt5``, ``KGT5Run``), :mod:`.ensemble`, :mod:`.qa`.
 Heavy dependencies (transformers, accelerate) are imported lazily.
 """
+
+#: the ensemble rules of :mod:`.ensemble` (the first is the default); here, without imports, for the CLI's options
+ENSEMBLE_RULES = ("product", "paper")

@@ -30,9 +30,9 @@ import torch
 from torch import Tensor
 
 from ..runs.protocol import RunBase
+from . import ENSEMBLE_RULES as RULES
 from .decoding import densify
 
-RULES = ("product", "paper")
 WEIGHT_GRIDS = {"product": (0.0, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 3.0, 10.0),
                 "paper": (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)}
 RULE_TEXT = {"product": "log p_KGE + w * l_KGT5 (l_KGT5 of an entity not generated: the query's lowest generated "
