@@ -1,6 +1,7 @@
 """What `kgc train` tells the person running it: the start banner, a line per validation, why it
-stopped, where an interrupted run was saved, where the files are; no progress bars off a terminal;
-the resolved config with the source of every value; a dry run that writes nothing."""
+stopped, where an interrupted run was saved, where the files are; no progress bars off a terminal,
+a line a minute inside an epoch instead; the resolved config with the source of every value; a dry
+run that writes nothing."""
 
 from __future__ import annotations
 
@@ -140,3 +141,48 @@ def test_time_budget_stops_after_the_crossing_epoch_and_keeps_the_best(tmp_path)
     assert res.exit_code == 0 and json.loads((out / "metrics.json").read_text())["epochs"] > metrics["epochs"]
     with pytest.raises(ValueError, match="training.time_budget '3 weeks': expected a duration"):
         kgc.train("nations", out=tmp_path / "bad", **{"training.time_budget": "3 weeks"})
+
+
+def test_epoch_progress_writes_a_line_every_interval_off_a_terminal():
+    import io
+
+    from kgcomplete.console import EpochProgress
+
+    now = [0.0]
+    out = io.StringIO()
+    bar = EpochProgress(True, 400, "epoch 3/100", every_s=60, stream=out, clock=lambda: now[0])
+    calls = []
+
+    def figures():
+        calls.append(1)
+        return {"loss": "1.2345"}
+
+    for step in range(1, 401):
+        now[0] = step * 0.5  # 2 batches a second: 120 per minute
+        bar.update(1, figures)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "epoch 3/100: 120/400 batches (30%)  loss 1.2345  about 2.3 min left in this epoch"
+    assert [l.split(":")[1].split()[0] for l in lines] == ["120/400", "240/400", "360/400"]
+    assert len(calls) == 3  # the figures are formatted only for the lines written
+    quiet = io.StringIO()
+    off = EpochProgress(False, 400, "epoch 1/1", every_s=0, stream=quiet)
+    off.update(1, figures)
+    assert quiet.getvalue() == "" and len(calls) == 3
+
+
+@pytest.mark.parametrize("model", ["complex", "kgt5"])
+def test_a_long_epoch_is_not_silent_in_a_log_file(tmp_path, monkeypatch, model):
+    monkeypatch.setattr("kgcomplete.console.PROGRESS_LINE_EVERY_S", 0.0)  # a line after every batch
+    args = ["--epochs", "1", "--batch-size", "64", "--out", str(tmp_path / "run"), "--set", "training.eval_every=0"]
+    if model == "kgt5":
+        res = CliRunner().invoke(cli, ["train", "-d", "nations", "--model", "kgt5", "--set", "kgt5.preset=micro",
+                                       "--set", "training.threads=1", *args])
+    else:
+        res = _train(*args)
+    assert res.exit_code == 0, res.output
+    prefix = "kgt5 epoch 1/1: " if model == "kgt5" else "epoch 1/1: "
+    lines = [l for l in res.stderr.splitlines() if l.startswith(prefix)]
+    assert lines and re.fullmatch(rf"{prefix}\d+/\d+ batch(es)? \(\d+%\)  loss [\d.]+.*left in this epoch", lines[0])
+    assert re.match(rf"{prefix}(\d+)/\1 batch(es)? \(100%\)", lines[-1])  # the last batch: n/n
+    assert "\r" not in res.stderr

@@ -3,14 +3,20 @@ validation that stays, why training stopped, where an interrupted run was saved 
 
 :class:`Console` is silent when disabled (``training.progress: false``). Progress bars are drawn
 only when stderr is a terminal (:func:`bars_wanted`); the lines are written either way, so a log
-file gets the validations without bar debris.
+file gets the validations without bar debris. Inside an epoch, :class:`EpochProgress` draws the bar
+on a terminal and writes a line every :data:`PROGRESS_LINE_EVERY_S` seconds elsewhere (a log file
+of a long epoch is not silent for minutes).
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
-from typing import Optional, TextIO
+import time
+from typing import Callable, Optional, TextIO
+
+#: seconds between the progress lines of an epoch when no bar is drawn (stderr is not a terminal)
+PROGRESS_LINE_EVERY_S = 60.0
 
 
 def bars_wanted(progress: bool, stream: Optional[TextIO] = None) -> bool:
@@ -19,8 +25,64 @@ def bars_wanted(progress: bool, stream: Optional[TextIO] = None) -> bool:
     return bool(progress) and hasattr(stream, "isatty") and stream.isatty()
 
 
+class EpochProgress:
+    """Where an epoch of ``total`` steps is: a tqdm bar when :func:`bars_wanted`; otherwise, while
+    ``progress`` is on, one line every ``every_s`` seconds (steps done, share, the figures of
+    ``postfix``, the time left in the epoch at the rate so far); nothing when ``progress`` is off.
+    ``initial``: steps already done (a resumed epoch)."""
+
+    def __init__(self, progress: bool, total: int, desc: str, unit: str = "batch", initial: int = 0,
+                 every_s: Optional[float] = None, stream: Optional[TextIO] = None,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.total, self.desc, self.unit, self.done = int(total), desc, unit, int(initial)
+        self.stream, self.clock, self.bar, self.lines = stream, clock, None, False
+        if not progress:
+            return
+        if bars_wanted(progress, stream):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, initial=self.done, desc=desc, unit=unit, leave=False, file=stream)
+        else:
+            self.lines = True
+            self.every_s = PROGRESS_LINE_EVERY_S if every_s is None else every_s
+            self.start, self.start_done = clock(), self.done
+            self.last = self.start
+
+    def update(self, n: int = 1, postfix: Optional[Callable[[], dict]] = None) -> None:
+        """``n`` more steps done; ``postfix()`` gives the figures to show (called only when shown)."""
+        self.done += n
+        if self.bar is not None:
+            if postfix is not None:  # drawn at the bar's own refresh rate
+                self.bar.set_postfix(postfix(), refresh=False)
+            self.bar.update(n)
+        elif self.lines and self.clock() - self.last >= self.every_s:
+            self.last = now = self.clock()
+            rate = (self.done - self.start_done) / max(now - self.start, 1e-9)
+            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            figures = "".join(f"  {k} {v}" for k, v in (postfix() if postfix is not None else {}).items())
+            share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+            print(f"{self.desc}: {self.done:,}/{self.total:,} {plural_word(self.done, self.unit)}{share}{figures}"
+                  f"  about {_duration(left)} left in this epoch", file=self.stream or sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self.lines = False
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "an unknown time"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def plural_word(n: int, word: str) -> str:
+    return word + ("" if n == 1 else ("es" if word.endswith(("s", "ch", "sh", "x")) else "s"))
+
+
 def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
+    return f"{n:,} {plural_word(n, word)}"
 
 
 class Console:
@@ -67,4 +129,4 @@ class Console:
             self.say(f"interrupted: not saved; the last checkpoint{where} is kept{resume}")
 
 
-__all__ = ["Console", "bars_wanted", "plural"]
+__all__ = ["Console", "EpochProgress", "PROGRESS_LINE_EVERY_S", "bars_wanted", "plural"]

@@ -39,7 +39,7 @@ from .negative_sampler import ShardedNegativeSampler
 from .section import DistConfig  # the ``distributed`` config section (also imported from here)
 from .sharding import Sharding
 from .step import WorkerView, forward_step, make_plan, restrict_entity_grad, sync_replicated_grads
-from ..console import bars_wanted
+from ..console import EpochProgress
 
 log = logging.getLogger(__name__)
 PHASES = ("sampling", "gather", "exchange", "compute", "update")
@@ -130,25 +130,18 @@ class BessTrainer(EpochLoop):
         rng = np.random.default_rng((self.tcfg.seed, self.epoch, 7))
         self.timer.reset()
         total, steps, t0 = 0.0, 0, time.perf_counter()
-        show = bars_wanted(self.tcfg.progress) and self.comm.rank == 0
-        bar = None
-        if show:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.batches.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.tcfg.epochs}",
-                       unit="step", leave=False)
+        bar = EpochProgress(self.tcfg.progress and self.comm.rank == 0, self.batches.steps_per_epoch,
+                            f"epoch {self.epoch + 1}/{self.tcfg.epochs}", unit="step")
         for idx in self.batches.epoch(self.epoch):
             loss = self.train_step(idx, rng)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at epoch {self.epoch + 1}; lower training.lr")
             total += loss
             steps += 1
-            if bar is not None:
-                bar.update(1)
+            bar.update(1, lambda: {"loss": f"{total / steps:.4f}"})
             if max_steps and steps >= max_steps:
                 break
-        if bar is not None:
-            bar.close()
+        bar.close()
         dt = time.perf_counter() - t0
         positives = steps * self.comm.world**2 * self.P
         self.epoch += 1

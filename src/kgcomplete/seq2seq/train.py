@@ -46,7 +46,7 @@ from ..runs.files import RunFolder, atomic_write_file, commit_files, read_log, r
 from ..training.loop import EpochLoop
 from .section import TRAINING_DEFAULTS, KGT5Config
 from .tokenizer import PAD_ID
-from ..console import bars_wanted
+from ..console import EpochProgress
 
 logger = logging.getLogger(__name__)
 
@@ -372,11 +372,8 @@ class KGT5Trainer(EpochLoop):
                 yield ids, mask, labels
 
         steps = prefetch(prepared())
-        bar = None
-        if bars_wanted(opts.progress) and acc.is_local_main_process:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(batches), desc=f"kgt5 epoch {self.epoch + 1}/{opts.epochs}", unit="batch", leave=False)
+        bar = EpochProgress(opts.progress and acc.is_local_main_process, len(batches),
+                            f"kgt5 epoch {self.epoch + 1}/{opts.epochs}")
         total, count, tokens, real, padded = 0.0, 0, 0, 0, 0
         try:
             for ids, mask, labels in steps:
@@ -397,14 +394,11 @@ class KGT5Trainer(EpochLoop):
                 count += len(ids)
                 tokens += n_in + n_out
                 real, padded = real + n_in, padded + ids.numel()
-                if bar is not None:
-                    bar.update(1)
-                    if self.step % 10 == 0:
-                        bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+                bar.update(1, lambda: {"loss": f"{total / max(count, 1):.4f}",
+                                       "examples_s": f"{count / max(time.time() - t0, 1e-9):,.0f}"})
         finally:
             steps.close()
-            if bar is not None:
-                bar.close()
+            bar.close()
         dt = time.time() - t0
         self.epoch += 1
         self.train_time_s += dt

@@ -30,7 +30,7 @@ from ..evaluation.filter_index import CSRIndex, FilterIndex
 from ..models.base import KGEModel
 from .loss import kvsall_loss, one_vs_all_loss
 from .negative_sampler import NegativeSampler
-from ..console import bars_wanted
+from ..console import EpochProgress
 from .loop import EpochLoop
 from .objective import corrupted_sides, negatives_loss
 from .optimizers import build_optimizer
@@ -332,20 +332,14 @@ class Trainer(EpochLoop):
         p = self.epoch_progress
         time0, bs = p["time_s"], self.cfg.batch_size
         n_batches = -(-len(perm) // bs)
-        bar = None
-        if bars_wanted(self.cfg.progress):
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n_batches, initial=-(-p["rows"] // bs), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
-                       unit="batch", leave=False)
+        bar = EpochProgress(self.cfg.progress, n_batches, f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                            initial=-(-p["rows"] // bs))
 
         def batch_done(total: float, count: int) -> None:  # after every batch: the position to resume from
             p.update(rows=count, loss_sum=total, generator=self.generator.get_state(), torch=torch.get_rng_state(),
                      time_s=time0 + time.perf_counter() - t0)
-            if bar is not None:  # the postfix is drawn at the bar's own refresh rate
-                bar.set_postfix(loss=f"{total / max(count, 1):.4f}", best_mrr=f"{max(self.best_mrr, 0):.4f}",
-                                triples_s=f"{count / max(p['time_s'], 1e-9):,.0f}", refresh=False)
-                bar.update(1)
+            bar.update(1, lambda: {"loss": f"{total / max(count, 1):.4f}", "best_mrr": f"{max(self.best_mrr, 0):.4f}",
+                                   "triples_s": f"{count / max(p['time_s'], 1e-9):,.0f}"})
 
         def batches() -> Iterator[Tensor]:  # stops where a validation is due inside the epoch
             rows = p["rows"]
@@ -358,8 +352,7 @@ class Trainer(EpochLoop):
 
         total, count = self.train_batches(batches(), batch_done, (p["loss_sum"], p["rows"]))
         self._checkpointable = False  # trained, but neither counted nor logged yet
-        if bar is not None:
-            bar.close()
+        bar.close()
         if p["rows"] < p["rows_total"]:  # paused for a validation inside the epoch
             self._segment_s = p["time_s"] - p.get("counted_s", 0.0)
             p["counted_s"] = p["time_s"]
