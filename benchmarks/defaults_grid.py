@@ -27,6 +27,8 @@ from leaderboard import BUDGET_MIN, SHARED, train_cmd  # noqa: E402
 F32 = ["training.autocast=none"]
 OLD = ["training.reg_weight=0.005", "training.lr_schedule=none"] + F32
 N3 = ["training.reg_weight=0.01", "training.lr_schedule=none"] + F32
+#: the codex-s defaults since the plateau schedule (N3 0.01, halving), pinned
+CUR = ["training.reg_weight=0.01", "training.lr_schedule=plateau", "training.lr_decay=0.5"] + F32
 #: dataset -> variant -> ``--set`` overrides
 GRIDS = {
     "codex-s": {
@@ -34,10 +36,16 @@ GRIDS = {
         "n3-0.01": N3,
         "n3-0.01+rp-0.125": N3 + ["training.relation_prediction=0.125"],
         "n3-0.01+dim-1024": N3 + ["model.dim=1024"],
-        "n3-0.01+plateau-0.5": ["training.reg_weight=0.01", "training.lr_schedule=plateau", "training.lr_decay=0.5"] + F32,
+        "n3-0.01+plateau-0.5": CUR,
+        # ways to use the budget the defaults leave (they stop on patience at about 7 of 30 minutes)
+        "cur+label-smoothing-0.1": CUR + ["training.label_smoothing=0.1"],
+        "cur+validate-every-2": CUR + ["training.eval_every=2", "training.patience=10"],
+        "cur+n3-0.02": [s for s in CUR if "reg_weight" not in s] + ["training.reg_weight=0.02"],
+        "cur+rp-0.05": CUR + ["training.relation_prediction=0.05"],
+        "cur+batch-128": CUR + ["training.batch_size=128"],
+        "cur+dim-1024+n3-0.03": [s for s in CUR if "reg_weight" not in s] + ["training.reg_weight=0.03", "model.dim=1024"],
         # the published best run's learning rate (ssl-relation-prediction, CoDEx-S: Adagrad 1e-2, 500 epochs)
-        "n3-0.01+plateau-0.5+lr-0.01": ["training.reg_weight=0.01", "training.lr_schedule=plateau", "training.lr_decay=0.5",
-                                        "training.lr=0.01"] + F32,
+        "n3-0.01+plateau-0.5+lr-0.01": CUR + ["training.lr=0.01"],
     },
     "codex-m": {
         "defaults": [],
