@@ -28,7 +28,8 @@ F32 = ["training.autocast=none"]
 OLD = ["training.reg_weight=0.005", "training.lr_schedule=none"] + F32
 N3 = ["training.reg_weight=0.01", "training.lr_schedule=none"] + F32
 #: the codex-s defaults since the plateau schedule (N3 0.01, halving), pinned
-CUR = ["training.reg_weight=0.01", "training.lr_schedule=plateau", "training.lr_decay=0.5"] + F32
+PLATEAU = ["training.lr_schedule=plateau", "training.lr_decay=0.5"] + F32
+CUR = ["training.reg_weight=0.01"] + PLATEAU
 #: dataset -> variant -> ``--set`` overrides
 GRIDS = {
     "codex-s": {
@@ -40,10 +41,10 @@ GRIDS = {
         # ways to use the budget the defaults leave (they stop on patience at about 7 of 30 minutes)
         "cur+label-smoothing-0.1": CUR + ["training.label_smoothing=0.1"],
         "cur+validate-every-2": CUR + ["training.eval_every=2", "training.patience=10"],
-        "cur+n3-0.02": [s for s in CUR if "reg_weight" not in s] + ["training.reg_weight=0.02"],
+        "cur+n3-0.02": PLATEAU + ["training.reg_weight=0.02"],
         "cur+rp-0.05": CUR + ["training.relation_prediction=0.05"],
         "cur+batch-128": CUR + ["training.batch_size=128"],
-        "cur+dim-1024+n3-0.03": [s for s in CUR if "reg_weight" not in s] + ["training.reg_weight=0.03", "model.dim=1024"],
+        "cur+dim-1024+n3-0.03": PLATEAU + ["training.reg_weight=0.03", "model.dim=1024"],
         # the published best run's learning rate (ssl-relation-prediction, CoDEx-S: Adagrad 1e-2, 500 epochs)
         "n3-0.01+plateau-0.5+lr-0.01": CUR + ["training.lr=0.01"],
     },

@@ -55,8 +55,8 @@ class EpochProgress:
             if postfix is not None:  # drawn at the bar's own refresh rate
                 self.bar.set_postfix(postfix(), refresh=False)
             self.bar.update(n)
-        elif self.lines and self.clock() - self.last >= self.every_s:
-            self.last = now = self.clock()
+        elif self.lines and (now := self.clock()) - self.last >= self.every_s:
+            self.last = now
             rate = (self.done - self.start_done) / max(now - self.start, 1e-9)
             left = (self.total - self.done) / rate if rate > 0 else float("inf")
             figures = "".join(f"  {k} {v}" for k, v in (postfix() if postfix is not None else {}).items())
@@ -72,7 +72,7 @@ class EpochProgress:
 
 
 def _duration(seconds: float) -> str:
-    if seconds != seconds or seconds == float("inf"):
+    if seconds == float("inf"):  # no step finished since the epoch started
         return "an unknown time"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
