@@ -45,6 +45,9 @@ GRIDS = {
         "cur+rp-0.05": CUR + ["training.relation_prediction=0.05"],
         "cur+batch-128": CUR + ["training.batch_size=128"],
         "cur+dim-1024+n3-0.03": PLATEAU + ["training.reg_weight=0.03", "model.dim=1024"],
+        "cur+batch-512": CUR + ["training.batch_size=512"],
+        "cur+lr-0.05": CUR + ["training.lr=0.05"],
+        "cur+n3-0.005": PLATEAU + ["training.reg_weight=0.005"],
         # the published best run's learning rate (ssl-relation-prediction, CoDEx-S: Adagrad 1e-2, 500 epochs)
         "n3-0.01+plateau-0.5+lr-0.01": CUR + ["training.lr=0.01"],
     },

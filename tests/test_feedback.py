@@ -186,3 +186,4 @@ def test_a_long_epoch_is_not_silent_in_a_log_file(tmp_path, monkeypatch, model):
     assert lines and re.fullmatch(rf"{prefix}\d+/\d+ batch(es)? \(\d+%\)  loss [\d.]+.*left in this epoch", lines[0])
     assert re.match(rf"{prefix}(\d+)/\1 batch(es)? \(100%\)", lines[-1])  # the last batch: n/n
     assert "\r" not in res.stderr
+    assert not any("best" in l for l in lines)  # no validation ran: no best MRR to show (not a made-up 0.0000)

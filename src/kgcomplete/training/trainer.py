@@ -338,7 +338,8 @@ class Trainer(EpochLoop):
         def batch_done(total: float, count: int) -> None:  # after every batch: the position to resume from
             p.update(rows=count, loss_sum=total, generator=self.generator.get_state(), torch=torch.get_rng_state(),
                      time_s=time0 + time.perf_counter() - t0)
-            bar.update(1, lambda: {"loss": f"{total / max(count, 1):.4f}", "best_mrr": f"{max(self.best_mrr, 0):.4f}",
+            bar.update(1, lambda: {"loss": f"{total / max(count, 1):.4f}",  # best_mrr only once validated
+                                   **({"best_mrr": f"{self.best_mrr:.4f}"} if self.best_mrr >= 0 else {}),
                                    "triples_s": f"{count / max(p['time_s'], 1e-9):,.0f}"})
 
         def batches() -> Iterator[Tensor]:  # stops where a validation is due inside the epoch
