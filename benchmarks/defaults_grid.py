@@ -55,6 +55,8 @@ GRIDS = {
         "defaults": [],
         "batch-256": ["training.batch_size=256"],  # 4x the steps per epoch, 1.3-1.5x the epoch time
         "float32": F32,
+        # the published best run's auxiliary objective (ssl-relation-prediction, CoDEx-M: w_rel 0.125)
+        "rp-0.125": ["training.relation_prediction=0.125"],
     },
 }
 
