@@ -48,6 +48,8 @@ GRIDS = {
         "cur+batch-512": CUR + ["training.batch_size=512"],
         "cur+lr-0.05": CUR + ["training.lr=0.05"],
         "cur+n3-0.005": PLATEAU + ["training.reg_weight=0.005"],
+        "cur+lr-0.2": CUR + ["training.lr=0.2"],
+        "cur+dim-256": CUR + ["model.dim=256"],
         # the published best run's learning rate (ssl-relation-prediction, CoDEx-S: Adagrad 1e-2, 500 epochs)
         "n3-0.01+plateau-0.5+lr-0.01": CUR + ["training.lr=0.01"],
     },
