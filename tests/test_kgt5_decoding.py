@@ -33,6 +33,30 @@ def setup():
     return ds, texts, tok, enc, trie, model
 
 
+@pytest.mark.parametrize("eos", [True, False])
+@pytest.mark.parametrize("max_length", [None, 1, 3, 6])
+def test_pad_lists_truncates_each_list_like_slicing(eos, max_length):
+    rng = np.random.default_rng(1)
+    seqs = [list(rng.integers(3, 50, size=rng.integers(0, 8))) for _ in range(40)]
+    keep = None if max_length is None else max_length - int(eos)
+    rows = [s[:keep] + ([EOS_ID] if eos else []) for s in seqs]  # the reference: one slice per list
+    width = max(1, max(map(len, rows)))
+    expect = torch.tensor([r + [0] * (width - len(r)) for r in rows])  # PAD_ID 0 on the right
+    assert torch.equal(pad_lists(seqs, eos=eos, max_length=max_length), expect)
+
+
+def test_duplicate_targets_are_the_rows_another_entity_shares(setup):
+    rng = np.random.default_rng(2)
+    ids = torch.from_numpy(rng.integers(3, 6, size=(300, 4)))  # few distinct rows: many shared
+    ids[::7, 2:] = 0  # padded rows among them
+    rows = [tuple(r) for r in ids.tolist()]
+    expect = [i for i, r in enumerate(rows) if rows.count(r) > 1]
+    enc = setup[3]
+    assert list(enc.duplicate_targets()) == []  # the tiny graph's names are unique
+    assert 0 < len(expect) < len(rows)
+    assert list(QueryEncoder.duplicate_targets(type("Ids", (), {"entity_ids": ids})())) == expect
+
+
 def test_trie_matches_python_sets():
     rng = np.random.default_rng(0)
     seqs = [list(rng.integers(3, 9, size=rng.integers(1, 5))) for _ in range(60)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .model import CONTEXT_MASK
@@ -170,8 +169,10 @@ class QueryEncoder:
 
     def duplicate_targets(self) -> np.ndarray:
         """Entity ids whose token sequence equals another entity's (e.g. both only ``<unk>``)."""
-        keys = pd.Series([bytes(r) for r in self.entity_ids.numpy().astype(np.int32)])
-        return np.flatnonzero(keys.duplicated(keep=False).to_numpy())
+        rows = np.ascontiguousarray(self.entity_ids.numpy(), dtype=np.int32)
+        keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel()  # one opaque key per row
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        return np.flatnonzero(counts[inverse.ravel()] > 1)
 
     def _const(self, key: str, B: int) -> tuple[torch.Tensor, torch.Tensor]:
         t = self._fixed[key]

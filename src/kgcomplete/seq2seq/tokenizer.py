@@ -151,12 +151,11 @@ def pad_lists(lists: list[list[int]], eos: bool = True, max_length: int | None =
     lens = full if max_length is None else np.minimum(full, max_length - int(eos))
     width = int(lens.max(initial=0)) + int(eos)
     out = np.full((len(lists), max(width, 1)), PAD_ID, dtype=np.int64)
-    cut = bool((full > lens).any())  # only then slice each list (a generator); else chain them in C
-    items = (i for x, n in zip(lists, lens) for i in x[:n]) if cut else chain.from_iterable(lists)
-    flat = np.fromiter(items, dtype=np.int64, count=int(lens.sum()))
-    rows = np.repeat(np.arange(len(lists)), lens)
-    cols = np.arange(len(flat)) - np.repeat(np.cumsum(lens) - lens, lens)
-    out[rows, cols] = flat
+    flat = np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(full.sum()))
+    cols = np.arange(len(flat)) - np.repeat(np.cumsum(full) - full, full)  # position within its list
+    rows = np.repeat(np.arange(len(lists)), full)
+    keep = cols < np.repeat(lens, full)  # truncation: the first lens[i] ids of list i
+    out[rows[keep], cols[keep]] = flat[keep]
     if eos:
         out[np.arange(len(lists)), lens] = EOS_ID
     return torch.from_numpy(out)
