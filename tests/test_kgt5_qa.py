@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 from kgt5_fixtures import one_thread, tiny_kg, trained_kgt5  # noqa: E402,F401
 
 from kgcomplete.seq2seq.qa import QARun, generate_questions, read_qa, split_qa, train_qa  # noqa: E402
-from kgcomplete.seq2seq.verbalize import EntityTexts  # noqa: E402
+from kgcomplete.seq2seq.verbalize import EntityTexts, sanitize  # noqa: E402
 
 
 def _as_sets(qa):
@@ -34,6 +34,24 @@ def test_generator_answers_are_all_known_entities():
         else:
             expect = sorted(h for h, rr, x in allt if x == t and rr == r)
         assert qa.answers(i).tolist() == expect
+
+
+def test_generated_questions_are_the_templates_filled_per_question():
+    ds = tiny_kg()
+    labels = ds.relations.labels
+    per = {str(labels[0]): {"tail": "{{{topic}}} -> {relation}?"}}  # literal braces, one relation's own template
+    qa = generate_questions(ds, templates={"head": "who: {relation} / {topic}"}, relation_templates=per)
+    ent = sanitize(ds.entity_text(np.arange(ds.num_entities)))
+    rel = sanitize(ds.relation_text(np.arange(ds.num_relations)))
+    expect = set()
+    for h, r, t in ds.all_triples().tolist():
+        tail_t = per.get(str(labels[r]), {}).get("tail", "what is the {relation} of {topic}?")
+        expect.add((tail_t.format(topic=ent[h], relation=rel[r]), h))
+        expect.add(("who: {relation} / {topic}".format(topic=ent[t], relation=rel[r]), t))
+    assert {(q, int(t)) for q, t in zip(qa.questions, qa.topics)} == expect
+    assert any(q.startswith("{") for q in qa.questions)
+    with pytest.raises(ValueError, match=r"question template 'what is \{name\}\?': \{name\}"):
+        generate_questions(ds, templates={"tail": "what is {name}?"})
 
 
 def test_readers_round_trip(tmp_path):
