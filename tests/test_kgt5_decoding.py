@@ -13,7 +13,7 @@ from kgt5_fixtures import one_thread, tiny_kg  # noqa: E402,F401
 from kgcomplete.evaluation.evaluator import Evaluator, evaluate  # noqa: E402
 from kgcomplete.evaluation.filter_index import FilterIndex  # noqa: E402
 from kgcomplete.seq2seq.decoding import KGT5Scorer, beam_search, densify, sample, score_entities  # noqa: E402
-from kgcomplete.seq2seq.encoding import QueryEncoder  # noqa: E402
+from kgcomplete.seq2seq.encoding import QueryEncoder, duplicate_rows  # noqa: E402
 from kgcomplete.seq2seq.model import build_model  # noqa: E402
 from kgcomplete.seq2seq.tokenizer import EOS_ID, KGTokenizer, pad_lists  # noqa: E402
 from kgcomplete.seq2seq.trie import EntityTrie  # noqa: E402
@@ -54,7 +54,7 @@ def test_duplicate_targets_are_the_rows_another_entity_shares(setup):
     enc = setup[3]
     assert list(enc.duplicate_targets()) == []  # the tiny graph's names are unique
     assert 0 < len(expect) < len(rows)
-    assert list(QueryEncoder.duplicate_targets(type("Ids", (), {"entity_ids": ids})())) == expect
+    assert list(duplicate_rows(ids.numpy())) == expect
 
 
 def test_trie_matches_python_sets():

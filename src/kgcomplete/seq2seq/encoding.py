@@ -126,6 +126,15 @@ def segment_cumsum(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return c - np.repeat(before, counts)
 
 
+def duplicate_rows(ids: np.ndarray) -> np.ndarray:
+    """``(n, L)`` integer rows -> the indices of the rows equal to another row (ascending): one
+    ``np.unique`` over an opaque key per row, no Python object per row."""
+    rows = np.ascontiguousarray(ids, dtype=np.int32)
+    keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel()
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    return np.flatnonzero(counts[inverse.ravel()] > 1)
+
+
 class QueryEncoder:
     """Tokenised entity/relation texts and query assembly (plain KGT5, KGT5-context, descriptions).
 
@@ -169,10 +178,7 @@ class QueryEncoder:
 
     def duplicate_targets(self) -> np.ndarray:
         """Entity ids whose token sequence equals another entity's (e.g. both only ``<unk>``)."""
-        rows = np.ascontiguousarray(self.entity_ids.numpy(), dtype=np.int32)
-        keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel()  # one opaque key per row
-        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        return np.flatnonzero(counts[inverse.ravel()] > 1)
+        return duplicate_rows(self.entity_ids.numpy())
 
     def _const(self, key: str, B: int) -> tuple[torch.Tensor, torch.Tensor]:
         t = self._fixed[key]

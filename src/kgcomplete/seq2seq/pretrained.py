@@ -37,7 +37,6 @@ import contextlib
 import json
 import os
 import shutil
-import string
 import time
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -52,6 +51,7 @@ from .run import KGT5Run, resolve_config
 from .strings import NpyWriter, StringTable
 from .tokenizer import EOS_ID, PAD_ID, KGTokenizer
 from .trie import EntityTrie, RaggedTokens, token_dtype
+from .verbalize import fill_template, template_parts
 
 PRETRAINED_FILE = "pretrained.json"
 EXPORT_FILE = "kgt5.json"
@@ -74,29 +74,13 @@ BLOCK = 1 << 18
 
 # ------------------------------------------------------------------ templates and inputs
 def parse_template(template: str) -> list[tuple[str, Optional[str]]]:
-    """``"predict tail: {entity} | {relation}"`` -> ``[(literal, field or None), ...]``; both
-    fields exactly once, no format specs (``{{`` / ``}}`` are literal braces)."""
-    try:
-        parts = [(lit, field) for lit, field, spec, conv in string.Formatter().parse(template)
-                 if not spec and not conv]
-        fields = [f for _, f in parts if f is not None]
-        n_all = sum(1 for _, f, _, _ in string.Formatter().parse(template) if f is not None)
-    except ValueError as e:
-        raise ValueError(f"template {template!r}: {e}") from None
-    if sorted(fields) != ["entity", "relation"] or n_all != 2:
+    """``"predict tail: {entity} | {relation}"`` -> :func:`template_parts` of it, with both fields
+    exactly once."""
+    parts = template_parts(template, ("entity", "relation"))
+    if sorted(f for _, f in parts if f is not None) != ["entity", "relation"]:
         raise ValueError(f"template {template!r}: needs {{entity}} and {{relation}}, once each and nothing else "
                          f"in braces (write {{{{ and }}}} for literal braces)")
     return parts
-
-
-def fill_template(parts: list[tuple[str, Optional[str]]], entity: np.ndarray, relation: np.ndarray) -> np.ndarray:
-    """``(B,)`` entity and relation strings -> ``(B,)`` input strings (object-array concatenation)."""
-    out = np.full(len(entity), "", dtype=object)
-    for literal, field in parts:
-        out = out + literal
-        if field is not None:
-            out = out + (entity if field == "entity" else relation)
-    return out
 
 
 class CheckpointTexts:
@@ -137,7 +121,7 @@ class TemplateEncoder:
             raise ValueError("this checkpoint answers tail queries (h, r, ?) only: it has no head-query template "
                              "(import it with --head-template to ask (?, r, t))")
         r = np.asarray(torch.as_tensor(relation).cpu(), dtype=np.int64).ravel()
-        return fill_template(parts, entity, self.texts.relation[r])
+        return fill_template(parts, {"entity": entity, "relation": self.texts.relation[r]})
 
     def input_text(self, anchor, relation, head: bool) -> np.ndarray:
         """``(B,)`` anchor and relation ids -> ``(B,)`` input strings."""
@@ -477,7 +461,8 @@ def import_checkpoint(hf_folder: str | Path, out: str | Path, entities: Optional
         atomic_write_json(stage / RELATION_TEXTS, rel_texts.tolist())
 
         sample = [*table.get(np.arange(min(len(table), 10_000))).tolist(), *rel_texts.tolist(),
-                  *fill_template(parse_template(tail_t), table.get(np.zeros(len(rel_texts), np.int64)), rel_texts)]
+                  *fill_template(parse_template(tail_t), {"entity": table.get(np.zeros(len(rel_texts), np.int64)),
+                                                          "relation": rel_texts})]
         tok, converted = fast_tokenizer(tok, stage / HF_DIR, sample)
         if converted:
             log("tokenizer: tokenizer.json written from the SentencePiece model (the same ids, several times faster)")
@@ -648,5 +633,5 @@ def export_run(run, out: str | Path) -> Path:
     return out
 
 
-__all__ = ["CheckpointTexts", "PretrainedKGT5Run", "TEMPLATES", "TemplateEncoder", "export_run", "fill_template",
+__all__ = ["CheckpointTexts", "PretrainedKGT5Run", "TEMPLATES", "TemplateEncoder", "export_run",
            "import_checkpoint", "parse_template"]

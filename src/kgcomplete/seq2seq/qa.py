@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -33,7 +32,7 @@ import yaml
 from .decoding import KGT5Scorer
 from .run import KGT5Run, _merge, _options, resolve_config, train_examples
 from .train import fit
-from .verbalize import resolve_entities
+from .verbalize import fill_template, resolve_entities, template_parts
 
 DEFAULT_TEMPLATES = {
     "tail": "what is the {relation} of {topic}?",
@@ -154,21 +153,6 @@ def read_qa(path: str | Path, dataset, texts) -> QAData:
     return _from_rows(q.to_numpy(dtype=object), topic.to_numpy(dtype=object), ans.str.split("|"), dataset, texts)
 
 
-def _fill_question(template: str, fields: dict[str, np.ndarray]) -> np.ndarray:
-    """``template.format(**row)`` for every row of the ``(B,)`` string arrays in ``fields``, as
-    object-array concatenations (no Python step per question); ``{{``/``}}`` are literal braces."""
-    out = np.full(len(next(iter(fields.values()))), "", dtype=object)
-    for literal, field, spec, conv in string.Formatter().parse(template):
-        out = out + literal
-        if field is None:
-            continue
-        if spec or conv or field not in fields:
-            raise ValueError(f"question template {template!r}: {{{field}}} is not one of "
-                             f"{', '.join('{' + k + '}' for k in fields)} (no format specs; {{{{ and }}}} for braces)")
-        out = out + fields[field]
-    return out
-
-
 def generate_questions(dataset, templates: Optional[dict] = None, splits: Sequence[str] = ("train", "valid", "test"),
                        relation_templates: Optional[dict] = None) -> QAData:
     """One question per distinct ``(h, r, ?)`` and ``(?, r, t)`` of the given splits, answered by all
@@ -197,10 +181,11 @@ def generate_questions(dataset, templates: Optional[dict] = None, splits: Sequen
         topic = ent_names[keys["a"].to_numpy()]
         rel = rel_names[keys["r"].to_numpy()]
         text = np.empty(len(keys), dtype=object)
-        tmpl = tmpl.to_numpy(dtype=object)
-        for t in pd.unique(tmpl):  # one fill per distinct template (the default and per-relation ones)
-            rows = np.flatnonzero(tmpl == t)
-            text[rows] = _fill_question(t, {"topic": topic[rows], "relation": rel[rows]})
+        codes, distinct = pd.factorize(tmpl)  # one fill per distinct template (the default and per-relation ones)
+        bounds = np.cumsum(np.bincount(codes, minlength=len(distinct)))[:-1]
+        for t, rows in zip(distinct, np.split(np.argsort(codes, kind="stable"), bounds)):
+            pieces = template_parts(t, ("topic", "relation"), what="question template")
+            text[rows] = fill_template(pieces, {"topic": topic[rows], "relation": rel[rows]})
         parts.append((text, keys["a"].to_numpy(np.int64), keys["n"].to_numpy(np.int64),
                       m["ans"].to_numpy(np.int64)))
     questions = np.concatenate([p[0] for p in parts])

@@ -26,6 +26,7 @@ by ``\n``, which sanitised texts never contain.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -163,6 +164,33 @@ class EntityTexts:
             return df[1].to_numpy(dtype=object)
 
         return cls(read("entity_texts.tsv"), read("relation_texts.tsv"))
+
+
+def template_parts(template: str, fields: Sequence[str], what: str = "template") -> list[tuple[str, Optional[str]]]:
+    """``"what is the {relation} of {topic}?"`` -> ``[(literal, field or None), ...]``; every field one of
+    ``fields``, with no format spec or conversion (``{{`` / ``}}`` are literal braces); else a
+    ValueError that names the ``what`` and the template."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ValueError(f"{what} {template!r}: {e}") from None
+    for _, field, spec, conv in parsed:
+        if field is not None and (spec or conv or field not in fields):
+            raise ValueError(f"{what} {template!r}: {{{field}}} is not one of "
+                             f"{', '.join('{' + f + '}' for f in fields)} (no format specs; write {{{{ and }}}} "
+                             f"for literal braces)")
+    return [(literal, field) for literal, field, _, _ in parsed]
+
+
+def fill_template(parts: list[tuple[str, Optional[str]]], values: dict[str, np.ndarray]) -> np.ndarray:
+    """``template.format(**row)`` for every row: :func:`template_parts` and ``(B,)`` string arrays per
+    field -> ``(B,)`` strings, as object-array concatenations (no Python step per row)."""
+    out = np.full(len(next(iter(values.values()))), "", dtype=object)
+    for literal, field in parts:
+        out = out + literal
+        if field is not None:
+            out = out + values[field]
+    return out
 
 
 def relation_phrase(relation_texts, inverse) -> np.ndarray:
