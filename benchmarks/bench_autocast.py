@@ -2,11 +2,12 @@
 fitted defaults measure to choose between them (``training/autoconfig.py``).
 
     python benchmarks/bench_autocast.py [--device auto] [--entities 17050] [--triples 185584]
-                                        [--dim 512] [--batch 1000] [--batches 6] [--threads 2]
+                                        [--dim 512] [--batch 1000] [--batches 6] [--threads 2] [--profile]
 
 A synthetic graph of CoDEx-M's size by default; ComplEx, 1vsAll with reciprocal relations, N3,
 Adagrad: the step the defaults take there. Prints one row per precision: the measured GFLOP/s of
-the products, ms per step, positive triples/s and the epoch that implies.
+the products, ms per step, positive triples/s and the epoch that implies; ``--profile`` first prints
+each precision's operators by CPU time (torch.profiler over the timed steps, which it slows a little).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--batches", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", action="store_true", help="print the operators of the timed steps by CPU time")
     args = ap.parse_args()
     from kgcomplete.device import resolve_device
     from kgcomplete.training.autoconfig import measured_gflops
@@ -44,7 +46,8 @@ def main() -> None:
     for autocast, dtype in (("none", torch.float32), ("bf16", torch.bfloat16)):
         gflops = measured_gflops(device, seconds=0.5, dtype=dtype)
         speed = train_speed(ds, device, "complex", "1vsAll", args.batch, args.batches, args.dim,
-                            training={"regularizer": "n3", "reg_weight": 0.01, "autocast": autocast})
+                            training={"regularizer": "n3", "reg_weight": 0.01, "autocast": autocast},
+                            profile=args.profile)
         print(f"| {'float32' if autocast == 'none' else 'bf16 autocast'} | {gflops:,.0f} | "
               f"{args.batch / speed * 1000:,.0f} | {speed:,.0f} | {args.triples / speed:,.0f} s |", flush=True)
 

@@ -21,6 +21,7 @@ machine only; docs/scale.md records them next to published anchors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -65,9 +66,10 @@ def speed_config(model: str, mode: str, batch: int, dim: int):
 
 
 def train_speed(ds, device, model: str, mode: str, batch: int, batches: int, dim: int,
-                host_table: bool = False, training: dict | None = None) -> float:
+                host_table: bool = False, training: dict | None = None, profile: bool = False) -> float:
     """Positive triples/s of ``batches`` training steps after 3 warm-up steps; ``training``:
-    ``training.*`` values to set over :func:`speed_config`'s."""
+    ``training.*`` values to set over :func:`speed_config`'s. ``profile``: also print where the
+    timed steps spent their CPU time (torch.profiler, the 15 largest operators by self time)."""
     from kgcomplete.models import from_config
     from kgcomplete.training.placement import move_to_host
     from kgcomplete.training.trainer import Trainer
@@ -83,13 +85,18 @@ def train_speed(ds, device, model: str, mode: str, batch: int, batches: int, dim
     for i in range(3):  # warm-up
         trainer.train_batch(perm[i * batch:(i + 1) * batch])
     sync(device)
-    t0 = time.perf_counter()
-    for i in range(3, 3 + batches):
-        trainer.train_batch(perm[i * batch:(i + 1) * batch])
-    if trainer.host_rows is not None:
-        trainer.host_rows.flush()
-    sync(device)
-    return batches * batch / (time.perf_counter() - t0)
+    prof = torch.profiler.profile() if profile else contextlib.nullcontext()
+    with prof:
+        t0 = time.perf_counter()
+        for i in range(3, 3 + batches):
+            trainer.train_batch(perm[i * batch:(i + 1) * batch])
+        if trainer.host_rows is not None:
+            trainer.host_rows.flush()
+        sync(device)
+        seconds = time.perf_counter() - t0
+    if profile:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), flush=True)
+    return batches * batch / seconds
 
 
 def host_table_speed(n_entities: int, n_triples: int, device, dim: int, batches: int, cap: str):
