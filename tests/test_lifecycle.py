@@ -144,6 +144,9 @@ MID_EPOCH = {
                                               loss="logsigmoid", lr_schedule="exponential",
                                               **{"training.lr_decay": 0.8}),
                                          (NegativeSampler, "sample"), True),
+    # the weight average (validated and kept as best) is part of the checkpoint
+    "1vsAll-adagrad-average": (dict(model="complex", mode="1vsAll", optimizer="adagrad",
+                                    **{"training.average_epochs": 0.5}), (Trainer, "train_batch"), False),
     "KvsAll-adam-plateau": (dict(mode="KvsAll", optimizer="adam", lr=0.01, loss="bce", lr_schedule="plateau"),
                             (Trainer, "train_batch"), False),
     # dropout draws from torch's global RNG; BatchNorm buffers; after the forward pass
@@ -180,6 +183,8 @@ def test_mid_epoch_interrupt_resumes_exactly(tmp_path, nations, reference, monke
     kgc.train(out=tmp_path / "run", resume=True)
     assert_same_run(tmp_path / "run", ref)
     assert state["epoch_progress"]["rows"] == 5 * 128  # saved 5 batches into epoch 2
+    averaged = [k for k in load_file(ref / "trainer_state.safetensors") if k.startswith("__average__/")]
+    assert bool(averaged) == ("training.average_epochs" in cfg)
 
 
 def _trainer(nations, **overrides) -> Trainer:

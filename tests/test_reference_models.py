@@ -388,3 +388,41 @@ def test_transe_l2_ranking_scores(reciprocal, head):
         # per-query candidates: ranking_scores are the scores themselves
         close(m.ranking_scores(t_(anchor), t_(r), t_(per_query), head=head),
               expected(ent, rel, score, anchor, r, per_query, not head, reciprocal))
+
+
+@pytest.mark.parametrize("case", sorted(set(CASES) - {"conve"}))  # ConvE: below
+def test_reciprocal_scoring_adds_the_other_reading_of_each_triple(case):
+    """``reciprocal_scoring = w``: a tail query (h, r, ?) ranks c by s(h, r, c) + w s(c, r + R, h), a
+    head query (?, r, t) by s(t, r + R, c) + w s(c, r, t), in score_queries and - as a per-query
+    increasing transform, here the same scores - in ranking_scores; training's score_tails does not add it."""
+    m, ent, rel, score = make(case, True)
+    m.reciprocal_scoring = 0.25
+    h, r, t, shared, per_query = ids(2)
+    every = np.arange(E)
+    with torch.no_grad():
+        for cand, arg in ((every, None), (shared, t_(shared)), (per_query, t_(per_query))):
+            c = ent[cand] if cand.ndim == 2 else ent[cand][None]
+            a_t, a_h = ent[h][:, None, :], ent[t][:, None, :]
+            tails = score(a_t, rel[r][:, None, :], c) + 0.25 * score(c, rel[r + R][:, None, :], a_t)
+            heads = score(a_h, rel[r + R][:, None, :], c) + 0.25 * score(c, rel[r][:, None, :], a_h)
+            close(m.score_queries(t_(h), t_(r), arg), tails)
+            close(m.score_queries(t_(t), t_(r), arg, head=True), heads)
+            close(m.score_tails(t_(h), t_(r), arg), score(a_t, rel[r][:, None, :], c))
+        close(m.ranking_scores(t_(h), t_(r), t_(shared)), score(ent[h][:, None, :], rel[r][:, None, :], ent[shared][None])
+              + 0.25 * score(ent[shared][None], rel[r + R][:, None, :], ent[h][:, None, :]))
+        m.reciprocal = False  # without inverse relations there is no other reading: the weight is unused
+        close(m.score_queries(t_(h), t_(r), t_(shared)), score(ent[h][:, None, :], rel[r][:, None, :], ent[shared][None]))
+
+
+def test_reciprocal_scoring_is_refused_where_a_model_cannot_read_a_triple_both_ways():
+    """ConvE scores candidates only as tails (its reciprocal relations answer head queries); a model
+    without reciprocal relations has no inverse relation to read with."""
+    from kgcomplete.config import build_config
+    from kgcomplete.models import from_config
+
+    for name, overrides in (("conve", {}), ("complex", {"model.reciprocal": False})):
+        cfg = build_config(name, None, {"model.reciprocal_scoring": 0.25, **overrides})
+        with pytest.raises(ValueError, match="model.reciprocal_scoring=0.25 needs"):
+            from_config(cfg, E, R)
+        cfg.model.reciprocal_scoring = "auto"  # auto: nothing to choose, ranks as before
+        assert from_config(cfg, E, R).reciprocal_scoring == 0.0

@@ -77,6 +77,10 @@ class ModelConfig:
     #: entity table dtype: float32 | float16 | bfloat16 (math stays float32; needs optimizer rowadagrad)
     storage_dtype: str = "float32"
     options: dict = field(default_factory=dict)  #: model-specific keyword arguments (free-form)
+    #: with reciprocal relations, rank by a triple's score in the query's direction plus this weight
+    #: x its score read the other way (models/base.py ``score_queries``); "auto": chosen on the
+    #: validation split from 0, 0.25 and 0.5 when training ends (until then 0), and written here
+    reciprocal_scoring: Union[float, str] = "auto"
 
     LIMITS: ClassVar[dict[str, Limit]] = {"dim": POSITIVE_INT, "init_scale": POSITIVE, "p_norm": POSITIVE_INT}
 
@@ -140,13 +144,16 @@ class TrainingConfig:
     #: crosses it (validating that epoch; with validations inside epochs, at the first validation
     #: past it) and keeps the best validated weights; "" = none
     time_budget: str = ""
+    #: validate, keep and save an exponential moving average of the weights over about this many
+    #: epochs of optimizer steps (training/averaging.py); 0 = off
+    average_epochs: float = 0.0
 
     LIMITS: ClassVar[dict[str, Limit]] = {
         "epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE, "lr_decay": Limit(0, 1, low_open=True),
         "num_negatives": POSITIVE_INT, "margin": NON_NEGATIVE, "adversarial_temperature": NON_NEGATIVE,
         "label_smoothing": Limit(0, 1, high_open=True), "reg_weight": NON_NEGATIVE, "seed": NON_NEGATIVE,
         "eval_every": NON_NEGATIVE, "patience": NON_NEGATIVE, "threads": NON_NEGATIVE, "hogwild": POSITIVE_INT,
-        "relation_prediction": NON_NEGATIVE,
+        "relation_prediction": NON_NEGATIVE, "average_epochs": NON_NEGATIVE,
     }
 
 
@@ -529,6 +536,20 @@ def parse_cadence(value, what: str = "training.eval_every") -> Cadence:
     return Cadence(fraction=float(value))
 
 
+def reciprocal_scoring_weight(value) -> Optional[float]:
+    """``model.reciprocal_scoring`` -> its weight, or None for ``auto`` (chosen when training ends);
+    anything else than ``auto`` or a number >= 0 is a one-line ``ValueError``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        weight = math.nan
+    if isinstance(value, bool) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"model.reciprocal_scoring={value!r}: expected auto or a number >= 0")
+    return weight
+
+
 def _check_value(cls: type, key: str, value, where: str) -> None:
     """A float must be finite; a number must lie in the section's ``LIMITS[key]``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -551,6 +572,7 @@ def validate(cfg: "Config") -> None:
         _validate_section(cfg.section(name), name)
     parse_duration(cfg.training.time_budget, "training.time_budget")
     parse_cadence(cfg.training.eval_every, "training.eval_every")
+    reciprocal_scoring_weight(cfg.model.reciprocal_scoring)
 
 
 def _validate_section(obj, path: str) -> None:

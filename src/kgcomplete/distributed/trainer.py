@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, reciprocal_scoring_weight
 from ..data.dataset import Dataset
 from ..evaluation.filter_index import FilterIndex
 from ..models.base import KGEModel
@@ -68,6 +68,11 @@ class BessTrainer(EpochLoop):
             raise ValueError(f"{comm.world} workers for a sharding of {n} shards")
         if model.entity_emb.weight.dtype != torch.float32:
             raise ValueError("model.storage_dtype other than float32 is not supported with distributed workers yet")
+        if reciprocal_scoring_weight(cfg.model.reciprocal_scoring):
+            raise ValueError("model.reciprocal_scoring is not supported with distributed workers yet; set it to 0 or auto")
+        if self.tcfg.average_epochs:
+            raise ValueError("training.average_epochs is not supported with distributed workers yet "
+                             "(each worker would average its own shard); set it to 0")
         if self.tcfg.mode.lower() != "negatives":
             log.info("BESS trains with shared negatives (training.mode=%s is ignored)", self.tcfg.mode)
         self.P, self.k = self.dcfg.sizes(cfg, n)

@@ -41,9 +41,16 @@ def from_config(cfg, num_entities: int, num_relations: int) -> KGEModel:
     """The model a configuration describes: ``cfg`` is a :class:`~kgcomplete.config.Config` or its
     ``model`` section (name, dim, reciprocal, init_scale, p_norm, storage_dtype, options). A BESS
     worker passes its shard size as ``num_entities``."""
+    from ..config import reciprocal_scoring_weight
+
     m = getattr(cfg, "model", cfg)
-    return build_model(m.name, num_entities, num_relations, dim=m.dim, reciprocal=m.reciprocal,
-                       init_scale=m.init_scale, p_norm=m.p_norm, storage_dtype=m.storage_dtype, **m.options)
+    model = build_model(m.name, num_entities, num_relations, dim=m.dim, reciprocal=m.reciprocal,
+                        init_scale=m.init_scale, p_norm=m.p_norm, storage_dtype=m.storage_dtype, **m.options)
+    model.reciprocal_scoring = reciprocal_scoring_weight(getattr(m, "reciprocal_scoring", 0.0)) or 0.0
+    if model.reciprocal_scoring and not model.reads_both_ways:
+        raise ValueError(f"model.reciprocal_scoring={model.reciprocal_scoring:g} needs model.reciprocal: true and a model that "
+                         f"scores candidates as heads ({m.name} does not); set it to 0 or auto")
+    return model
 
 
 __all__ = ["KGEModel", "MODELS", "build_model", "resolve_model", "from_config", "model_names", *[c.__name__ for c in MODELS.values()]]

@@ -14,6 +14,9 @@ for L2, cache-sized blocks with a hand-written backward for L1). Every other mod
 vector is scored in cache-sized blocks too: BoxE (``boxes``) with its own backward pass, any other
 in chunks recomputed in the backward pass.
 
+Ranking (``score_queries``/``ranking_scores``: evaluation, prediction, serving) of a reciprocal model
+may add the score of the same triple read the other way (:attr:`KGEModel.reciprocal_scoring`).
+
 Every way of scoring candidates (``score_tails``/``score_heads``, both trainers' negatives
 objective, BESS workers, distributed ranking) goes through one entry point,
 :meth:`KGEModel.score_candidates`, on embeddings the caller has already looked up.
@@ -108,6 +111,9 @@ class KGEModel(nn.Module):
         self.num_base_relations = num_relations
         self.dim = dim
         self.reciprocal = reciprocal or self.requires_reciprocal
+        #: with reciprocal relations, ranking adds this weight x the score of the same triple read
+        #: the other way (``model.reciprocal_scoring``; 0 = the query's own direction only)
+        self.reciprocal_scoring = 0.0
         self.p_norm = p_norm
         self.init_scale = init_scale
         n_rel = num_relations * (2 if self.reciprocal else 1)
@@ -254,9 +260,24 @@ class KGEModel(nn.Module):
         return torch.cat([self.score_emb(he, rels[s : s + chunk].unsqueeze(0), te)
                           for s in range(0, len(rels), chunk)], dim=1)
 
+    @property
+    def reads_both_ways(self) -> bool:
+        """Whether :attr:`reciprocal_scoring` applies: reciprocal relations, and candidates can be
+        scored in the head slot (ConvE, which needs reciprocal relations, cannot)."""
+        return self.reciprocal and not self.requires_reciprocal
+
     def score_queries(self, anchor: Tensor, r: Tensor, candidates: Optional[Tensor] = None, head: bool = False) -> Tensor:
-        """Tail queries ``(anchor, r, ?)`` or, with ``head=True``, head queries ``(?, r, anchor)``."""
-        return self.score_heads(r, anchor, candidates) if head else self.score_tails(anchor, r, candidates)
+        """Tail queries ``(anchor, r, ?)`` or, with ``head=True``, head queries ``(?, r, anchor)``:
+        the scores that rank candidates. With reciprocal relations and :attr:`reciprocal_scoring`
+        ``w > 0``, a candidate's score is that of its triple read in the query's direction plus ``w``
+        times the other reading, which training scores too: tail query ``s(anchor, r, c) + w s(c, r^-1,
+        anchor)``, head query ``s(anchor, r^-1, c) + w s(c, r, anchor)``."""
+        own = self.score_heads(r, anchor, candidates) if head else self.score_tails(anchor, r, candidates)
+        w = self.reciprocal_scoring if self.reads_both_ways else 0.0
+        if not w:
+            return own
+        other = self.relations(r if head else self.inverse(r))  # c fills the head slot of this relation
+        return own + w * self._score_ids(self.entities(anchor), other, candidates, tails=False)
 
     def ranking_scores(self, anchor: Tensor, r: Tensor, candidates: Tensor, head: bool = False) -> Tensor:
         """:meth:`score_queries` against shared ``candidates (C,)`` up to a strictly increasing
@@ -264,7 +285,7 @@ class KGEModel(nn.Module):
         ``2 q.c - ||c||^2`` (= ``||q||^2 - ||q - c||^2``), one matrix product with no square root;
         other models return their scores. The evaluator's streaming path ranks with it.
         """
-        if self.similarity != "l2" or candidates.dim() != 1:
+        if self.similarity != "l2" or candidates.dim() != 1 or (self.reads_both_ways and self.reciprocal_scoring):
             return self.score_queries(anchor, r, candidates, head=head)
         a, rel, tails = self.query_embeddings(anchor, r, head)
         c, bias = self.candidate_features(self.entities(candidates))

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..config import ALL_ENTITY_MODES, Config, parse_cadence, parse_duration
+from ..config import ALL_ENTITY_MODES, Config, parse_cadence, parse_duration, reciprocal_scoring_weight
 from ..device import describe, resolve_device
 from ..data.dataset import Dataset
 from ..evaluation.evaluator import evaluate as evaluate_scorer
@@ -193,8 +193,11 @@ def _save_checkpoint(folder: RunFolder, trainer: Trainer, reason: str) -> None:
         writers["best.safetensors"] = partial(save_tensors, trainer.best_state)
     tensors, skeleton = optimizer_state_tensors(trainer.optimizer)
     tensors.update({f"__rng__/{k}": v for k, v in trainer.rng_state().items()})
-    writers["trainer_state.safetensors"] = partial(save_tensors, tensors)
     state = trainer.state()
+    if trainer.average is not None:
+        tensors.update({f"__average__/{k}": v for k, v in trainer.average.state_dict().items()})
+        state["average_steps"] = trainer.average.steps
+    writers["trainer_state.safetensors"] = partial(save_tensors, tensors)
     state.update(optimizer=skeleton, reason=reason, saved_at=time.time())
     writers["trainer_state.json"] = lambda p: p.write_text(json.dumps(state, indent=2) + "\n")
     commit_files(folder.path, writers)
@@ -234,6 +237,9 @@ def _restore(folder: RunFolder, trainer: Trainer) -> None:
     state = read_json(folder / "trainer_state.json")
     tensors = read_tensors(folder / "trainer_state.safetensors")
     rng = {k.removeprefix("__rng__/"): tensors.pop(k) for k in list(tensors) if k.startswith("__rng__/")}
+    average = {k.removeprefix("__average__/"): tensors.pop(k) for k in list(tensors) if k.startswith("__average__/")}
+    if average:
+        trainer.restore_average(average, int(state["average_steps"]))
     trainer.load_rng_state(rng)
     trainer.optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state["optimizer"]))
     trainer.load_state(state)
@@ -241,6 +247,34 @@ def _restore(folder: RunFolder, trainer: Trainer) -> None:
         trainer.best_state = read_tensors(folder / "best.safetensors")
         trainer._saved_best_epoch = trainer.best_epoch
     trainer.history = trim_log(folder.path, int(state["epoch"]), rows=int((state.get("epoch_progress") or {}).get("rows", 0)))
+
+
+#: the weights ``model.reciprocal_scoring: auto`` chooses from (0 first: it wins ties)
+RECIPROCAL_SCORING_GRID = (0.0, 0.25, 0.5)
+
+
+def fit_reciprocal_scoring(cfg: Config, trainer: Trainer, folder: RunFolder, console: Console) -> Optional[dict]:
+    """``model.reciprocal_scoring: auto`` once training has ended: the weight of
+    :data:`RECIPROCAL_SCORING_GRID` whose ranking of the validation split, with the best parameters
+    loaded, has the highest filtered MRR (0's is the best validation's). The choice is set on the
+    model, written into ``config.yaml`` (the run then ranks so wherever it is opened) and returned,
+    ``{"valid_mrr": {weight: MRR}, "chosen": weight}``; None where there is nothing to choose (a set
+    weight, no reciprocal relations or no validation)."""
+    model = trainer.model
+    if (reciprocal_scoring_weight(cfg.model.reciprocal_scoring) is not None or not model.reads_both_ways
+            or trainer.best_state is None or trainer.best_mrr < 0):
+        return None
+    mrr = {RECIPROCAL_SCORING_GRID[0]: trainer.best_mrr}
+    for weight in RECIPROCAL_SCORING_GRID[1:]:
+        model.reciprocal_scoring = weight
+        mrr[weight] = trainer.validate()
+    chosen = max(mrr, key=mrr.get)
+    model.reciprocal_scoring = cfg.model.reciprocal_scoring = chosen
+    cfg.save(folder / "config.yaml")
+    table = ", ".join(f"{w:g}: {m:.4f}" for w, m in mrr.items())
+    log.info("model.reciprocal_scoring=%g chosen on the validation split (MRR %s)", chosen, table)
+    console.say(f"chosen on the validation split: model.reciprocal_scoring={chosen:g} (valid MRR by weight {table})")
+    return {"valid_mrr": {f"{w:g}": m for w, m in mrr.items()}, "chosen": chosen}
 
 
 def _bf16_gflops(cfg: Config, device: torch.device) -> Optional[float]:
@@ -369,6 +403,7 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
         trainer.on_epoch = on_epoch
         trainer.fit()
         trainer.load_best()
+        scoring = fit_reciprocal_scoring(cfg, trainer, folder, console)
         run = KGERun(folder.path, cfg, kge, ds)
         info = {
             "dataset": ds.summary(),
@@ -387,6 +422,8 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
             "entity_table": placement.entity_table,
             "auto_defaults": fitted,
         }
+        if scoring is not None:
+            info["reciprocal_scoring"] = scoring
         if evaluate_test:
             if len(ds.valid):
                 info["valid"] = run.evaluate("valid")

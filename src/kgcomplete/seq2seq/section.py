@@ -76,7 +76,7 @@ class KGT5Config:
 #: KGT5's defaults for the ``training`` keys it reads (not the KGE ones: validation every 10 epochs,
 #: no early stopping)
 TRAINING_DEFAULTS = {"epochs": 100, "batch_size": 256, "seed": 0, "eval_every": 10, "patience": 0,
-                     "threads": 0, "progress": True, "device": "auto"}
+                     "threads": 0, "progress": True, "device": "auto", "average_epochs": 0.0}
 #: the ``training`` keys of a KGT5 config (``optimizer``/``lr``: the resolved ``kgt5`` ones)
 TRAINING_KEYS = (*TRAINING_DEFAULTS, "optimizer", "lr")
 #: optimizers of ``training.optimizer`` that KGT5 takes over into ``kgt5.optimizer``

@@ -84,6 +84,8 @@ class TrainOptions:
     mixed_precision: str = _KGT5.mixed_precision  #: auto (bf16/fp16 on GPU, bf16 on CPUs that multiply it fast, else no) | no | fp16 | bf16
     progress: bool = TRAINING_DEFAULTS["progress"]
     device: str = TRAINING_DEFAULTS["device"]  #: auto | cpu | cuda | cuda:N (``training.device``)
+    #: ``training.average_epochs``: validate and keep a moving average of the weights (0 = off)
+    average_epochs: float = TRAINING_DEFAULTS["average_epochs"]
 
     @classmethod
     def from_config(cls, cfg: dict) -> "TrainOptions":
@@ -98,6 +100,7 @@ class TrainOptions:
             eval_every=int(tr["eval_every"] or 0), patience=int(tr["patience"] or 0),
             time_budget_s=k["time_budget_s"], cpu_budget_s=k["cpu_budget_s"], mixed_precision=k["mixed_precision"],
             progress=bool(tr["progress"]), device=str(tr.get("device") or "auto"),
+            average_epochs=float(tr.get("average_epochs") or 0.0),
         )
 
 
@@ -297,7 +300,8 @@ class KGT5Trainer(EpochLoop):
         self.opts, self.acc, self.examples, self.evaluate_fn = opts, acc, examples, evaluate_fn
         self.training_cfg = TrainingConfig(epochs=opts.epochs, batch_size=opts.batch_size, seed=opts.seed,
                                            eval_every=opts.eval_every, patience=opts.patience, threads=0,
-                                           progress=opts.progress, optimizer=opts.optimizer, lr=opts.lr)
+                                           progress=opts.progress, optimizer=opts.optimizer, lr=opts.lr,
+                                           average_epochs=opts.average_epochs)
         self.model, self.optimizer = model, make_optimizer(model, opts)
         self.base_lr = opts.lr
         self._init_loop_state(checkpoint, log_epoch, checkpoint_every_s=0.0)  # every epoch is saved
@@ -314,6 +318,12 @@ class KGT5Trainer(EpochLoop):
 
     def has_validation(self) -> bool:
         return self.evaluate_fn is not None
+
+    def steps_per_epoch(self) -> int:
+        return max(1, -(-len(self.examples) // self.opts.batch_size) // self.acc.num_processes)
+
+    def averaged_module(self):
+        return self.acc.unwrap_model(self.model)
 
     def validate(self) -> float:
         acc = self.acc
@@ -389,6 +399,7 @@ class KGT5Trainer(EpochLoop):
                 if self.scheduler is not None:
                     self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                self._average_step()
                 self.step += 1
                 total += float(loss.detach()) * len(ids)
                 count += len(ids)
@@ -430,17 +441,25 @@ def _save_checkpoint(folder: RunFolder, trainer: KGT5Trainer, reason: str) -> No
         done = trainer.epoch
         writers = {CHECKPOINT: lambda p: write_weights(model, p, {"epoch": done})}
         if not trainer.has_validation() or not trainer.opts.eval_every or trainer.best_epoch == done:
-            writers[BEST] = lambda p: write_weights(model, p, {"epoch": done})
+            writers[BEST] = lambda p: _write_judged(trainer, model, p, {"epoch": done})
         counters = trainer.state()
         state = {"optimizer": trainer.optimizer.state_dict(), "epoch": done, "step": trainer.step,
                  "best": counters["best_mrr"], "best_epoch": counters["best_epoch"],
                  "train_time_s": counters["train_time_s"], "bad_evals": counters["bad_validations"],
                  "cpu_s": counters["cpu_s"], "train_triples": counters["train_triples"],
                  "train_tokens": counters["train_tokens"], **_rng_state()}
+        if trainer.average is not None:
+            state.update(average=trainer.average.state_dict(), average_steps=trainer.average.steps)
         writers[STATE] = lambda p: torch.save(state, p)  # moved into place last
         commit_files(folder.path, writers)
         trainer._saved_epoch = done
     acc.wait_for_everyone()
+
+
+def _write_judged(trainer: KGT5Trainer, model, path: Path, metadata: dict) -> None:
+    """Write the weights the trainer judges by (its weight average, when on) as ``path``."""
+    with trainer.judged_weights():
+        write_weights(model, path, metadata)
 
 
 def _restore(folder: RunFolder, trainer: KGT5Trainer) -> None:
@@ -468,6 +487,8 @@ def _restore(folder: RunFolder, trainer: KGT5Trainer) -> None:
     trainer.train_time_s, trainer.cpu_s = float(state.get("train_time_s", 0.0)), float(state.get("cpu_s", 0.0))
     trainer.train_triples = int(state.get("train_triples", 0))
     trainer.train_tokens = int(state.get("train_tokens", 0))
+    if "average" in state:
+        trainer.restore_average(state["average"], int(state["average_steps"]))
     _set_rng_state(state)
     trainer._saved_epoch = trainer.epoch  # the checkpoint on disk is this epoch's: nothing to save at the end
     acc.print(f"resuming KGT5 training from epoch {trainer.epoch}")
@@ -540,7 +561,8 @@ def fit(model, inputs, targets: Optional[Tensor], encoder, opts: TrainOptions, o
     trainer.model, trainer.optimizer = acc.prepare(trainer.model, trainer.optimizer)
     trainer.fit()
     if acc.is_main_process and not (folder / BEST).exists():
-        save_weights(acc.unwrap_model(trainer.model), folder / BEST, {"epoch": trainer.epoch})
+        with trainer.judged_weights():
+            save_weights(acc.unwrap_model(trainer.model), folder / BEST, {"epoch": trainer.epoch})
     return {"epochs": trainer.epoch, "train_time_s": trainer.train_time_s,
             "examples_per_s": trainer.train_triples / max(trainer.train_time_s, 1e-9),
             "tokens_per_s": trainer.train_tokens / max(trainer.train_time_s, 1e-9),

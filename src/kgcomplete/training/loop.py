@@ -17,6 +17,12 @@ position kept, as after a Ctrl-C; the loop validates, logs, checkpoints, and the
 ``run_epoch`` continues the epoch. Other trainers validate at the end of each epoch in which a
 fraction mark was crossed or the duration passed.
 
+Weight averaging (``training.average_epochs`` > 0, :mod:`~kgcomplete.training.averaging`): the
+trainer calls :meth:`_average_step` after every optimizer step; validation, the best weights and -
+without validation - the weights a run ends with are the average's (:meth:`judged_weights`), while
+training continues from its own weights. A trainer provides ``steps_per_epoch()`` (the average's
+window is counted in steps) and saves :attr:`average` in its checkpoint (:meth:`restore_average`).
+
 Interruptions: with ``defer_interrupts`` (the single-process trainer), Ctrl-C (SIGINT, when
 :meth:`fit` runs in the main thread) only sets a flag; training stops at the next batch boundary
 (:meth:`_check_interrupt`) or after the current epoch's validation and log record, saves an
@@ -41,6 +47,7 @@ import torch
 
 from ..config import Cadence, parse_cadence, parse_duration
 from ..console import Console
+from .averaging import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +118,39 @@ class EpochLoop:
         self.on_epoch: Optional[Callable[[dict], Optional[str]]] = None
         #: lines for the person watching (validations, stop reason, interruption); silent by default
         self.console = Console(False)
+        #: the running average of the weights (``training.average_epochs``), made at the first step
+        self.average: Optional[WeightAverage] = None
+
+    def averaged_module(self) -> torch.nn.Module:
+        """The module whose weights are averaged (a trainer whose model is wrapped unwraps it)."""
+        return self.model
+
+    def _new_average(self) -> Optional[WeightAverage]:
+        window = float(getattr(self.training_cfg, "average_epochs", 0.0) or 0.0)
+        if window <= 0:
+            return None
+        return WeightAverage(self.averaged_module(), window * max(1, self.steps_per_epoch()))
+
+    def _average_step(self) -> None:
+        """After an optimizer step: move the weight average (nothing when averaging is off)."""
+        if self.average is None:
+            self.average = self._new_average()
+            if self.average is None:
+                return
+        self.average.update()
+
+    def restore_average(self, tensors: dict, steps: int) -> None:
+        """Put a checkpoint's weight average (``WeightAverage.state_dict``, its update count) back."""
+        self.average = self._new_average()
+        if self.average is None:
+            raise ValueError("the checkpoint holds a weight average but training.average_epochs is 0; "
+                             "resume with the run's own config")
+        self.average.load_state_dict(tensors, steps)
+
+    def judged_weights(self) -> contextlib.AbstractContextManager:
+        """The weights that are validated, kept as the best and saved as such: inside the block, the
+        average's when averaging is on (the model's own weights come back after it), else the model's."""
+        return self.average.applied() if self.average is not None else contextlib.nullcontext()
 
     def _set_lr(self) -> float:
         cfg = self.training_cfg
@@ -184,18 +224,24 @@ class EpochLoop:
         """Validate, keep the best parameters, apply the plateau schedule; True = stop early."""
         cfg = self.training_cfg
         t0 = time.perf_counter()
-        mrr = self.validate()
+        with self.judged_weights():
+            mrr = self.validate()
+            improved = mrr > self.best_mrr
+            if improved:
+                self.best_mrr, self.best_epoch, self.bad_validations = mrr, record.get("epoch", self.epoch), 0
+                self.best_state = self._host_state()
         record.update(valid_mrr=mrr, valid_time_s=time.perf_counter() - t0)
-        if mrr > self.best_mrr:
-            self.best_mrr, self.best_epoch, self.bad_validations = mrr, record.get("epoch", self.epoch), 0
-            # on the host: a second copy of the tables next to the model would halve what fits on a GPU
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        if improved:
             return False
         self.bad_validations += 1
         if cfg.lr_schedule == "plateau":
             for g in self.optimizer.param_groups:
                 g["lr"] *= cfg.lr_decay
         return self._stopped_early()
+
+    def _host_state(self) -> dict:
+        # on the host: a second copy of the tables next to the model would halve what fits on a GPU
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     def _stopped_early(self) -> bool:
         cfg = self.training_cfg
@@ -298,6 +344,9 @@ class EpochLoop:
                         self.checkpoint_cb(self, "interrupted")
                         self.console.interrupted(self.epoch, self._rows_into_epoch())
                 raise
+            if self.average is not None and self.best_state is None and not has_valid:
+                with self.judged_weights():  # nothing validated: the run's weights are the average
+                    self.best_state = self._host_state()
             if self.checkpoint_cb:
                 self.checkpoint_cb(self, "end")
             self._check_interrupt()  # Ctrl-C during the last checkpoint: it is written, stop now

@@ -118,6 +118,9 @@ class Trainer(EpochLoop):
                 raise ValueError(f"training.entity_table=host needs the row-gradient step: mode negatives, optimizer "
                                  f"rowadagrad and a model whose only parameters are its tables ({model.name} in mode "
                                  f"{cfg.mode} with {cfg.optimizer} is not)")
+            if cfg.average_epochs:
+                raise ValueError("training.average_epochs needs the entity table on the device; "
+                                 "training.entity_table=host keeps it in host memory")
             self.host_rows = HostRows(model.entity_emb.weight, self.optimizer, self.device)
         autocast = str(cfg.autocast).lower()
         if autocast not in ("none", "bf16"):
@@ -147,6 +150,9 @@ class Trainer(EpochLoop):
 
     def _epoch_rows(self) -> int:
         return len(self.kvs_queries) if self.mode == "kvsall" else len(self.train)
+
+    def steps_per_epoch(self) -> int:
+        return -(-self._epoch_rows() // self.cfg.batch_size)
 
     def _to_device(self, x: Tensor) -> Tensor:
         """A host tensor on the training device; to a GPU through page-locked memory, so the copy
@@ -387,6 +393,7 @@ class Trainer(EpochLoop):
         def done(loss: float, n: int) -> None:  # called after every batch (by every Hogwild thread)
             nonlocal total, count
             with lock:
+                self._average_step()
                 total += loss * n
                 count += n
                 if progress is not None:
