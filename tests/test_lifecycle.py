@@ -400,8 +400,14 @@ def test_killed_while_saving_a_checkpoint_resumes_exactly(tmp_path, nations, ref
 
 
 # ---------------------------------------------------------------- early stopping, best
+#: runs with scripted validations rank one way only: ``model.reciprocal_scoring: auto`` would validate
+#: twice more when training ends (test_reciprocal_scoring.py)
+ONE_WAY = {"model.reciprocal_scoring": 0}
+
+
 def scripted_validation(monkeypatch, values: list[float]) -> dict[int, dict]:
-    """Make ``Trainer.validate`` return ``values`` in turn; returns {epoch: parameters when validated}."""
+    """Make ``Trainer.validate`` return ``values`` in turn; returns {epoch: parameters when validated}.
+    The run must rank one way only (:data:`ONE_WAY`)."""
     seen: dict[int, dict] = {}
 
     def validate(self):
@@ -433,7 +439,7 @@ def test_early_stopping_on_scripted_validations(tmp_path, nations, monkeypatch, 
     seen = scripted_validation(monkeypatch, values)
     out = tmp_path / "run"
     run = kgc.train(nations, out=out, **dict(BASE, epochs=10, eval_every=eval_every, patience=patience,
-                                             lr_schedule="plateau", **{"training.lr_decay": 0.5}))
+                                             lr_schedule="plateau", **{"training.lr_decay": 0.5}, **ONE_WAY))
     log = log_records(out)
     assert [r["epoch"] for r in log] == list(range(1, stop + 1))
     assert [r["lr"] for r in log] == lrs
@@ -453,7 +459,7 @@ def test_early_stopping_on_scripted_validations(tmp_path, nations, monkeypatch, 
 def test_resuming_a_run_that_stopped_early_trains_nothing_more(tmp_path, nations, monkeypatch):
     scripted_validation(monkeypatch, [0.3, 0.2, 0.1, 0.25, 0.2])  # best at 1; stops at 3, with patience 4 at 5
     out = tmp_path / "run"
-    kgc.train(nations, out=out, **dict(BASE, epochs=10, patience=2))
+    kgc.train(nations, out=out, **dict(BASE, epochs=10, patience=2, **ONE_WAY))
     before = {name: load_file(out / name) for name in TENSOR_FILES}
     assert len(log_records(out)) == 3
     kgc.train(out=out, resume=True)
@@ -467,7 +473,7 @@ def test_resuming_a_run_that_stopped_early_trains_nothing_more(tmp_path, nations
 def test_load_best_vs_latest(tmp_path, nations, monkeypatch):
     seen = scripted_validation(monkeypatch, [0.5, 0.1, 0.2])
     out = tmp_path / "run"
-    kgc.train(nations, out=out, **dict(BASE, patience=0))
+    kgc.train(nations, out=out, **dict(BASE, patience=0, **ONE_WAY))
     assert differ(seen[1], seen[3])
     assert_tensors_equal(runs.KGERun.load(out, which="best").model.state_dict(), seen[1])
     assert_tensors_equal(runs.KGERun.load(out).model.state_dict(), seen[1])  # best is the default
@@ -487,7 +493,7 @@ def test_logged_lr_follows_the_schedule(tmp_path, nations, monkeypatch, schedule
     values = [0.1, 0.3, 0.2, 0.25, 0.4]  # bad validations at epochs 3 and 4
     scripted_validation(monkeypatch, values)
     kgc.train(nations, out=tmp_path / "run", **dict(BASE, epochs=epochs, patience=0, lr=base, lr_schedule=schedule,
-                                                   **{"training.lr_decay": decay}))
+                                                   **{"training.lr_decay": decay}, **ONE_WAY))
     if schedule == "none":
         expected = [base] * epochs
     elif schedule == "cosine":

@@ -1,6 +1,7 @@
 """``model.reciprocal_scoring``: ``auto`` chooses the weight of the other reading of each triple on the
-validation split when training ends, writes it into the run's config and ranks with it wherever the run
-is opened; a set weight is used as set. (The scores themselves: test_reference_models.py.)"""
+validation split when training ends, records it in metrics.json and ranks with it wherever the run is
+opened (a resumed run chooses again); a set weight is used as set. (The scores themselves:
+test_reference_models.py.)"""
 
 from __future__ import annotations
 
@@ -37,12 +38,30 @@ def test_auto_chooses_the_weight_with_the_best_validation_mrr_and_the_run_keeps_
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert by_weight["0"] == pytest.approx(max(r["valid_mrr"] for r in log if "valid_mrr" in r))  # the best validation
     assert len(set(by_weight.values())) == 3  # the weight changes the ranking
-    saved = yaml.safe_load((out / "config.yaml").read_text())["model"]["reciprocal_scoring"]
-    assert saved == chosen["chosen"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["reciprocal_scoring"] == "auto"
     run = KGERun.load(out)  # opened again, the run ranks with the chosen weight
     assert run.model.reciprocal_scoring == chosen["chosen"]
     assert run.evaluate("valid")["mrr"] == pytest.approx(max(by_weight.values()), abs=1e-9)
     assert _metrics(out)["valid"]["mrr"] == pytest.approx(max(by_weight.values()), abs=1e-9)
+
+
+def test_a_resumed_run_chooses_again_for_the_weights_it_ends_with(tmp_path, umls):
+    out = tmp_path / "run"
+    kgc.train(umls, out=out, **dict(SMALL, epochs=2))
+    first = _metrics(out)["reciprocal_scoring"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    (out / "metrics.json").write_text(json.dumps({**metrics, "reciprocal_scoring": {"chosen": 7.0}}))
+    with pytest.raises(KeyboardInterrupt):  # stopped in the resumed session: no choice for its weights yet
+        kgc.train(out=out, resume=True, epochs=6, on_epoch=_interrupt)
+    assert KGERun.load(out).model.reciprocal_scoring == 0.0  # not the stale 7
+    kgc.train(out=out, resume=True, epochs=6)
+    again = _metrics(out)["reciprocal_scoring"]
+    assert again["valid_mrr"]["0"] > first["valid_mrr"]["0"]  # chosen for the 6-epoch weights
+    assert KGERun.load(out).model.reciprocal_scoring == again["chosen"]
+
+
+def _interrupt(record):
+    raise KeyboardInterrupt
 
 
 def test_a_set_weight_is_used_and_not_chosen_again(tmp_path, umls):

@@ -94,6 +94,7 @@ class KGERun(ConfigRun):
         config = Config.load(folder / "config.yaml")
         dataset = dataset if dataset is not None else folder.dataset(config)
         model = make_model(config, dataset)
+        model.reciprocal_scoring = chosen_reciprocal_scoring(folder, config)
         load_parameters(folder, model, which)
         target = resolve_device(device)
         table = model.entity_emb.weight
@@ -253,13 +254,13 @@ def _restore(folder: RunFolder, trainer: Trainer) -> None:
 RECIPROCAL_SCORING_GRID = (0.0, 0.25, 0.5)
 
 
-def fit_reciprocal_scoring(cfg: Config, trainer: Trainer, folder: RunFolder, console: Console) -> Optional[dict]:
+def fit_reciprocal_scoring(cfg: Config, trainer: Trainer, console: Console) -> Optional[dict]:
     """``model.reciprocal_scoring: auto`` once training has ended: the weight of
     :data:`RECIPROCAL_SCORING_GRID` whose ranking of the validation split, with the best parameters
-    loaded, has the highest filtered MRR (0's is the best validation's). The choice is set on the
-    model, written into ``config.yaml`` (the run then ranks so wherever it is opened) and returned,
-    ``{"valid_mrr": {weight: MRR}, "chosen": weight}``; None where there is nothing to choose (a set
-    weight, no reciprocal relations or no validation)."""
+    loaded, has the highest filtered MRR (0's is the best validation's; training validated at 0). The
+    choice is set on the model and returned, ``{"valid_mrr": {weight: MRR}, "chosen": weight}``, for
+    ``metrics.json``, where :meth:`KGERun.load` finds it; None where there is nothing to choose (a set
+    weight, no second reading, no validation)."""
     model = trainer.model
     if (reciprocal_scoring_weight(cfg.model.reciprocal_scoring) is not None or not model.reads_both_ways
             or trainer.best_state is None or trainer.best_mrr < 0):
@@ -268,13 +269,25 @@ def fit_reciprocal_scoring(cfg: Config, trainer: Trainer, folder: RunFolder, con
     for weight in RECIPROCAL_SCORING_GRID[1:]:
         model.reciprocal_scoring = weight
         mrr[weight] = trainer.validate()
-    chosen = max(mrr, key=mrr.get)
-    model.reciprocal_scoring = cfg.model.reciprocal_scoring = chosen
-    cfg.save(folder / "config.yaml")
+    model.reciprocal_scoring = chosen = max(mrr, key=mrr.get)
     table = ", ".join(f"{w:g}: {m:.4f}" for w, m in mrr.items())
     log.info("model.reciprocal_scoring=%g chosen on the validation split (MRR %s)", chosen, table)
-    console.say(f"chosen on the validation split: model.reciprocal_scoring={chosen:g} (valid MRR by weight {table})")
+    console.say(f"chosen on the validation split: model.reciprocal_scoring={chosen:g} (validation MRR by weight: {table})")
     return {"valid_mrr": {f"{w:g}": m for w, m in mrr.items()}, "chosen": chosen}
+
+
+def chosen_reciprocal_scoring(folder: RunFolder, cfg: Config) -> float:
+    """The weight a run ranks with: ``model.reciprocal_scoring`` when set, else (``auto``) the one its
+    training chose (``metrics.json``), else 0 (not chosen yet)."""
+    weight = reciprocal_scoring_weight(cfg.model.reciprocal_scoring)
+    if weight is not None:
+        return weight
+    try:
+        return float((folder.metrics().get("reciprocal_scoring") or {}).get("chosen", 0.0))
+    except (ValueError, AttributeError) as e:
+        log.warning("%s: unreadable (%s); ranking without the second reading of each triple",
+                    folder / "metrics.json", e)
+        return 0.0
 
 
 def _bf16_gflops(cfg: Config, device: torch.device) -> Optional[float]:
@@ -398,12 +411,14 @@ def train_kge(ds: Dataset, folder: RunFolder, cfg: Config, resume: bool = False,
         console.say(f"fitted to this graph: {line} (set the key to keep your value)")
     if resume:
         cfg.save(folder / "config.yaml")  # e.g. raised epochs
+        if "reciprocal_scoring" in folder.metrics():  # chosen for the weights training goes on from
+            folder.update_metrics(reciprocal_scoring=None)
     try:
         observers.start(cfg, folder.path)
         trainer.on_epoch = on_epoch
         trainer.fit()
         trainer.load_best()
-        scoring = fit_reciprocal_scoring(cfg, trainer, folder, console)
+        scoring = fit_reciprocal_scoring(cfg, trainer, console)
         run = KGERun(folder.path, cfg, kge, ds)
         info = {
             "dataset": ds.summary(),
