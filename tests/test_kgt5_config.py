@@ -20,7 +20,7 @@ from kgcomplete.seq2seq.run import KGT5_DEFAULTS, TRAINING_DEFAULTS, KGT5Run, re
 
 #: what docs/kgt5.md and seq2seq/section.py document
 DOCUMENTED_TRAINING = {"epochs": 100, "batch_size": 256, "seed": 0, "eval_every": 10, "patience": 0,
-                       "threads": 0, "progress": True, "device": "auto"}
+                       "threads": 0, "progress": True, "device": "auto", "average_epochs": 0.0}
 DOCUMENTED_KGT5 = {
     "preset": "tiny", "model": {}, "tokenizer": "train", "tokenizer_model": "bpe", "vocab_size": 8000,
     "description_words": 8, "max_length": 128, "context": False, "context_size": 100, "descriptions": False,

@@ -327,6 +327,9 @@ class Objective:
         value = state["best"]
         if value is None:  # no validation happened (eval_every 0, or stopped before the first)
             value = float(run.evaluate("valid")["mrr"])
+        both_ways = (metrics.get("reciprocal_scoring") or {}).get("valid_mrr")
+        if both_ways:  # the run ranks by both readings of each triple at the weight chosen on valid
+            value = max(float(v) for v in both_ways.values())
         return value
 
 
