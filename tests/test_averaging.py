@@ -102,8 +102,30 @@ def test_a_run_that_averages_validates_and_saves_the_average(tmp_path):
     assert run.evaluate("valid")["mrr"] == pytest.approx(best["valid_mrr"], abs=1e-6)
 
 
-def test_averaging_is_refused_where_it_cannot_work():
+def test_a_negative_window_is_refused():
     from kgcomplete.config import build_config
 
     with pytest.raises(ValueError, match="training.average_epochs"):
         build_config(overrides={"training.average_epochs": -1})
+
+
+def test_averaging_is_refused_where_it_cannot_work(tmp_path):
+    """The host-memory entity table (rows live outside the model between write-backs) and BESS
+    workers (each holds one shard) refuse it with a one-line error."""
+    from types import SimpleNamespace
+
+    from kgcomplete.config import build_config
+    from kgcomplete.distributed.sharding import Sharding
+    from kgcomplete.distributed.trainer import BessTrainer
+    from kgcomplete.models import from_config
+
+    nations = kgc.load_dataset("nations")
+    rows = {"training.mode": "negatives", "training.optimizer": "rowadagrad", "training.loss": "logsigmoid",
+            "training.entity_table": "host", "training.average_epochs": 1}
+    with pytest.raises(ValueError, match="training.average_epochs needs the entity table on the device"):
+        kgc.train(nations, out=tmp_path / "host", model="transe", dim=8, epochs=1, progress=False, **rows)
+    for key, value in (("training.average_epochs", 1), ("model.reciprocal_scoring", 0.25)):
+        cfg = build_config("complex", None, {"model.dim": 8, "training.mode": "negatives", key: value})
+        model = from_config(cfg, nations.num_entities, nations.num_relations)
+        with pytest.raises(ValueError, match=f"{key}.* not supported with distributed workers"):
+            BessTrainer(cfg, nations, Sharding.create(nations.num_entities, 1), model, SimpleNamespace(world=1))

@@ -46,7 +46,7 @@ def from_config(cfg, num_entities: int, num_relations: int) -> KGEModel:
     m = getattr(cfg, "model", cfg)
     model = build_model(m.name, num_entities, num_relations, dim=m.dim, reciprocal=m.reciprocal,
                         init_scale=m.init_scale, p_norm=m.p_norm, storage_dtype=m.storage_dtype, **m.options)
-    model.reciprocal_scoring = reciprocal_scoring_weight(getattr(m, "reciprocal_scoring", 0.0)) or 0.0
+    model.reciprocal_scoring = reciprocal_scoring_weight(m.reciprocal_scoring) or 0.0
     if model.reciprocal_scoring and not model.reads_both_ways:
         raise ValueError(f"model.reciprocal_scoring={model.reciprocal_scoring:g} needs model.reciprocal: true and a model that "
                          f"scores candidates as heads ({m.name} does not); set it to 0 or auto")

@@ -266,6 +266,12 @@ class KGEModel(nn.Module):
         scored in the head slot (ConvE, which needs reciprocal relations, cannot)."""
         return self.reciprocal and not self.requires_reciprocal
 
+    @property
+    def second_reading_weight(self) -> float:
+        """The weight ranking gives the other reading of each triple: :attr:`reciprocal_scoring`
+        where it applies (:attr:`reads_both_ways`), else 0."""
+        return self.reciprocal_scoring if self.reads_both_ways else 0.0
+
     def score_queries(self, anchor: Tensor, r: Tensor, candidates: Optional[Tensor] = None, head: bool = False) -> Tensor:
         """Tail queries ``(anchor, r, ?)`` or, with ``head=True``, head queries ``(?, r, anchor)``:
         the scores that rank candidates. With reciprocal relations and :attr:`reciprocal_scoring`
@@ -273,7 +279,7 @@ class KGEModel(nn.Module):
         times the other reading, which training scores too: tail query ``s(anchor, r, c) + w s(c, r^-1,
         anchor)``, head query ``s(anchor, r^-1, c) + w s(c, r, anchor)``."""
         own = self.score_heads(r, anchor, candidates) if head else self.score_tails(anchor, r, candidates)
-        w = self.reciprocal_scoring if self.reads_both_ways else 0.0
+        w = self.second_reading_weight
         if not w:
             return own
         other = self.relations(r if head else self.inverse(r))  # c fills the head slot of this relation
@@ -285,7 +291,7 @@ class KGEModel(nn.Module):
         ``2 q.c - ||c||^2`` (= ``||q||^2 - ||q - c||^2``), one matrix product with no square root;
         other models return their scores. The evaluator's streaming path ranks with it.
         """
-        if self.similarity != "l2" or candidates.dim() != 1 or (self.reads_both_ways and self.reciprocal_scoring):
+        if self.similarity != "l2" or candidates.dim() != 1 or self.second_reading_weight:
             return self.score_queries(anchor, r, candidates, head=head)
         a, rel, tails = self.query_embeddings(anchor, r, head)
         c, bias = self.candidate_features(self.entities(candidates))

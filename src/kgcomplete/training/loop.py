@@ -126,7 +126,7 @@ class EpochLoop:
         return self.model
 
     def _new_average(self) -> Optional[WeightAverage]:
-        window = float(getattr(self.training_cfg, "average_epochs", 0.0) or 0.0)
+        window = float(self.training_cfg.average_epochs)
         if window <= 0:
             return None
         return WeightAverage(self.averaged_module(), window * max(1, self.steps_per_epoch()))
