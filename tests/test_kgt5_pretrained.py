@@ -346,6 +346,8 @@ def test_tail_only_template(tokenizers_folder, graph_dir, tmp_path):
     assert m["mrr"] == pytest.approx(m["tail"]["mrr"])
     with pytest.raises(ValueError, match="tail queries .* only"):
         run.predict(tail="Q1", relation="P0")
+    with pytest.raises(ValueError, match=r"reverse_weight=0.25: this run answers tail queries only"):
+        run.evaluate("test", reverse_weight=0.25)  # no head queries: no other reading to add
     rows = run.predict(head="Q0", relation="P1", k=4)
     want = _teacher_forced(tokenizers_folder, ["saint john| next to"] * len(rows), [NAMES[int(r["entity"][1:])] for r in rows])
     np.testing.assert_allclose([r["score"] for r in rows], want, atol=1e-4)

@@ -292,3 +292,15 @@ def test_validations_inside_an_epoch_are_each_reported(tmp_path):
     valid = [r["valid_mrr"] for r in log if "valid_mrr" in r]
     assert len(valid) == 4  # two per epoch, none lost to a shared Optuna step
     assert [t.intermediate_values[i] for i in sorted(t.intermediate_values)] == pytest.approx(valid)
+
+
+def test_a_trial_is_worth_the_validation_mrr_its_run_ranks_at():
+    from kgcomplete.tune.study import ranked_valid_mrr
+
+    assert ranked_valid_mrr(0.41, {}) == 0.41  # one reading: training's best validation
+    kge = {"reciprocal_scoring": {"valid_mrr": {"0": 0.41, "0.25": 0.43, "0.5": 0.42}, "chosen": 0.25}}
+    assert ranked_valid_mrr(0.41, kge) == 0.43
+    # KGT5: training validated a subset; the choice ranked the whole validation split
+    kgt5 = {"reverse_reading": {"valid_mrr": {"0": 0.88, "0.1": 0.87, "0.25": 0.86, "0.5": 0.80}, "chosen": 0.0}}
+    assert ranked_valid_mrr(0.90, kgt5) == 0.88
+    assert ranked_valid_mrr(0.5, {"reverse_reading": None, "reciprocal_scoring": None}) == 0.5

@@ -536,9 +536,10 @@ def parse_cadence(value, what: str = "training.eval_every") -> Cadence:
     return Cadence(fraction=float(value))
 
 
-def reciprocal_scoring_weight(value) -> Optional[float]:
-    """``model.reciprocal_scoring`` -> its weight, or None for ``auto`` (chosen when training ends);
-    anything else than ``auto`` or a number >= 0 is a one-line ``ValueError``."""
+def weight_or_auto(value, key: str) -> Optional[float]:
+    """A weight option that may be ``auto`` (chosen on the validation split when training ends) ->
+    its weight, or None for ``auto``; anything else than ``auto`` or a number >= 0 is a one-line
+    ``ValueError`` naming ``key``."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return None
     try:
@@ -546,8 +547,13 @@ def reciprocal_scoring_weight(value) -> Optional[float]:
     except (TypeError, ValueError):
         weight = math.nan
     if isinstance(value, bool) or not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"model.reciprocal_scoring={value!r}: expected auto or a number >= 0")
+        raise ValueError(f"{key}={value!r}: expected auto or a number >= 0")
     return weight
+
+
+def reciprocal_scoring_weight(value) -> Optional[float]:
+    """``model.reciprocal_scoring`` -> its weight, or None for ``auto`` (see :func:`weight_or_auto`)."""
+    return weight_or_auto(value, "model.reciprocal_scoring")
 
 
 def _check_value(cls: type, key: str, value, where: str) -> None:
@@ -742,5 +748,6 @@ __all__ = [
     "ALL_ENTITY_MODES", "CORE_SECTIONS", "Cadence", "Config", "ConfigError", "DataConfig", "EvalConfig", "MODEL_DEFAULTS",
     "Limit", "ModelConfig", "TrainingConfig", "apply_dict", "validate", "apply_override", "build_config", "explain", "flatten", "parse_cadence", "parse_duration",
     "feature_sections", "load_feature_sections", "model_defaults", "parse_override", "register_model_defaults",
-    "register_section", "section_class", "section_from_dict", "section_names",
+    "register_section", "section_class", "section_from_dict", "section_names", "reciprocal_scoring_weight",
+    "weight_or_auto",
 ]

@@ -237,6 +237,16 @@ class RunFolder:
         p = self / "metrics.json"
         return json.loads(p.read_text()) if p.exists() else {}
 
+    def chosen_weight(self, key: str, what: str) -> float:
+        """The weight training chose on the validation split for an ``auto`` option,
+        ``metrics.json[key]["chosen"]``; 0 when not chosen (yet), or, with a warning naming ``what``
+        it means, when metrics.json cannot be read."""
+        try:
+            return float((self.metrics().get(key) or {}).get("chosen", 0.0))
+        except (ValueError, AttributeError, TypeError) as e:
+            log.warning("%s: unreadable (%s); ranking without %s", self / "metrics.json", e, what)
+            return 0.0
+
     def update_metrics(self, **parts) -> dict:
         m = self.metrics()
         m.update(parts)

@@ -282,12 +282,7 @@ def chosen_reciprocal_scoring(folder: RunFolder, cfg: Config) -> float:
     weight = reciprocal_scoring_weight(cfg.model.reciprocal_scoring)
     if weight is not None:
         return weight
-    try:
-        return float((folder.metrics().get("reciprocal_scoring") or {}).get("chosen", 0.0))
-    except (ValueError, AttributeError) as e:
-        log.warning("%s: unreadable (%s); ranking without the second reading of each triple",
-                    folder / "metrics.json", e)
-        return 0.0
+    return folder.chosen_weight("reciprocal_scoring", "the second reading of each triple")
 
 
 def _bf16_gflops(cfg: Config, device: torch.device) -> Optional[float]:

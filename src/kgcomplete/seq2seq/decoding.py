@@ -225,6 +225,47 @@ def densify(entities: Tensor, scores: Tensor, num_entities: int) -> Tensor:
     return dense[:, :num_entities]
 
 
+class QueryMemo:
+    """Rows of per-query tensors kept by query key, for at most ``capacity`` distinct queries.
+
+    :meth:`get` returns the rows of ``keys`` (int64), computing those not kept before with
+    ``compute(rows)`` (``rows``: positions in ``keys``) -> a tuple of ``(len(rows), K)`` tensors;
+    ``fills`` pads each tensor when a later ``K`` is wider. Past ``capacity`` queries nothing new is
+    kept (the answer is still computed)."""
+
+    def __init__(self, capacity: int, fills: tuple):
+        self.capacity, self.fills = int(capacity), tuple(fills)
+        self.keys: Optional[np.ndarray] = None  # sorted
+        self.values: tuple[Tensor, ...] = ()
+
+    def get(self, keys: np.ndarray, compute) -> tuple[Tensor, ...]:
+        if len(keys) == 0:
+            return compute(torch.zeros(0, dtype=torch.long))
+        if self.keys is None:
+            hit = np.zeros(len(keys), dtype=bool)
+        else:
+            pos = np.searchsorted(self.keys, keys).clip(0, len(self.keys) - 1)
+            hit = self.keys[pos] == keys
+        if hit.all():
+            p = torch.as_tensor(pos)
+            return tuple(v[p] for v in self.values)
+        new_keys, first = np.unique(keys[~hit], return_index=True)
+        fresh = compute(torch.as_tensor(np.flatnonzero(~hit)[first]))
+        if self.keys is None:
+            all_keys, values = new_keys, tuple(fresh)
+        else:
+            width = max(self.values[0].shape[1], fresh[0].shape[1])
+            pad = lambda x, v: torch.nn.functional.pad(x, (0, width - x.shape[1]), value=v)  # noqa: E731
+            order = np.argsort(np.concatenate([self.keys, new_keys]), kind="stable")
+            o = torch.as_tensor(order)
+            all_keys = np.concatenate([self.keys, new_keys])[order]
+            values = tuple(torch.cat([pad(old, f), pad(new, f)])[o] for old, new, f in zip(self.values, fresh, self.fills))
+        if len(all_keys) <= self.capacity:
+            self.keys, self.values = all_keys, values
+        p = torch.as_tensor(np.searchsorted(all_keys, keys))
+        return tuple(v[p] for v in values)
+
+
 class KGT5Scorer:
     """Implements ``score_queries`` for the shared evaluator (see the module docstring for the rule).
 
@@ -238,16 +279,23 @@ class KGT5Scorer:
         max_rows: hypotheses decoded at once (queries per chunk = max_rows // width).
         memo_queries: deterministic decodings (beam, greedy) of this many distinct queries are kept
             and reused: a run decodes its valid and test queries once for its metrics, then again
-            for an ensemble's tuning and evaluation (0 = keep none). The model must not change
-            while a scorer holds them.
+            for an ensemble's tuning and evaluation (0 = keep none); so are their other readings.
+            The model and ``reverse_candidates`` must not change while a scorer holds them.
+        reverse_weight, reverse_candidates: re-rank the best ``reverse_candidates`` decoded answers
+            by both readings of their triple (:meth:`other_reading`, :func:`rerank`); 0 = one
+            reading. Candidate scoring adds the weighted other reading of every candidate.
     """
 
     def __init__(self, model, encoder, trie: EntityTrie, method: str = "beam", beam_size: int = 10,
                  num_samples: int = 50, constrained: bool = True, temperature: float = 1.0,
                  max_rows: int = 2048, seed: int = 0, max_length: Optional[int] = None,
-                 memo_queries: int = 200_000):
+                 memo_queries: int = 200_000, reverse_weight: float = 0.0, reverse_candidates: int = 50):
         if method not in METHODS:
             raise ValueError(f"unknown decoding method {method!r}; choose from {METHODS}")
+        if reverse_weight and method == "exhaustive":
+            raise ValueError("kgt5.decoding.reverse_weight re-ranks decoded answers; exhaustive scoring "
+                             "would read every entity's query the other way: set it to 0")
+        self.reverse_weight, self.reverse_candidates = float(reverse_weight), int(reverse_candidates)
         self.model, self.encoder, self.trie = model, encoder, trie
         self.method, self.beam_size, self.num_samples = method, int(beam_size), int(num_samples)
         self.constrained, self.temperature, self.max_rows = bool(constrained), float(temperature), int(max_rows)
@@ -257,7 +305,8 @@ class KGT5Scorer:
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.training = False
         self.memo_queries = int(memo_queries)
-        self._memo: Optional[tuple[np.ndarray, Tensor, Tensor]] = None  # sorted keys, (Q, K) ids, (Q, K) log-probs
+        self._decoded = QueryMemo(self.memo_queries, fills=(-1, float("-inf")))  # (Q, K) ids, (Q, K) log-probs
+        self._others = QueryMemo(self.memo_queries, fills=(float("-inf"),))  # (Q, reverse_candidates)
 
     @property
     def num_entities(self) -> int:
@@ -278,45 +327,53 @@ class KGT5Scorer:
     def topk(self, anchor: Tensor, relation: Tensor, head: bool = False,
              inputs: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
         """Generated entities per query: ``(B, K)`` entity ids (-1 = none) and ``(B, K)`` log-probs,
-        sorted best first, duplicates removed. ``inputs``: ready ``(input_ids, attention_mask)``
+        sorted best first, duplicates removed (with ``reverse_weight``: the :func:`rerank` scores). ``inputs``: ready ``(input_ids, attention_mask)``
         (QA); otherwise built from ``anchor``/``relation``."""
         if self.method == "exhaustive":
             raise ValueError("topk needs a decoding method; exhaustive scores all entities")
-        if inputs is None and self.method != "sample" and self.memo_queries > 0 and \
-                (len(relation) == 0 or int(relation.max()) < 2 ** 21):
-            return self._memoised_topk(anchor, relation, head)
-        return self._decode(anchor, relation, head, inputs)
+        memo = inputs is None and self.method != "sample" and self.memo_queries > 0 and \
+            (len(relation) == 0 or int(relation.max()) < 2 ** 21)
+        ents, scores = self._memoised_topk(anchor, relation, head) if memo else \
+            self._decode(anchor, relation, head, inputs)
+        if self.reverse_weight and inputs is None:
+            n = min(self.reverse_candidates, ents.shape[1])
+            if memo:
+                other, = self._others.get(self._query_keys(anchor, relation, head),
+                                          lambda rows: (self.other_reading(anchor[rows], relation[rows], head,
+                                                                           ents[rows, :n]),))
+            else:
+                other = self.other_reading(anchor, relation, head, ents[:, :n])
+            ents, scores = rerank(ents, scores, other, self.reverse_weight)
+        return ents, scores
+
+    @torch.no_grad()
+    def other_reading(self, anchor: Tensor, relation: Tensor, head: bool, candidates: Tensor) -> Tensor:
+        """The other reading of each candidate's triple: ``(B,)`` anchors and relations, ``(B, C)``
+        candidate ids (-1 = none) -> ``(B, C)`` ``log p(anchor | c's query)``, ``-inf`` where none.
+
+        For the tail query ``(h, r, ?)``, candidate ``c``'s query is the head query ``(?, r, c)``
+        (read with ``c``'s own context), and the anchor ``h`` is teacher-forced as its answer; for a
+        head query, the other way round. A reciprocal KGE model's ``model.reciprocal_scoring``.
+        """
+        anchor, relation, candidates = anchor.cpu(), relation.cpu(), candidates.cpu()
+        out = torch.full(candidates.shape, float("-inf"))
+        rows, cols = (candidates >= 0).nonzero(as_tuple=True)
+        step = max(1, self.max_rows)
+        for s in range(0, len(rows), step):
+            q, c = rows[s:s + step], cols[s:s + step]
+            ids, mask = self.encoder.queries(candidates[q, c], relation[q], not head)
+            out[q, c] = score_entities(self.model, ids, mask, self.encoder.entity_ids, anchor[q][:, None],
+                                       max_rows=self.max_rows)[:, 0].cpu()
+        return out
+
+    def _query_keys(self, anchor: Tensor, relation: Tensor, head: bool) -> np.ndarray:
+        a, r = anchor.cpu().numpy().astype(np.int64), relation.cpu().numpy().astype(np.int64)
+        return (a << 22) | (r << 1) | int(head)  # relations < 2**21
 
     def _memoised_topk(self, anchor: Tensor, relation: Tensor, head: bool) -> tuple[Tensor, Tensor]:
         """:meth:`_decode` for the queries not decoded before (keys: anchor, relation, side)."""
-        a, r = anchor.cpu().numpy().astype(np.int64), relation.cpu().numpy().astype(np.int64)
-        keys = (a << 22) | (r << 1) | int(head)  # relations < 2**21
-        memo = self._memo
-        if memo is None:
-            hit = np.zeros(len(keys), dtype=bool)
-        else:
-            pos = np.searchsorted(memo[0], keys).clip(0, len(memo[0]) - 1)
-            hit = memo[0][pos] == keys
-        if not hit.all():
-            new_keys, first = np.unique(keys[~hit], return_index=True)
-            rows = torch.as_tensor(np.flatnonzero(~hit)[first])
-            e, s = self._decode(anchor[rows], relation[rows], head)
-            if memo is None:
-                memo = (new_keys, e, s)
-            else:
-                width = max(memo[1].shape[1], e.shape[1])
-                pad = lambda x, v: torch.nn.functional.pad(x, (0, width - x.shape[1]), value=v)  # noqa: E731
-                order = np.argsort(np.concatenate([memo[0], new_keys]), kind="stable")
-                o = torch.as_tensor(order)
-                memo = (np.concatenate([memo[0], new_keys])[order], torch.cat([pad(memo[1], -1), pad(e, -1)])[o],
-                        torch.cat([pad(memo[2], float("-inf")), pad(s, float("-inf"))])[o])
-            if len(memo[0]) <= self.memo_queries:
-                self._memo = memo
-            pos = np.searchsorted(memo[0], keys)
-        if len(keys) == 0:
-            return self._decode(anchor, relation, head)
-        p = torch.as_tensor(pos)
-        return memo[1][p], memo[2][p]
+        return self._decoded.get(self._query_keys(anchor, relation, head),
+                                 lambda rows: self._decode(anchor[rows], relation[rows], head))
 
     def _decode(self, anchor: Tensor, relation: Tensor, head: bool,
                 inputs: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
@@ -371,13 +428,35 @@ class KGT5Scorer:
                 cand = None if candidates is None else (candidates if candidates.dim() == 1 else candidates[s:s + chunk])
                 parts.append(score_entities(self.model, ids[s:s + chunk], mask[s:s + chunk], self.encoder.entity_ids,
                                             cand, max_rows=self.max_rows * 8).cpu())
-            return torch.cat(parts).to(dev)
+            scores = torch.cat(parts)
+            if self.reverse_weight and candidates is not None:
+                cand = candidates.cpu().expand(len(anchor), -1) if candidates.dim() == 1 else candidates.cpu()
+                scores = scores + self.reverse_weight * self.other_reading(anchor, r, head, cand)
+            return scores.to(dev)
         e, sc = self.topk(anchor, r, head)
         return densify(e, sc, self.num_entities).to(dev)
 
 
 
 # ------------------------------------------------------------------ sparse ranking and top-k
+def rerank(entities: Tensor, scores: Tensor, other: Tensor, weight: float) -> tuple[Tensor, Tensor]:
+    """Both readings for the best decoded answers: ``entities``/``scores (B, K)`` sorted best first
+    (-1 / ``-inf`` = none), ``other (B, n)`` the other reading of the first ``n`` -> ``(B, K)`` sorted
+    again. The first ``n`` score ``scores + weight * other``; the other ``K - n`` keep their order
+    below all of them (their score shifted under the lowest re-ranked one)."""
+    n = other.shape[1]
+    top = torch.where(entities[:, :n] >= 0, scores[:, :n] + weight * other.to(scores.dtype),
+                      torch.full_like(scores[:, :n], float("-inf")))
+    rest = scores[:, n:]
+    if rest.shape[1] and n:
+        floor = torch.where(torch.isfinite(top), top, torch.full_like(top, float("inf"))).amin(1, keepdim=True)
+        shifted = floor - 1 + (rest - scores[:, n - 1:n])  # <= floor - 1: scores are sorted
+        rest = torch.where(torch.isfinite(rest) & torch.isfinite(floor), shifted, rest)
+    new = torch.cat([top, rest], 1)
+    order = new.argsort(dim=1, descending=True, stable=True)
+    return entities.gather(1, order), new.gather(1, order)
+
+
 def generated_ranks(entities: np.ndarray, scores: np.ndarray, answer: np.ndarray, known_q: np.ndarray,
                     known_e: np.ndarray, num_entities: int) -> np.ndarray:
     """Realistic filtered ranks of ``(B,)`` true answers from the decoder's output alone.

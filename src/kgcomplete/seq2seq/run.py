@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from ..config import (CORE_SECTIONS, Config, ModelConfig, TrainingConfig, feature_sections, read_yaml, section_class,
-                      section_from_dict)
+                      section_from_dict, weight_or_auto)
 from ..runs.protocol import KnownTriples, RunBase, top_k_predictions
 from ..atomic import atomic_write_text
 from ..device import resolve_device
@@ -123,6 +123,10 @@ def resolve_config(config) -> dict:
     if kgt5["optimizer"] == "adamw" and kgt5["lr"] is None:
         kgt5["lr"] = ADAMW_DEFAULT_LR
     kgt5["mixed_precision"] = _mixed_precision(kgt5["mixed_precision"])
+    reverse = weight_or_auto(kgt5["decoding"]["reverse_weight"], "kgt5.decoding.reverse_weight")
+    kgt5["decoding"]["reverse_weight"] = "auto" if reverse is None else reverse
+    if reverse and kgt5["decoding"]["method"] == "exhaustive":
+        raise ValueError("kgt5.decoding.reverse_weight re-ranks decoded answers: set it to 0 with method exhaustive")
     if kgt5["lr_decay"] not in LR_DECAYS:
         raise ValueError(f"kgt5.lr_decay={kgt5['lr_decay']!r}: expected {' | '.join(LR_DECAYS)}")
     from ..config import parse_cadence, parse_duration
@@ -265,7 +269,21 @@ class KGT5Run(RunBase):
         return KGT5Scorer(self.model, self.encoder, self.trie, method=opts["method"], beam_size=opts["beam_size"],
                           num_samples=opts["num_samples"], constrained=opts["constrained"],
                           temperature=opts["temperature"], max_rows=opts["max_rows"],
-                          seed=int(self.config["training"].get("seed") or 0), memo_queries=memo_queries)
+                          seed=int(self.config["training"].get("seed") or 0), memo_queries=memo_queries,
+                          reverse_weight=self.reverse_weight(opts.get("reverse_weight", 0.0)),
+                          reverse_candidates=int(opts.get("reverse_candidates", 50)))
+
+    def reverse_weight(self, value) -> float:
+        """``kgt5.decoding.reverse_weight`` as the number the run ranks with: ``auto`` is the weight
+        training chose on the validation split (``metrics.json``, :func:`fit_reverse_weight`), 0
+        until then."""
+        weight = weight_or_auto(value, "kgt5.decoding.reverse_weight")
+        if weight is None:
+            weight = RunFolder(self.path).chosen_weight("reverse_reading", "the other reading of each answer")
+        if weight and set(self.directions) != {"head", "tail"}:
+            raise ValueError(f"kgt5.decoding.reverse_weight={value!r}: this run answers {' and '.join(self.directions)} "
+                             "queries only, so there is no other reading to add; set it to 0")
+        return weight
 
     @property
     def default_scorer(self) -> KGT5Scorer:
@@ -305,7 +323,9 @@ class KGT5Run(RunBase):
         else:
             m = evaluate(sc, self.dataset, split, filtered=filtered, progress=progress, filter_index=fi)
         m["decoding"] = {"method": sc.method, "beam_size": sc.beam_size, "num_samples": sc.num_samples,
-                         "constrained": sc.constrained}
+                         "constrained": sc.constrained, "reverse_weight": sc.reverse_weight}
+        if sc.reverse_weight:
+            m["decoding"]["reverse_candidates"] = sc.reverse_candidates
         m["eval_time_s"] = time.time() - t0
         return m
 
@@ -351,6 +371,28 @@ class KGT5Run(RunBase):
         return generated_top_k(sc, self.dataset, self.known, anchor, r, head, k, exclude_known)
 
 
+#: the weights ``kgt5.decoding.reverse_weight: auto`` chooses from (0 first: it wins ties)
+REVERSE_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5)
+
+
+def fit_reverse_weight(run: KGT5Run, grid=REVERSE_WEIGHT_GRID) -> dict:
+    """``kgt5.decoding.reverse_weight: auto`` once training has ended: the weight of ``grid`` whose
+    ranking of the whole validation split has the highest filtered MRR. Each query is decoded and
+    its best answers read the other way once (the run's scorer keeps both); the choice is set on
+    the run's scorer and returned, ``{"valid_mrr": {weight: MRR}, "chosen": weight}``, for
+    ``metrics.json``, where :meth:`KGT5Run.reverse_weight` finds it."""
+    sc = run.default_scorer
+    mrr = {}
+    for weight in grid:
+        sc.reverse_weight = float(weight)
+        mrr[float(weight)] = evaluate_generated(sc, run.dataset, "valid", True, run.filter_index("all"),
+                                                run.directions, per_relation=False)["mrr"]
+    sc.reverse_weight = chosen = max(mrr, key=mrr.get)
+    table = ", ".join(f"{w:g}: {m:.4f}" for w, m in mrr.items())
+    log.info("kgt5.decoding.reverse_weight=%g chosen on the validation split (MRR %s)", chosen, table)
+    return {"valid_mrr": {f"{w:g}": m for w, m in mrr.items()}, "chosen": chosen}
+
+
 def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = None, resume: bool = False,
                evaluate_test: bool = True) -> KGT5Run:
     """Train KGT5 on ``dataset`` into the run folder ``out_dir`` and evaluate it (valid + test).
@@ -371,6 +413,8 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
     resuming = resume and (out / "config.yaml").exists()
     if resuming:
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))  # e.g. raised epochs
+        if "reverse_reading" in folder.metrics():  # chosen for the weights training goes on from
+            folder.update_metrics(reverse_reading=None)
         texts, tok = EntityTexts.load(out), KGTokenizer.load(out)
     else:
         texts, tok, _ = build_texts(dataset, k["tokenizer"], k["vocab_size"], k["description_words"],
@@ -391,6 +435,7 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
     trie = EntityTrie(enc.entity_ids, tok.vocab_size)
 
     evaluate_fn = None
+    dec = k["decoding"]
     known = KnownTriples(dataset)  # shared with the returned run: the filter index is built once
     valid = dataset.splits.get("valid")
     if valid is not None and len(valid):
@@ -401,7 +446,6 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
         sub = valid if len(valid) <= k["valid_max_triples"] else valid[rng.choice(len(valid), k["valid_max_triples"], replace=False)]
         sub_ds = copy.copy(dataset)
         sub_ds.splits = {**dataset.splits, "valid": sub}
-        dec = k["decoding"]
 
         def evaluate_fn(m) -> float:
             m.eval()
@@ -413,6 +457,8 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
     best = model_from_folder(out, out / BEST).to(resolve_device(tr.get("device") or "auto"))
     run = KGT5Run(out, cfg, dataset, best, tok, texts, enc, trie, known)
     metrics = {}
+    if dec["reverse_weight"] == "auto" and valid is not None and len(valid):
+        metrics["reverse_reading"] = fit_reverse_weight(run)
     for split in ("valid", "test") if evaluate_test else ():  # the best weights on valid and test
         if split in dataset.splits and len(dataset.splits[split]):
             metrics[split] = run.evaluate(split)
@@ -425,5 +471,5 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
     return run
 
 
-__all__ = ["KGT5Run", "train_kgt5", "resolve_config", "KGT5_DEFAULTS", "TRAINING_DEFAULTS", "build_texts",
+__all__ = ["KGT5Run", "train_kgt5", "fit_reverse_weight", "REVERSE_WEIGHT_GRID", "resolve_config", "KGT5_DEFAULTS", "TRAINING_DEFAULTS", "build_texts",
            "train_examples"]

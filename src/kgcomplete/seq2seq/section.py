@@ -12,7 +12,7 @@ written to its ``config.yaml`` (see :func:`kgcomplete.seq2seq.run.resolve_config
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, Union
 
 from ..config import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Limit, register_model_defaults, register_section
 
@@ -27,9 +27,17 @@ class DecodingConfig:
     constrained: bool = True  #: restrict every decoding step to the entity trie
     temperature: float = 1.0  #: sampling temperature
     max_rows: int = 2048  #: hypotheses decoded at once
+    #: rank the best ``reverse_candidates`` decoded answers ``c`` of a query by ``log p(c | query)``
+    #: + this weight x ``log p(anchor | c's query the other way)`` (decoding.py ``rerank``); "auto":
+    #: chosen on the validation split from 0, 0.1, 0.25 and 0.5 when training ends (metrics.json)
+    reverse_weight: Union[float, str] = 0.0
+    #: decoded answers re-ranked by ``reverse_weight`` (each is read the other way: one teacher-forced
+    #: pass per answer); fewer than the beam cuts the cost but also the gain (see docs/kgt5.md)
+    reverse_candidates: int = 50
 
     LIMITS: ClassVar[dict[str, Limit]] = {"beam_size": POSITIVE_INT, "num_samples": POSITIVE_INT,
-                                          "temperature": POSITIVE, "max_rows": POSITIVE_INT}
+                                          "temperature": POSITIVE, "max_rows": POSITIVE_INT,
+                                          "reverse_candidates": POSITIVE_INT}
 
 
 @dataclass

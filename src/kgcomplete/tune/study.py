@@ -327,10 +327,19 @@ class Objective:
         value = state["best"]
         if value is None:  # no validation happened (eval_every 0, or stopped before the first)
             value = float(run.evaluate("valid")["mrr"])
-        both_ways = (metrics.get("reciprocal_scoring") or {}).get("valid_mrr")
-        if both_ways:  # the run ranks by both readings of each triple at the weight chosen on valid
-            value = max(float(v) for v in both_ways.values())
-        return value
+        return ranked_valid_mrr(value, metrics)
+
+
+def ranked_valid_mrr(best: float, metrics: dict) -> float:
+    """A trial's value: the validation MRR its run ranks at. ``best``: the best validation of
+    training (one reading of each triple); a run that chose a weight for both readings on the
+    validation split (``metrics.json``: KGE ``reciprocal_scoring``, KGT5 ``reverse_reading``)
+    ranks at the best of its choices."""
+    for key in ("reciprocal_scoring", "reverse_reading"):
+        both_ways = (metrics.get(key) or {}).get("valid_mrr")
+        if both_ways:
+            return max(float(v) for v in both_ways.values())
+    return float(best)
 
 
 # ------------------------------------------------------------------ the worker loop
