@@ -108,6 +108,7 @@ def main() -> None:
     results.update(train_time_s=metrics["train_time_s"], train_cpu_s=metrics.get("train_cpu_s"),
                    epochs=metrics["epochs"], parameters=metrics.get("parameters"))
     results["metrics_json_test"] = metrics["test"]  # the run's configured decoding (beam 50, constrained)
+    results["reverse_reading"] = metrics.get("reverse_reading")  # kgt5.decoding.reverse_weight: auto
     # the figure to choose recipes by (the test rows below choose nothing): the run's configured decoding
     results["valid"] = run.evaluate("valid")
     for name in args.methods:
@@ -137,6 +138,10 @@ def main() -> None:
     print(f"{args.dataset}: {results['input']}: trained {results['epochs']} epochs in {results['train_time_s']:.0f}s "
           f"wall ({results['train_cpu_s'] or 0:.0f}s CPU) on {args.threads} threads")
     print(f"valid, filtered, the run's decoding: MRR {results['valid']['mrr']:.3f}, Hits@1 {results['valid']['hits@1']:.3f}")
+    if results["reverse_reading"]:
+        grid = ", ".join(f"{m:.4f} ({w})" for w, m in results["reverse_reading"]["valid_mrr"].items())
+        print(f"both readings: kgt5.decoding.reverse_weight={results['reverse_reading']['chosen']:g} chosen on valid; "
+              f"valid MRR (w): {grid}")
     print(f"| test, filtered         | " + " | ".join(KEYS) + " |")
     print("|" + "---|" * (len(KEYS) + 1))
     ensembles = ["ensemble"] + [f"ensemble_{rule}" for rule in args.rules[1:]]

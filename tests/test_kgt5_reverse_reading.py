@@ -17,7 +17,7 @@ from kgcomplete.evaluation.evaluator import evaluate  # noqa: E402
 from kgcomplete.seq2seq.decoding import KGT5Scorer, densify, rerank, score_entities  # noqa: E402
 from kgcomplete.seq2seq.encoding import QueryEncoder  # noqa: E402
 from kgcomplete.seq2seq.model import build_model  # noqa: E402
-from kgcomplete.seq2seq.run import REVERSE_WEIGHT_GRID, KGT5Run, resolve_config, train_kgt5  # noqa: E402
+from kgcomplete.seq2seq.run import REVERSE_WEIGHT_GRID, KGT5Run, fit_reverse_weight, resolve_config, train_kgt5  # noqa: E402
 from kgcomplete.seq2seq.tokenizer import KGTokenizer  # noqa: E402
 from kgcomplete.seq2seq.trie import EntityTrie  # noqa: E402
 from kgcomplete.seq2seq.verbalize import EntityTexts  # noqa: E402
@@ -101,8 +101,9 @@ def test_reverse_weight_values_are_checked():
         resolve_config({"kgt5": {"decoding": {"reverse_weight": "sometimes"}}})
     with pytest.raises(ValueError, match="kgt5.decoding.reverse_weight=-0.5"):
         resolve_config({"kgt5": {"decoding": {"reverse_weight": -0.5}}})
-    with pytest.raises(ValueError, match="method exhaustive"):
-        resolve_config({"kgt5": {"decoding": {"reverse_weight": 0.25, "method": "exhaustive"}}})
+    for weight in (0.25, "auto"):
+        with pytest.raises(ValueError, match="method exhaustive"):
+            resolve_config({"kgt5": {"decoding": {"reverse_weight": weight, "method": "exhaustive"}}})
     assert resolve_config({"kgt5": {"decoding": {"reverse_weight": "AUTO"}}})["kgt5"]["decoding"]["reverse_weight"] == "auto"
     assert resolve_config({"kgt5": {"decoding": {"reverse_weight": "0.25"}}})["kgt5"]["decoding"]["reverse_weight"] == 0.25
     assert resolve_config({})["kgt5"]["decoding"]["reverse_weight"] == 0.0  # off unless asked for
@@ -128,6 +129,17 @@ def test_auto_chooses_on_valid_and_the_reloaded_run_ranks_with_the_choice(tmp_pa
     assert loaded.default_scorer.reverse_weight == chosen
     assert loaded.evaluate("test")["mrr"] == pytest.approx(m["test"]["mrr"], abs=1e-12)
     assert config_of(tmp_path / "r")["kgt5"]["decoding"]["reverse_weight"] == "auto"  # the choice lives in metrics.json
+    # sampling decodes afresh for each weight: the same samples each time (the scorer's seed)
+    loaded._scorer = loaded.scorer(method="sample", num_samples=6, constrained=True)
+    sampled = fit_reverse_weight(loaded)
+    for w in REVERSE_WEIGHT_GRID:
+        fresh = loaded.scorer(method="sample", num_samples=6, constrained=True, reverse_weight=w)
+        assert sampled["valid_mrr"][f"{w:g}"] == pytest.approx(loaded.evaluate("valid", **_opts(fresh))["mrr"], abs=1e-12)
+
+
+def _opts(sc):
+    return {"method": sc.method, "num_samples": sc.num_samples, "constrained": sc.constrained,
+            "reverse_weight": sc.reverse_weight}
 
 
 def config_of(path):

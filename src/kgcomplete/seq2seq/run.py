@@ -125,7 +125,7 @@ def resolve_config(config) -> dict:
     kgt5["mixed_precision"] = _mixed_precision(kgt5["mixed_precision"])
     reverse = weight_or_auto(kgt5["decoding"]["reverse_weight"], "kgt5.decoding.reverse_weight")
     kgt5["decoding"]["reverse_weight"] = "auto" if reverse is None else reverse
-    if reverse and kgt5["decoding"]["method"] == "exhaustive":
+    if reverse != 0 and kgt5["decoding"]["method"] == "exhaustive":
         raise ValueError("kgt5.decoding.reverse_weight re-ranks decoded answers: set it to 0 with method exhaustive")
     if kgt5["lr_decay"] not in LR_DECAYS:
         raise ValueError(f"kgt5.lr_decay={kgt5['lr_decay']!r}: expected {' | '.join(LR_DECAYS)}")
@@ -385,6 +385,7 @@ def fit_reverse_weight(run: KGT5Run, grid=REVERSE_WEIGHT_GRID) -> dict:
     mrr = {}
     for weight in grid:
         sc.reverse_weight = float(weight)
+        sc.generator.manual_seed(sc.seed)  # sampling: the same samples for every weight
         mrr[float(weight)] = evaluate_generated(sc, run.dataset, "valid", True, run.filter_index("all"),
                                                 run.directions, per_relation=False)["mrr"]
     sc.reverse_weight = chosen = max(mrr, key=mrr.get)
@@ -458,7 +459,7 @@ def train_kgt5(dataset, out_dir: str | Path, config: Optional[dict | Config] = N
     run = KGT5Run(out, cfg, dataset, best, tok, texts, enc, trie, known)
     metrics = {}
     if dec["reverse_weight"] == "auto" and valid is not None and len(valid):
-        metrics["reverse_reading"] = fit_reverse_weight(run)
+        folder.update_metrics(reverse_reading=fit_reverse_weight(run))  # kept even if the ranking below is stopped
     for split in ("valid", "test") if evaluate_test else ():  # the best weights on valid and test
         if split in dataset.splits and len(dataset.splits[split]):
             metrics[split] = run.evaluate(split)
