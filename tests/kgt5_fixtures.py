@@ -35,6 +35,26 @@ def tiny_kg() -> Dataset:
     return ds
 
 
+def untrained_micro():
+    """``(dataset, texts, tokenizer, encoder, trie, model)``: :func:`tiny_kg` with a unigram tokenizer
+    (multi-token entity texts sharing prefixes: "node (the ...", "entity ...") and an untrained
+    ``micro`` T5 in eval mode, for decoding tests."""
+    from kgcomplete.seq2seq.encoding import QueryEncoder
+    from kgcomplete.seq2seq.model import build_model
+    from kgcomplete.seq2seq.tokenizer import KGTokenizer
+    from kgcomplete.seq2seq.trie import EntityTrie
+    from kgcomplete.seq2seq.verbalize import EntityTexts
+
+    torch.manual_seed(0)
+    ds = tiny_kg()
+    texts = EntityTexts.from_dataset(ds)
+    tok = KGTokenizer.train(texts.corpus(), vocab_size=120, model="unigram")
+    enc = QueryEncoder(tok, texts)
+    trie = EntityTrie(enc.entity_ids, tok.vocab_size)
+    model = build_model(tok.vocab_size, "micro", seed=1).eval()
+    return ds, texts, tok, enc, trie, model
+
+
 def micro_config(epochs: int = 40, **kgt5) -> dict:
     return {
         "data": {"source": None},

@@ -8,29 +8,19 @@ import torch
 
 pytest.importorskip("transformers")
 
-from kgt5_fixtures import one_thread, tiny_kg  # noqa: E402,F401
+from kgt5_fixtures import one_thread, tiny_kg, untrained_micro  # noqa: E402,F401
 
 from kgcomplete.evaluation.evaluator import Evaluator, evaluate  # noqa: E402
 from kgcomplete.evaluation.filter_index import FilterIndex  # noqa: E402
 from kgcomplete.seq2seq.decoding import KGT5Scorer, beam_search, densify, sample, score_entities  # noqa: E402
-from kgcomplete.seq2seq.encoding import QueryEncoder, duplicate_rows  # noqa: E402
-from kgcomplete.seq2seq.model import build_model  # noqa: E402
-from kgcomplete.seq2seq.tokenizer import EOS_ID, KGTokenizer, pad_lists  # noqa: E402
+from kgcomplete.seq2seq.encoding import duplicate_rows  # noqa: E402
+from kgcomplete.seq2seq.tokenizer import EOS_ID, pad_lists  # noqa: E402
 from kgcomplete.seq2seq.trie import EntityTrie  # noqa: E402
-from kgcomplete.seq2seq.verbalize import EntityTexts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    ds = tiny_kg()
-    texts = EntityTexts.from_dataset(ds)
-    # unigram pieces: multi-token entity texts sharing prefixes ("node (the ...", "entity ...")
-    tok = KGTokenizer.train(texts.corpus(), vocab_size=120, model="unigram")
-    enc = QueryEncoder(tok, texts)
-    trie = EntityTrie(enc.entity_ids, tok.vocab_size)
-    model = build_model(tok.vocab_size, "micro", seed=1).eval()
-    return ds, texts, tok, enc, trie, model
+    return untrained_micro()
 
 
 @pytest.mark.parametrize("eos", [True, False])

@@ -11,27 +11,16 @@ import torch
 
 pytest.importorskip("transformers")
 
-from kgt5_fixtures import micro_config, one_thread, tiny_kg  # noqa: E402,F401
+from kgt5_fixtures import micro_config, one_thread, tiny_kg, untrained_micro  # noqa: E402,F401
 
 from kgcomplete.evaluation.evaluator import evaluate  # noqa: E402
 from kgcomplete.seq2seq.decoding import KGT5Scorer, densify, rerank, score_entities  # noqa: E402
-from kgcomplete.seq2seq.encoding import QueryEncoder  # noqa: E402
-from kgcomplete.seq2seq.model import build_model  # noqa: E402
 from kgcomplete.seq2seq.run import REVERSE_WEIGHT_GRID, KGT5Run, fit_reverse_weight, resolve_config, train_kgt5  # noqa: E402
-from kgcomplete.seq2seq.tokenizer import KGTokenizer  # noqa: E402
-from kgcomplete.seq2seq.trie import EntityTrie  # noqa: E402
-from kgcomplete.seq2seq.verbalize import EntityTexts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    ds = tiny_kg()
-    texts = EntityTexts.from_dataset(ds)
-    tok = KGTokenizer.train(texts.corpus(), vocab_size=120, model="unigram")
-    enc = QueryEncoder(tok, texts)
-    trie = EntityTrie(enc.entity_ids, tok.vocab_size)
-    model = build_model(tok.vocab_size, "micro", seed=1).eval()
+    ds, _, _, enc, trie, model = untrained_micro()
     return ds, enc, trie, model
 
 

@@ -327,22 +327,22 @@ class KGT5Scorer:
     def topk(self, anchor: Tensor, relation: Tensor, head: bool = False,
              inputs: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
         """Generated entities per query: ``(B, K)`` entity ids (-1 = none) and ``(B, K)`` log-probs,
-        sorted best first, duplicates removed (with ``reverse_weight``: the :func:`rerank` scores). ``inputs``: ready ``(input_ids, attention_mask)``
-        (QA); otherwise built from ``anchor``/``relation``."""
+        sorted best first, duplicates removed (with ``reverse_weight``: the :func:`rerank` scores).
+        ``inputs``: ready ``(input_ids, attention_mask)`` (QA); otherwise built from ``anchor``/``relation``."""
         if self.method == "exhaustive":
             raise ValueError("topk needs a decoding method; exhaustive scores all entities")
-        memo = inputs is None and self.method != "sample" and self.memo_queries > 0 and \
-            (len(relation) == 0 or int(relation.max()) < 2 ** 21)
-        ents, scores = self._memoised_topk(anchor, relation, head) if memo else \
-            self._decode(anchor, relation, head, inputs)
+        keys = None  # deterministic decodings (and their other readings) are kept per query
+        if inputs is None and self.method != "sample" and self.memo_queries > 0 and \
+                (len(relation) == 0 or int(relation.max()) < 2 ** 21):
+            a, r = anchor.cpu().numpy().astype(np.int64), relation.cpu().numpy().astype(np.int64)
+            keys = (a << 22) | (r << 1) | int(head)  # relations < 2**21
+            ents, scores = self._decoded.get(keys, lambda rows: self._decode(anchor[rows], relation[rows], head))
+        else:
+            ents, scores = self._decode(anchor, relation, head, inputs)
         if self.reverse_weight and inputs is None:
             n = min(self.reverse_candidates, ents.shape[1])
-            if memo:
-                other, = self._others.get(self._query_keys(anchor, relation, head),
-                                          lambda rows: (self.other_reading(anchor[rows], relation[rows], head,
-                                                                           ents[rows, :n]),))
-            else:
-                other = self.other_reading(anchor, relation, head, ents[:, :n])
+            read = lambda rows: (self.other_reading(anchor[rows], relation[rows], head, ents[rows, :n]),)  # noqa: E731
+            other, = read(slice(None)) if keys is None else self._others.get(keys, read)
             ents, scores = rerank(ents, scores, other, self.reverse_weight)
         return ents, scores
 
@@ -365,15 +365,6 @@ class KGT5Scorer:
             out[q, c] = score_entities(self.model, ids, mask, self.encoder.entity_ids, anchor[q][:, None],
                                        max_rows=self.max_rows)[:, 0].cpu()
         return out
-
-    def _query_keys(self, anchor: Tensor, relation: Tensor, head: bool) -> np.ndarray:
-        a, r = anchor.cpu().numpy().astype(np.int64), relation.cpu().numpy().astype(np.int64)
-        return (a << 22) | (r << 1) | int(head)  # relations < 2**21
-
-    def _memoised_topk(self, anchor: Tensor, relation: Tensor, head: bool) -> tuple[Tensor, Tensor]:
-        """:meth:`_decode` for the queries not decoded before (keys: anchor, relation, side)."""
-        return self._decoded.get(self._query_keys(anchor, relation, head),
-                                 lambda rows: self._decode(anchor[rows], relation[rows], head))
 
     def _decode(self, anchor: Tensor, relation: Tensor, head: bool,
                 inputs: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
