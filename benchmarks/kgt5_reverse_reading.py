@@ -7,7 +7,7 @@ chooses ``w`` as :func:`kgcomplete.seq2seq.run.fit_reverse_weight` does when tra
 is what ``--set kgt5.decoding.reverse_weight=auto`` would have given the run. Nothing is written to
 the run folder.
 
-    python benchmarks/kgt5_reverse_reading.py RUN [RUN ...] [--threads 2] [--candidates 10]
+    python benchmarks/kgt5_reverse_reading.py RUN [RUN ...] [--threads 2] [--candidates 10] [--beam 135] [--widen 200]
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ def main(argv=None) -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--candidates", type=int, default=50, help="kgt5.decoding.reverse_candidates")
+    ap.add_argument("--beam", type=int, default=None, help="kgt5.decoding.beam_size (default: the run's)")
+    ap.add_argument("--widen", type=int, default=None, help="kgt5.decoding.widen_for_known (default: the run's)")
     args = ap.parse_args(argv)
     from kgcomplete.seq2seq.run import REVERSE_WEIGHT_GRID, KGT5Run, fit_reverse_weight
 
@@ -33,7 +35,9 @@ def main(argv=None) -> None:
     for path in args.runs:
         t0 = time.perf_counter()
         run = KGT5Run.load(path)
-        sc = run._scorer = run.scorer(reverse_weight=0, reverse_candidates=args.candidates)
+        sc = run._scorer = run.scorer(reverse_weight=0, reverse_candidates=args.candidates,
+                                          **({"beam_size": args.beam} if args.beam else {}),
+                                          **({"widen_for_known": args.widen} if args.widen is not None else {}))
         fit = fit_reverse_weight(run)
         chosen, at = fit["chosen"], {}
         for w in (0.0, chosen):  # the run's scorer keeps the test decodings and their other readings

@@ -163,6 +163,9 @@ def test_csr_empty_and_files(tmp_path):
             a = ds.test[:, 2] if head else ds.test[:, 0]
             for x, y in zip(again.known(a, ds.test[:, 1], head), fi.known(a, ds.test[:, 1], head)):
                 np.testing.assert_array_equal(x, y)
+            q, _ = fi.known(a, ds.test[:, 1], head)  # counts without listing the answers
+            np.testing.assert_array_equal(again.answer_counts(a, ds.test[:, 1], head), np.bincount(q, minlength=len(a)))
+    assert empty.counts([1, 2]).tolist() == [0, 0] and one.counts([3, 4, 5]).tolist() == [0, 1, 0]
 
 
 def test_filter_index_from_parts_and_chunks_equals_stacked():

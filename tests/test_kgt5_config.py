@@ -28,7 +28,8 @@ DOCUMENTED_KGT5 = {
     "weight_decay": 0.0, "time_budget_s": None, "cpu_budget_s": None, "mixed_precision": "auto",
     "valid_max_triples": 500,
     "decoding": {"method": "beam", "beam_size": 50, "num_samples": 50, "constrained": True, "temperature": 1.0,
-                 "max_rows": 2048, "reverse_weight": 0.0, "reverse_candidates": 50},
+                 "max_rows": 2048, "reverse_weight": 0.0, "reverse_candidates": 50,
+                 "widen_for_known": 200},
 }
 #: the micro settings both runs use (1 epoch; everything else left to the defaults)
 GIVEN_TRAINING = {"epochs": 1, "batch_size": 16, "threads": 1, "progress": False}

@@ -58,14 +58,22 @@ class CSRIndex:
         starts = np.flatnonzero(new_key)
         return cls(k[starts], np.append(starts, len(k)).astype(np.int64), v)
 
-    def lookup(self, query_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For ``(B,)`` keys: flat ``(query position, value)`` arrays of every stored value."""
-        query_keys = np.asarray(query_keys, dtype=np.int64)
+    def _runs(self, query_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(B,)`` keys -> each key's first flat position and number of values (0 if absent)."""
         pos = np.searchsorted(self.keys, query_keys)
         pos_c = np.minimum(pos, max(len(self.keys) - 1, 0))
         found = (pos < len(self.keys)) & (self.keys[pos_c] == query_keys) if len(self.keys) else np.zeros(len(query_keys), bool)
         start = np.where(found, self.indptr[pos_c], 0)
-        count = np.where(found, self.indptr[np.minimum(pos_c + 1, len(self.indptr) - 1)] - start, 0)
+        return start, np.where(found, self.indptr[np.minimum(pos_c + 1, len(self.indptr) - 1)] - start, 0)
+
+    def counts(self, query_keys: np.ndarray) -> np.ndarray:
+        """``(B,)`` keys -> ``(B,)`` number of stored values of each (nothing gathered)."""
+        return self._runs(np.asarray(query_keys, dtype=np.int64))[1].astype(np.int64)
+
+    def lookup(self, query_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For ``(B,)`` keys: flat ``(query position, value)`` arrays of every stored value."""
+        query_keys = np.asarray(query_keys, dtype=np.int64)
+        start, count = self._runs(query_keys)
         qidx = np.repeat(np.arange(len(query_keys)), count)
         # offsets within each run: global position minus the run's first flat position
         run_first = np.repeat(np.cumsum(count) - count, count)
@@ -143,6 +151,11 @@ class FilterIndex:
         """
         keys = np.asarray(anchor, np.int64) * self.num_relations + np.asarray(relation, np.int64)
         return (self.heads if head else self.tails).lookup(keys)
+
+    def answer_counts(self, anchor: np.ndarray, relation: np.ndarray, head: bool) -> np.ndarray:
+        """``(B,)`` number of known answers of each query (as :meth:`known`, without listing them)."""
+        keys = np.asarray(anchor, np.int64) * self.num_relations + np.asarray(relation, np.int64)
+        return (self.heads if head else self.tails).counts(keys)
 
     def contains(self, triples: np.ndarray) -> np.ndarray:
         """``(B, 3)`` -> ``(B,)`` bool: is the triple known."""

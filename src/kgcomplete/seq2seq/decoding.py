@@ -284,18 +284,26 @@ class KGT5Scorer:
         reverse_weight, reverse_candidates: re-rank the best ``reverse_candidates`` decoded answers
             by both readings of their triple (:meth:`other_reading`, :func:`rerank`); 0 = one
             reading. Candidate scoring adds the weighted other reading of every candidate.
+        known_answers, widen_for_known: ``known_answers(anchor, relation, head)`` -> ``(B,)`` int
+            counts of each query's answers in the training graph. A beam search then keeps that many
+            more hypotheses (by at most ``widen_for_known``, rounded up to a power of two; at most
+            every entity), and ``reverse_candidates`` grows by as many: the answers the model learnt
+            by heart (which filtered ranking removes) no longer push new ones out of the beam
+            (:meth:`extra_hypotheses`). ``None`` or 0: a fixed width.
     """
 
     def __init__(self, model, encoder, trie: EntityTrie, method: str = "beam", beam_size: int = 10,
                  num_samples: int = 50, constrained: bool = True, temperature: float = 1.0,
                  max_rows: int = 2048, seed: int = 0, max_length: Optional[int] = None,
-                 memo_queries: int = 200_000, reverse_weight: float = 0.0, reverse_candidates: int = 50):
+                 memo_queries: int = 200_000, reverse_weight: float = 0.0, reverse_candidates: int = 50,
+                 known_answers=None, widen_for_known: int = 0):
         if method not in METHODS:
             raise ValueError(f"unknown decoding method {method!r}; choose from {METHODS}")
         if reverse_weight and method == "exhaustive":
             raise ValueError("kgt5.decoding.reverse_weight re-ranks decoded answers; exhaustive scoring "
                              "would read every entity's query the other way: set it to 0")
         self.reverse_weight, self.reverse_candidates = float(reverse_weight), int(reverse_candidates)
+        self.known_answers, self.widen_for_known = known_answers, int(widen_for_known)
         self.model, self.encoder, self.trie = model, encoder, trie
         self.method, self.beam_size, self.num_samples = method, int(beam_size), int(num_samples)
         self.constrained, self.temperature, self.max_rows = bool(constrained), float(temperature), int(max_rows)
@@ -323,6 +331,19 @@ class KGT5Scorer:
     def _width(self) -> int:
         return {"beam": self.beam_size, "sample": self.num_samples, "greedy": 1}.get(self.method, 1)
 
+    def extra_hypotheses(self, anchor: Tensor, relation: Tensor, head: bool) -> np.ndarray:
+        """``(B,)`` hypotheses a beam search adds to ``beam_size`` for each query: its number of
+        training answers, capped at ``widen_for_known``, rounded up to a power of two (few distinct
+        widths), the width capped at the number of entities. Zeros unless the scorer widens."""
+        B = len(anchor)
+        if self.method != "beam" or not self.widen_for_known or self.known_answers is None or B == 0:
+            return np.zeros(B, np.int64)
+        n = np.minimum(np.asarray(self.known_answers(anchor.cpu().numpy(), relation.cpu().numpy(), head),
+                                  np.int64), self.widen_for_known)
+        pow2 = np.left_shift(1, np.ceil(np.log2(np.maximum(n, 1))).astype(np.int64))
+        extra = np.where(n > 0, np.minimum(pow2, self.widen_for_known), 0)
+        return np.clip(np.minimum(extra, self.num_entities - self.beam_size), 0, None)
+
     @torch.no_grad()
     def topk(self, anchor: Tensor, relation: Tensor, head: bool = False,
              inputs: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
@@ -340,10 +361,17 @@ class KGT5Scorer:
         else:
             ents, scores = self._decode(anchor, relation, head, inputs)
         if self.reverse_weight and inputs is None:
-            n = min(self.reverse_candidates, ents.shape[1])
-            read = lambda rows: (self.other_reading(anchor[rows], relation[rows], head, ents[rows, :n]),)  # noqa: E731
-            other, = read(slice(None)) if keys is None else self._others.get(keys, read)
-            ents, scores = rerank(ents, scores, other, self.reverse_weight)
+            # each query re-ranks as many answers as its own decoding width allows (not this call's)
+            counts = torch.as_tensor(min(self.reverse_candidates, self._width())
+                                     + self.extra_hypotheses(anchor, relation, head))
+            n = min(int(counts.max()) if len(counts) else 0, ents.shape[1])
+
+            def read(rows):
+                cand = ents[rows, :n].masked_fill(torch.arange(n) >= counts[rows, None], -1)
+                return (self.other_reading(anchor[rows], relation[rows], head, cand),)
+
+            other, = read(torch.arange(len(ents))) if keys is None else self._others.get(keys, read)
+            ents, scores = rerank(ents, scores, other, self.reverse_weight, counts)
         return ents, scores
 
     @torch.no_grad()
@@ -368,17 +396,31 @@ class KGT5Scorer:
 
     def _decode(self, anchor: Tensor, relation: Tensor, head: bool,
                 inputs: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
+        extra = self.extra_hypotheses(anchor, relation, head) if inputs is None else np.zeros(0, np.int64)
+        if not extra.any():
+            return self._decode_at(self._width(), anchor, relation, head, inputs)
+        B, widths = len(anchor), self.beam_size + extra  # one beam search per distinct width
+        ents = torch.full((B, int(widths.max())), -1, dtype=torch.long)
+        scores = torch.full((B, int(widths.max())), float("-inf"))
+        for w in np.unique(widths):
+            rows = torch.as_tensor(np.flatnonzero(widths == w))
+            e, sc = self._decode_at(int(w), anchor[rows], relation[rows], head)
+            ents[rows, :e.shape[1]], scores[rows, :sc.shape[1]] = e, sc
+        return ents, scores
+
+    def _decode_at(self, width: int, anchor: Tensor, relation: Tensor, head: bool,
+                   inputs: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
         if inputs is None:
             inputs = self.encoder.queries(anchor, relation, head)
         ids_all, mask_all = inputs
         B = ids_all.shape[0]
-        chunk = max(1, self.max_rows // self._width())
+        chunk = max(1, self.max_rows // width)
         trie = self.trie if self.constrained else None
         ents, scs = [], []
         for s in range(0, B, chunk):
             ids, mask = ids_all[s:s + chunk], mask_all[s:s + chunk]
             if self.method == "beam":
-                seqs, sc = beam_search(self.model, ids, mask, self.beam_size, trie, self.max_length)
+                seqs, sc = beam_search(self.model, ids, mask, width, trie, self.max_length)
             else:
                 gen = self.generator if next(self.model.parameters()).device.type == "cpu" else None
                 seqs, sc = sample(self.model, ids, mask, self.num_samples, trie, self.max_length,
@@ -400,7 +442,7 @@ class KGT5Scorer:
             ents.append(e.gather(1, order).cpu())
             scs.append(sc.gather(1, order).cpu())
         if not ents:
-            return torch.zeros((0, self._width()), dtype=torch.long), torch.zeros((0, self._width()))
+            return torch.zeros((0, width), dtype=torch.long), torch.zeros((0, width))
         return torch.cat(ents), torch.cat(scs)
 
     @torch.no_grad()
@@ -430,20 +472,27 @@ class KGT5Scorer:
 
 
 # ------------------------------------------------------------------ sparse ranking and top-k
-def rerank(entities: Tensor, scores: Tensor, other: Tensor, weight: float) -> tuple[Tensor, Tensor]:
+def rerank(entities: Tensor, scores: Tensor, other: Tensor, weight: float,
+           counts: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """Both readings for the best decoded answers: ``entities``/``scores (B, K)`` sorted best first
     (-1 / ``-inf`` = none), ``other (B, n)`` the other reading of the first ``n`` -> ``(B, K)`` sorted
-    again. The first ``n`` score ``scores + weight * other``; the other ``K - n`` keep their order
-    below all of them (their score shifted under the lowest re-ranked one)."""
+    again. Each row's first ``counts[b]`` (default and at most ``n``) score ``scores + weight *
+    other``; its other answers keep their order below all of them (their score shifted under the
+    lowest re-ranked one)."""
+    B, K = entities.shape
+    other = other[:, :K].to(scores.dtype)
     n = other.shape[1]
-    top = torch.where(entities[:, :n] >= 0, scores[:, :n] + weight * other.to(scores.dtype),
-                      torch.full_like(scores[:, :n], float("-inf")))
-    rest = scores[:, n:]
-    if rest.shape[1] and n:
-        floor = torch.where(torch.isfinite(top), top, torch.full_like(top, float("inf"))).amin(1, keepdim=True)
-        shifted = floor - 1 + (rest - scores[:, n - 1:n])  # <= floor - 1: scores are sorted
-        rest = torch.where(torch.isfinite(rest) & torch.isfinite(floor), shifted, rest)
-    new = torch.cat([top, rest], 1)
+    dev = entities.device
+    limit = torch.full((B, 1), n, device=dev) if counts is None else \
+        torch.as_tensor(counts, device=dev).clamp(max=n).reshape(B, 1)
+    is_top = torch.arange(K, device=dev) < limit
+    read = torch.nn.functional.pad(other, (0, K - n), value=0.0)
+    top = torch.where(is_top & (entities >= 0), scores + weight * read, torch.full_like(scores, float("-inf")))
+    floor = torch.where(is_top & torch.isfinite(top), top, torch.full_like(top, float("inf"))).amin(1, keepdim=True)
+    last = scores.gather(1, (limit - 1).clamp(min=0)) if K else scores[:, :1]
+    shifted = floor - 1 + (scores - last)  # <= floor - 1: scores are sorted
+    rest = torch.where(torch.isfinite(scores) & torch.isfinite(floor), shifted, scores)
+    new = torch.where(is_top, top, rest)
     order = new.argsort(dim=1, descending=True, stable=True)
     return entities.gather(1, order), new.gather(1, order)
 

@@ -271,7 +271,14 @@ class KGT5Run(RunBase):
                           temperature=opts["temperature"], max_rows=opts["max_rows"],
                           seed=int(self.config["training"].get("seed") or 0), memo_queries=memo_queries,
                           reverse_weight=self.reverse_weight(opts.get("reverse_weight", 0.0)),
-                          reverse_candidates=int(opts.get("reverse_candidates", 50)))
+                          reverse_candidates=int(opts.get("reverse_candidates", 50)),
+                          known_answers=self.training_answer_counts, widen_for_known=int(opts.get("widen_for_known", 0)))
+
+    def training_answer_counts(self, anchor: np.ndarray, relation: np.ndarray, head: bool) -> np.ndarray:
+        """``(B,)`` the number of answers each query has in the training split (0 without one)."""
+        if "train" not in self.dataset.splits:
+            return np.zeros(len(anchor), np.int64)
+        return self.known.index("train").answer_counts(anchor, relation, head)
 
     def reverse_weight(self, value) -> float:
         """``kgt5.decoding.reverse_weight`` as the number the run ranks with: ``auto`` is the weight
@@ -323,7 +330,8 @@ class KGT5Run(RunBase):
         else:
             m = evaluate(sc, self.dataset, split, filtered=filtered, progress=progress, filter_index=fi)
         m["decoding"] = {"method": sc.method, "beam_size": sc.beam_size, "num_samples": sc.num_samples,
-                         "constrained": sc.constrained, "reverse_weight": sc.reverse_weight}
+                         "constrained": sc.constrained, "reverse_weight": sc.reverse_weight,
+                         "widen_for_known": sc.widen_for_known if sc.method == "beam" else 0}
         if sc.reverse_weight:
             m["decoding"]["reverse_candidates"] = sc.reverse_candidates
         m["eval_time_s"] = time.time() - t0

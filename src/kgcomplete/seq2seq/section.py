@@ -34,10 +34,14 @@ class DecodingConfig:
     #: decoded answers re-ranked by ``reverse_weight`` (each is read the other way: one teacher-forced
     #: pass per answer); fewer than the beam cuts the cost but also the gain (see docs/kgt5.md)
     reverse_candidates: int = 50
+    #: beam search: a query keeps up to this many more hypotheses, one per answer it has in the
+    #: training graph (rounded up to a power of two), so that the answers filtered ranking removes
+    #: do not push new ones out of the beam; reverse_candidates grows by as many (0 = a fixed width)
+    widen_for_known: int = 200
 
     LIMITS: ClassVar[dict[str, Limit]] = {"beam_size": POSITIVE_INT, "num_samples": POSITIVE_INT,
                                           "temperature": POSITIVE, "max_rows": POSITIVE_INT,
-                                          "reverse_candidates": POSITIVE_INT}
+                                          "reverse_candidates": POSITIVE_INT, "widen_for_known": NON_NEGATIVE}
 
 
 @dataclass
