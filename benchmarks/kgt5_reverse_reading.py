@@ -15,7 +15,22 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
+
+
+def widths(run, sc, split: str = "test") -> str:
+    """The beam widths of the split's distinct queries (both sides) and their training answers."""
+    triples = np.asarray(run.dataset.splits[split], dtype=np.int64)
+    known, wide = [], []
+    for head, anchor_col in ((False, 0), (True, 2)):
+        q = np.unique(triples[:, [anchor_col, 1]], axis=0)
+        known.append(run.training_answer_counts(q[:, 0], q[:, 1], head))
+        wide.append(sc._width() + sc.extra_hypotheses(torch.as_tensor(q[:, 0]), torch.as_tensor(q[:, 1]), head))
+    known, wide = np.concatenate(known), np.concatenate(wide)
+    return (f"{split}: {len(known)} distinct queries; training answers median {np.median(known):g}, "
+            f">= 25 for {(known >= 25).mean():.0%}, 99th percentile {np.percentile(known, 99):g}; "
+            f"beam width mean {wide.mean():.1f} ({wide.min()}-{wide.max()})")
 
 
 def main(argv=None) -> None:
@@ -43,6 +58,7 @@ def main(argv=None) -> None:
         for w in (0.0, chosen):  # the run's scorer keeps the test decodings and their other readings
             sc.reverse_weight = w
             at[w] = run.evaluate("test")
+        print(f"<!-- {path}: {widths(run, sc)} -->")
         valid = " / ".join(f"{m:.4f}" for m in fit["valid_mrr"].values())
         print(f"| {path} | {valid} | {chosen:g} | {at[0.0]['mrr']:.4f} | {at[chosen]['mrr']:.4f} | "
               f"{at[0.0]['hits@1']:.3f} → {at[chosen]['hits@1']:.3f} | {time.perf_counter() - t0:.0f} s |", flush=True)

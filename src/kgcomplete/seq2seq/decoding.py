@@ -352,18 +352,19 @@ class KGT5Scorer:
         ``inputs``: ready ``(input_ids, attention_mask)`` (QA); otherwise built from ``anchor``/``relation``."""
         if self.method == "exhaustive":
             raise ValueError("topk needs a decoding method; exhaustive scores all entities")
+        extra = self.extra_hypotheses(anchor, relation, head) if inputs is None else None
         keys = None  # deterministic decodings (and their other readings) are kept per query
         if inputs is None and self.method != "sample" and self.memo_queries > 0 and \
                 (len(relation) == 0 or int(relation.max()) < 2 ** 21):
             a, r = anchor.cpu().numpy().astype(np.int64), relation.cpu().numpy().astype(np.int64)
             keys = (a << 22) | (r << 1) | int(head)  # relations < 2**21
-            ents, scores = self._decoded.get(keys, lambda rows: self._decode(anchor[rows], relation[rows], head))
+            ents, scores = self._decoded.get(keys, lambda rows: self._decode(anchor[rows], relation[rows], head,
+                                                                              extra=extra[rows.numpy()]))
         else:
-            ents, scores = self._decode(anchor, relation, head, inputs)
+            ents, scores = self._decode(anchor, relation, head, inputs, extra)
         if self.reverse_weight and inputs is None:
             # each query re-ranks as many answers as its own decoding width allows (not this call's)
-            counts = torch.as_tensor(min(self.reverse_candidates, self._width())
-                                     + self.extra_hypotheses(anchor, relation, head))
+            counts = torch.as_tensor(min(self.reverse_candidates, self._width()) + extra)
             n = min(int(counts.max()) if len(counts) else 0, ents.shape[1])
 
             def read(rows):
@@ -394,10 +395,10 @@ class KGT5Scorer:
                                        max_rows=self.max_rows)[:, 0].cpu()
         return out
 
-    def _decode(self, anchor: Tensor, relation: Tensor, head: bool,
-                inputs: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
-        extra = self.extra_hypotheses(anchor, relation, head) if inputs is None else np.zeros(0, np.int64)
-        if not extra.any():
+    def _decode(self, anchor: Tensor, relation: Tensor, head: bool, inputs: Optional[tuple[Tensor, Tensor]] = None,
+                extra: Optional[np.ndarray] = None) -> tuple[Tensor, Tensor]:
+        """Decode each query at ``beam_size + extra`` (:meth:`extra_hypotheses`; None: the fixed width)."""
+        if extra is None or not extra.any():
             return self._decode_at(self._width(), anchor, relation, head, inputs)
         B, widths = len(anchor), self.beam_size + extra  # one beam search per distinct width
         ents = torch.full((B, int(widths.max())), -1, dtype=torch.long)
